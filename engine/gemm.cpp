@@ -1,0 +1,109 @@
+#include "engine/gemm.h"
+
+#include <Eigen/Core>
+#include <cstdlib>
+
+#include "engine/error.h"
+
+#ifdef MB_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#endif
+#ifdef MB_HAVE_OPENBLAS
+extern "C" {
+void cblas_sgemm(int order, int transa, int transb, int M, int N, int K, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc);
+}
+#endif
+
+namespace mb {
+
+std::vector<GemmBackend> available_gemm_backends() {
+  std::vector<GemmBackend> v;
+#ifdef MB_HAVE_ONEDNN
+  v.push_back(GemmBackend::OneDNN);  // first: its speed does not depend on OPENBLAS_CORETYPE
+#endif
+#ifdef MB_HAVE_OPENBLAS
+  v.push_back(GemmBackend::OpenBLAS);
+#endif
+  v.push_back(GemmBackend::Eigen);
+  return v;
+}
+
+const char* gemm_backend_name(GemmBackend b) {
+  switch (b) {
+    case GemmBackend::OneDNN: return "onednn";
+    case GemmBackend::OpenBLAS: return "openblas";
+    case GemmBackend::Eigen: return "eigen";
+  }
+  return "?";
+}
+
+GemmBackend parse_gemm_backend(const std::string& name) {
+  for (GemmBackend b : available_gemm_backends())
+    if (name == gemm_backend_name(b)) return b;
+  std::string have;
+  for (GemmBackend b : available_gemm_backends()) have += std::string(have.empty() ? "" : ", ") + gemm_backend_name(b);
+  throw Error("unknown or unavailable GEMM back-end '" + name + "' (this build has: " + have + ")");
+}
+
+namespace {
+GemmBackend initial_backend() {
+  if (const char* env = std::getenv("MB_GEMM"); env && *env) return parse_gemm_backend(env);
+  return available_gemm_backends().front();
+}
+GemmBackend& current_backend() {
+  static GemmBackend b = initial_backend();
+  return b;
+}
+
+void sgemm_eigen(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Stride = Eigen::OuterStride<>;
+  Eigen::Map<RowMat, 0, Stride> c(C, M, N, Stride(ldc));
+  // A row-major matrix of shape [r, c] read transposed is a column-major one of shape [c, r].
+  auto run = [&](const auto& a, const auto& b) {
+    if (beta == 0.0f) c.noalias() = alpha * (a * b);
+    else { c *= beta; c.noalias() += alpha * (a * b); }
+  };
+  using ColMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  if (!ta && !tb) run(Eigen::Map<const RowMat, 0, Stride>(A, M, K, Stride(lda)), Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(ldb)));
+  else if (!ta && tb) run(Eigen::Map<const RowMat, 0, Stride>(A, M, K, Stride(lda)), Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(ldb)));
+  else if (ta && !tb) run(Eigen::Map<const ColMat, 0, Stride>(A, M, K, Stride(lda)), Eigen::Map<const RowMat, 0, Stride>(B, K, N, Stride(ldb)));
+  else run(Eigen::Map<const ColMat, 0, Stride>(A, M, K, Stride(lda)), Eigen::Map<const ColMat, 0, Stride>(B, K, N, Stride(ldb)));
+}
+}  // namespace
+
+GemmBackend gemm_backend() { return current_backend(); }
+void set_gemm_backend(GemmBackend b) { current_backend() = b; }
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta * C; some back-ends reject K = 0
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  switch (current_backend()) {
+#ifdef MB_HAVE_ONEDNN
+    case GemmBackend::OneDNN: {
+      dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      MB_CHECK(st == dnnl_success, "oneDNN sgemm failed with status " + std::to_string(int(st)));
+      return;
+    }
+#endif
+#ifdef MB_HAVE_OPENBLAS
+    case GemmBackend::OpenBLAS:
+      // CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
+      cblas_sgemm(101, ta ? 112 : 111, tb ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb),
+                  beta, C, int(ldc));
+      return;
+#endif
+    default:
+      sgemm_eigen(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+  }
+}
+
+}  // namespace mb

@@ -1,0 +1,43 @@
+// Deterministic random numbers, identical on every platform and standard library
+// (std::normal_distribution is not), so a seed names one model everywhere.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+namespace mb {
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed = 0) : state_(seed) {}
+
+  // splitmix64: small, fast, statistically solid for initialisation and sampling.
+  uint64_t next_u64() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [0, 1) with 53 random bits.
+  double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
+  // Uniform integer in [0, n).
+  uint64_t below(uint64_t n) { return n ? next_u64() % n : 0; }
+  // Standard normal by Box–Muller (both values used).
+  double normal() {
+    if (has_spare_) { has_spare_ = false; return spare_; }
+    double u1 = uniform(), u2 = uniform();
+    if (u1 < 1e-300) u1 = 1e-300;
+    const double r = std::sqrt(-2.0 * std::log(u1)), a = 6.283185307179586 * u2;
+    spare_ = r * std::sin(a);
+    has_spare_ = true;
+    return r * std::cos(a);
+  }
+
+  uint64_t state() const { return state_; }
+
+ private:
+  uint64_t state_;
+  double spare_ = 0.0;
+  bool has_spare_ = false;
+};
+
+}  // namespace mb

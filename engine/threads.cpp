@@ -1,0 +1,47 @@
+#include "engine/threads.h"
+
+#include <omp.h>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "engine/error.h"
+
+#ifdef MB_HAVE_OPENBLAS
+extern "C" void openblas_set_num_threads(int);
+#endif
+
+namespace mb {
+
+namespace {
+int g_threads = 0;
+}
+
+int default_num_threads() {
+  if (const char* env = std::getenv("MB_NUM_THREADS"); env && *env) {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    MB_CHECK(end && *end == '\0' && v > 0 && v <= 4096,
+             std::string("MB_NUM_THREADS must be a positive integer, got '") + env + "'");
+    return int(v);
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw ? int(hw) : 1;
+}
+
+void set_num_threads(int n) {
+  if (n <= 0) n = default_num_threads();
+  g_threads = n;
+  omp_set_num_threads(n);
+#ifdef MB_HAVE_OPENBLAS
+  openblas_set_num_threads(n);
+#endif
+}
+
+int num_threads() {
+  if (g_threads == 0) set_num_threads(0);
+  return g_threads;
+}
+
+}  // namespace mb

@@ -1,0 +1,104 @@
+// info: parameter counts and FLOPs per component, dtype and structure of a model directory.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "commands.h"
+#include "engine/error.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "models/bert.h"
+#include "models/counting.h"
+
+namespace mbcli {
+
+namespace {
+
+struct InfoOptions {
+  std::string model;
+  double seq_len = 128;
+  bool json = false;
+};
+
+std::string grouped(int64_t v) {
+  std::string s = std::to_string(v), out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i && (s.size() - i) % 3 == 0) out += ',';
+    out += s[i];
+  }
+  return out;
+}
+
+void run_info(const InfoOptions& o) {
+  const mb::BertConfig config = mb::read_bert_config((std::filesystem::path(o.model) / "config.json").string());
+  const std::map<std::string, mb::Tensor> stored = mb::read_model_weights(o.model);
+  std::set<std::string> dtypes;
+  for (const auto& [name, t] : stored) dtypes.insert(mb::dtype_name(t.dtype()));
+  std::string dtype;
+  for (const auto& d : dtypes) dtype += (dtype.empty() ? "" : "+") + d;
+  const mb::BertModel m = mb::BertModel::from_tensors(config, stored, o.model);
+  const mb::ModelCounts c = mb::count_model(m, o.seq_len);
+
+  nlohmann::json layers = nlohmann::json::array();
+  for (const mb::LayerCounts& l : c.layers)
+    layers.push_back({{"params", l.params}, {"heads", l.heads}, {"neurons", l.neurons}, {"mha_flops", l.mha_flops},
+                      {"ffn_flops", l.ffn_flops}});
+  nlohmann::json j = {
+      {"model", o.model},
+      {"dtype", dtype},
+      {"compute_dtype", "F32"},
+      {"structure",
+       {{"layers", config.num_hidden_layers}, {"hidden_size", config.hidden_size},
+        {"num_attention_heads", config.num_attention_heads}, {"head_dim", config.head_dim()},
+        {"intermediate_size", config.intermediate_size}, {"vocab_size", config.vocab_size},
+        {"max_position_embeddings", config.max_position_embeddings}, {"num_labels", config.num_labels()},
+        {"pooler", m.has_pooler()}, {"classifier", m.has_classifier()}}},
+      {"params",
+       {{"embeddings", c.embedding_params}, {"encoder", c.encoder_params()}, {"pooler", c.pooler_params},
+        {"classifier", c.classifier_params}, {"other", c.extra_params}, {"total", c.total_params()}}},
+      {"flops", {{"seq_len", o.seq_len}, {"total", c.flops()}, {"per_token", c.flops() / o.seq_len}}},
+      {"layers", layers}};
+  if (o.json) {
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  std::printf("model       %s\n", o.model.c_str());
+  std::printf("dtype       %s stored, F32 compute\n", dtype.c_str());
+  std::printf("structure   %lld layers, hidden %lld, %lld heads of %lld, FFN %lld, vocab %lld, positions %lld, %lld labels%s%s\n",
+              (long long)config.num_hidden_layers, (long long)config.hidden_size, (long long)config.num_attention_heads,
+              (long long)config.head_dim(), (long long)config.intermediate_size, (long long)config.vocab_size,
+              (long long)config.max_position_embeddings, (long long)config.num_labels(),
+              m.has_pooler() ? ", pooler" : "", m.has_classifier() ? ", classifier" : "");
+  std::printf("parameters\n");
+  std::printf("  embeddings  %15s\n", grouped(c.embedding_params).c_str());
+  std::printf("  encoder     %15s\n", grouped(c.encoder_params()).c_str());
+  std::printf("  pooler      %15s\n", grouped(c.pooler_params).c_str());
+  std::printf("  classifier  %15s\n", grouped(c.classifier_params).c_str());
+  if (c.extra_params) std::printf("  other heads %15s\n", grouped(c.extra_params).c_str());
+  std::printf("  total       %15s  (%.1f M)\n", grouped(c.total_params()).c_str(), double(c.total_params()) / 1e6);
+  std::printf("FLOPs at sequence length %g (per sequence; heads and FFN neurons): %.3f GFLOP, %.2f MFLOP/token\n",
+              o.seq_len, c.flops() / 1e9, c.flops() / o.seq_len / 1e6);
+  for (size_t i = 0; i < c.layers.size(); ++i) {
+    const mb::LayerCounts& l = c.layers[i];
+    std::printf("  layer %-3zu heads %-3lld neurons %-6lld params %12s  MHA %8.3f GFLOP  FFN %8.3f GFLOP\n", i,
+                (long long)l.heads, (long long)l.neurons, grouped(l.params).c_str(), l.mha_flops / 1e9, l.ffn_flops / 1e9);
+  }
+}
+
+}  // namespace
+
+void add_info_command(CLI::App& app) {
+  auto o = std::make_shared<InfoOptions>();
+  CLI::App* cmd = app.add_subcommand("info", "parameters, FLOPs, dtype and structure of a model directory");
+  cmd->add_option("--model", o->model, "model directory")->required();
+  cmd->add_option("--seq-len", o->seq_len, "sequence length for the FLOPs count")->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", o->json, "one JSON object instead of text");
+  cmd->callback([o] { run_info(*o); });
+}
+
+}  // namespace mbcli

@@ -1,0 +1,12 @@
+// The minibridge CLI's subcommands. Each registers its options on a CLI11 subcommand and runs
+// when chosen; errors are mb::Error, printed once by main().
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace mbcli {
+
+void add_infer_commands(CLI::App& app);  // tokenize, encode, classify
+void add_info_command(CLI::App& app);
+void add_init_command(CLI::App& app);
+
+}  // namespace mbcli

@@ -1,0 +1,30 @@
+// minibridge: run, inspect and create BERT models from the command line.
+#include <cstdio>
+#include <exception>
+#include <iostream>
+
+#include "commands.h"
+#include "engine/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"minibridge: a C++ engine for BERT-family encoders (run, train, compress)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "minibridge 0.1.0");
+  mbcli::add_infer_commands(app);
+  mbcli::add_info_command(app);
+  mbcli::add_init_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const mb::Error& e) {
+    std::fflush(stdout);
+    std::cerr << "minibridge: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "minibridge: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,43 @@
+// config.json of a BERT model directory: the fields the engine uses, validated, plus the raw JSON
+// so that keys we do not interpret survive a load/save round trip unchanged.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace mb {
+
+struct BertConfig {
+  int64_t vocab_size = 30522;
+  int64_t hidden_size = 768;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t intermediate_size = 3072;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;
+  int64_t pad_token_id = 0;
+  double layer_norm_eps = 1e-12;
+  double initializer_range = 0.02;
+  std::string hidden_act = "gelu";                 // gelu | gelu_new | gelu_pytorch_tanh
+  std::string problem_type;                        // "", single_label_classification, regression
+  std::vector<std::string> id2label{"LABEL_0", "LABEL_1"};
+  nlohmann::json raw = nlohmann::json::object();   // everything as read
+
+  int64_t num_labels() const { return int64_t(id2label.size()); }
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  bool is_regression() const { return problem_type == "regression" || num_labels() == 1; }
+};
+
+// Parses and validates; `source` (a file name) prefixes every error message.
+// Required keys: vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size.
+BertConfig bert_config_from_json(const nlohmann::json& j, const std::string& source);
+BertConfig read_bert_config(const std::string& path);
+// raw, updated with the typed fields (id2label/label2id written the HF way: string keys).
+nlohmann::json bert_config_to_json(const BertConfig& c);
+void write_bert_config(const std::string& path, const BertConfig& c);
+
+// Reads a JSON file; errors name the file (missing, unreadable, invalid JSON with line/column).
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace mb

@@ -1,0 +1,336 @@
+#include "models/bert.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/rng.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+
+namespace mb {
+
+namespace fs = std::filesystem;
+
+void Batch::add(const std::vector<int32_t>& ids, const std::vector<int32_t>& types) {
+  MB_CHECK(types.empty() || types.size() == ids.size(), "Batch::add: token_type_ids length differs from input_ids");
+  input_ids.insert(input_ids.end(), ids.begin(), ids.end());
+  if (types.empty()) token_type_ids.insert(token_type_ids.end(), ids.size(), 0);
+  else token_type_ids.insert(token_type_ids.end(), types.begin(), types.end());
+  offsets.push_back(int32_t(input_ids.size()));
+}
+
+Tensor& BertWorkspace::get(Slot slot, Shape shape) {
+  const int64_t need = std::max<int64_t>(shape_numel(shape), 1);
+  if (storage_[slot].numel() < need) storage_[slot] = Tensor::empty({need + need / 4});
+  views_[slot] = storage_[slot].prefix(std::move(shape));
+  return views_[slot];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parameter names. One table maps each tensor slot to its Hugging Face name (without the "bert."
+// prefix) and the shape the config implies.
+
+namespace {
+
+struct Slot {
+  std::string name;
+  Tensor* tensor;
+  Shape shape;
+  bool required;
+};
+
+std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier) {
+  const BertConfig& c = m.config;
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  std::vector<Slot> s = {
+      {"embeddings.word_embeddings.weight", &m.word_emb, {c.vocab_size, H}, true},
+      {"embeddings.position_embeddings.weight", &m.pos_emb, {c.max_position_embeddings, H}, true},
+      {"embeddings.token_type_embeddings.weight", &m.type_emb, {c.type_vocab_size, H}, true},
+      {"embeddings.LayerNorm.weight", &m.emb_ln_w, {H}, true},
+      {"embeddings.LayerNorm.bias", &m.emb_ln_b, {H}, true},
+  };
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    BertLayer& L = m.layers[l];
+    const int64_t W = L.num_heads * c.head_dim();
+    const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    std::vector<Slot> ls = {
+        {p + "attention.self.query.weight", &L.q_w, {W, H}, true},
+        {p + "attention.self.query.bias", &L.q_b, {W}, true},
+        {p + "attention.self.key.weight", &L.k_w, {W, H}, true},
+        {p + "attention.self.key.bias", &L.k_b, {W}, true},
+        {p + "attention.self.value.weight", &L.v_w, {W, H}, true},
+        {p + "attention.self.value.bias", &L.v_b, {W}, true},
+        {p + "attention.output.dense.weight", &L.attn_out_w, {H, W}, true},
+        {p + "attention.output.dense.bias", &L.attn_out_b, {H}, true},
+        {p + "attention.output.LayerNorm.weight", &L.attn_ln_w, {H}, true},
+        {p + "attention.output.LayerNorm.bias", &L.attn_ln_b, {H}, true},
+        {p + "intermediate.dense.weight", &L.ffn_in_w, {I, H}, true},
+        {p + "intermediate.dense.bias", &L.ffn_in_b, {I}, true},
+        {p + "output.dense.weight", &L.ffn_out_w, {H, I}, true},
+        {p + "output.dense.bias", &L.ffn_out_b, {H}, true},
+        {p + "output.LayerNorm.weight", &L.ffn_ln_w, {H}, true},
+        {p + "output.LayerNorm.bias", &L.ffn_ln_b, {H}, true},
+    };
+    s.insert(s.end(), ls.begin(), ls.end());
+  }
+  if (with_pooler) {
+    s.push_back({"pooler.dense.weight", &m.pooler_w, {H, H}, false});
+    s.push_back({"pooler.dense.bias", &m.pooler_b, {H}, false});
+  }
+  if (with_classifier) {
+    s.push_back({"classifier.weight", &m.classifier_w, {c.num_labels(), H}, false});
+    s.push_back({"classifier.bias", &m.classifier_b, {c.num_labels()}, false});
+  }
+  return s;
+}
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+// Stored name -> canonical name: drop the "bert." prefix of task-model checkpoints and map the
+// TF-era LayerNorm.gamma/beta to weight/bias.
+std::string canonical_name(std::string n) {
+  if (starts_with(n, "bert.")) n = n.substr(5);
+  if (ends_with(n, "LayerNorm.gamma")) n = n.substr(0, n.size() - 5) + "weight";
+  else if (ends_with(n, "LayerNorm.beta")) n = n.substr(0, n.size() - 4) + "bias";
+  return n;
+}
+
+void init_layers(BertModel& m) {
+  m.layers.assign(size_t(m.config.num_hidden_layers), BertLayer{});
+  for (BertLayer& L : m.layers) L.num_heads = m.config.num_attention_heads;
+}
+
+}  // namespace
+
+BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::string, Tensor>& tensors,
+                                  const std::string& source) {
+  BertModel m;
+  m.config = config;
+  init_layers(m);
+
+  std::map<std::string, const Tensor*> by_name;
+  std::vector<std::string> unknown;
+  for (const auto& [stored, t] : tensors) {
+    const std::string name = canonical_name(stored);
+    MB_CHECK(!by_name.count(name), source + ": tensor '" + stored + "' appears twice (under two spellings)");
+    by_name[name] = &t;
+  }
+
+  std::vector<std::string> missing;
+  for (Slot& s : slots_of(m, true, true)) {
+    auto it = by_name.find(s.name);
+    if (it == by_name.end()) {
+      if (s.required) missing.push_back(s.name);
+      continue;
+    }
+    const Tensor& t = *it->second;
+    MB_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
+             source + ": tensor '" + s.name + "' has dtype " + dtype_name(t.dtype()) + ", expected F32, F16 or BF16");
+    MB_CHECK(t.shape() == s.shape, source + ": tensor '" + s.name + "' has shape " + shape_str(t.shape()) +
+                                       ", config.json implies " + shape_str(s.shape));
+    *s.tensor = t.to_f32();  // F32: zero-copy view; F16/BF16: converted once here
+    by_name.erase(it);
+  }
+  if (!missing.empty()) {
+    std::string list;
+    for (size_t i = 0; i < missing.size() && i < 8; ++i) list += (i ? ", " : "") + missing[i];
+    if (missing.size() > 8) list += ", ... (" + std::to_string(missing.size()) + " in all)";
+    throw Error(source + ": missing tensors: " + list);
+  }
+  MB_CHECK(m.has_pooler() == m.pooler_b.defined(), source + ": pooler.dense.weight and .bias must come together");
+  MB_CHECK(m.has_classifier() == m.classifier_b.defined(),
+           source + ": classifier.weight and .bias must come together");
+
+  // Tensors of heads the encoder does not run (masked-LM, next-sentence) are kept; position_ids
+  // is a buffer old checkpoints saved. Anything else is reported.
+  for (const auto& [name, t] : by_name) {
+    if (starts_with(name, "cls.")) m.extra[name] = *t;
+    else if (name != "embeddings.position_ids") unknown.push_back(name);
+  }
+  if (!unknown.empty()) {
+    std::cerr << "minibridge: warning: " << source << ": " << unknown.size() << " unused tensor(s):";
+    for (const auto& n : unknown) std::cerr << ' ' << n;
+    std::cerr << '\n';
+  }
+  return m;
+}
+
+BertModel BertModel::load(const std::string& dir) {
+  MB_CHECK(fs::is_directory(dir), dir + ": not a model directory");
+  BertConfig config = read_bert_config((fs::path(dir) / "config.json").string());
+  return from_tensors(config, read_model_weights(dir), dir);
+}
+
+BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
+  BertModel m;
+  m.config = config;
+  init_layers(m);
+  Rng rng(seed);
+  const float stddev = float(config.initializer_range);
+  for (Slot& s : slots_of(m, true, true)) {
+    *s.tensor = Tensor::empty(s.shape);
+    float* p = s.tensor->f32();
+    const int64_t n = s.tensor->numel();
+    if (ends_with(s.name, "LayerNorm.weight")) std::fill(p, p + n, 1.0f);
+    else if (ends_with(s.name, ".bias")) std::fill(p, p + n, 0.0f);
+    else
+      for (int64_t i = 0; i < n; ++i) p[i] = float(rng.normal()) * stddev;
+  }
+  // nn.Embedding(padding_idx=pad_token_id) zeroes that row.
+  std::fill_n(m.word_emb.f32() + config.pad_token_id * config.hidden_size, config.hidden_size, 0.0f);
+  return m;
+}
+
+std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
+  BertModel& self = const_cast<BertModel&>(*this);  // slots_of only reads through the pointers here
+  const std::string prefix = has_classifier() ? "bert." : "";
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const Slot& s : slots_of(self, has_pooler(), has_classifier())) {
+    const bool head = starts_with(s.name, "classifier.");
+    out.emplace_back(head ? s.name : prefix + s.name, *s.tensor);
+  }
+  for (const auto& [name, t] : extra) out.emplace_back(name, t);
+  return out;
+}
+
+void BertModel::save(const std::string& dir, DType dtype, const std::string& tokenizer_dir) const {
+  // Build the whole directory beside the target, then swap it in: a crash never leaves a
+  // half-written model directory behind.
+  const fs::path target = fs::absolute(dir);
+  const fs::path staging = target.string() + ".tmp-" + std::to_string(::getpid());
+  fs::remove_all(staging);
+  fs::create_directories(staging);
+  try {
+    std::vector<std::pair<std::string, Tensor>> tensors = named_tensors();
+    if (dtype != DType::F32)
+      for (auto& [name, t] : tensors) t = t.to_dtype(dtype);
+    write_safetensors((staging / "model.safetensors").string(), tensors, {{"format", "pt"}});
+
+    BertConfig c = config;
+    nlohmann::json arch = nlohmann::json::array({has_classifier() ? "BertForSequenceClassification" : "BertModel"});
+    c.raw["architectures"] = arch;
+    c.raw["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
+    write_bert_config((staging / "config.json").string(), c);
+
+    if (!tokenizer_dir.empty()) {
+      const fs::path src = tokenizer_dir;
+      MB_CHECK(fs::exists(src / "vocab.txt"), (src / "vocab.txt").string() + ": vocabulary not found");
+      for (const char* f : {"vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"})
+        if (fs::exists(src / f)) {
+          fs::copy_file(src / f, staging / f, fs::copy_options::overwrite_existing);
+          fs::permissions(staging / f, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
+        }
+    }
+    const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
+    if (fs::exists(target)) fs::rename(target, old);
+    fs::rename(staging, target);
+    fs::remove_all(old);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    throw;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inference.
+
+void BertModel::validate(const Batch& b) const {
+  const BertConfig& c = config;
+  MB_CHECK(b.token_type_ids.size() == b.input_ids.size(), "batch: token_type_ids and input_ids differ in length");
+  MB_CHECK(!b.offsets.empty() && b.offsets.front() == 0 && b.offsets.back() == b.num_tokens(),
+           "batch: offsets do not cover the tokens");
+  for (int64_t s = 0; s < b.num_seqs(); ++s) {
+    const int64_t len = b.length(s);
+    MB_CHECK(len >= 1, "sequence " + std::to_string(s) + " is empty");
+    MB_CHECK(len <= c.max_position_embeddings, "sequence " + std::to_string(s) + " has " + std::to_string(len) +
+                                                   " tokens, more than max_position_embeddings " +
+                                                   std::to_string(c.max_position_embeddings));
+    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; ++t) {
+      MB_CHECK(b.input_ids[t] >= 0 && b.input_ids[t] < c.vocab_size,
+               "sequence " + std::to_string(s) + ": token id " + std::to_string(b.input_ids[t]) +
+                   " is outside the vocabulary (size " + std::to_string(c.vocab_size) + ")");
+      MB_CHECK(b.token_type_ids[t] >= 0 && b.token_type_ids[t] < c.type_vocab_size,
+               "sequence " + std::to_string(s) + ": token type " + std::to_string(b.token_type_ids[t]) +
+                   " is outside type_vocab_size " + std::to_string(c.type_vocab_size));
+    }
+  }
+}
+
+const Tensor& BertModel::encode(const Batch& b, BertWorkspace& ws) const {
+  validate(b);
+  const int64_t T = b.num_tokens(), H = config.hidden_size, dh = head_dim();
+  const float eps = float(config.layer_norm_eps);
+  float* x = ws.get(BertWorkspace::kHidden, {T, H}).f32();
+
+  // Embeddings: word + position (restarting at 0 in every sequence) + token type, then LayerNorm.
+  const float* we = word_emb.f32();
+  const float* pe = pos_emb.f32();
+  const float* te = type_emb.f32();
+  for (int64_t s = 0; s < b.num_seqs(); ++s) {
+#pragma omp parallel for if (T * H > 65536)
+    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; ++t) {
+      const float* w = we + int64_t(b.input_ids[t]) * H;
+      const float* p = pe + (t - b.offsets[s]) * H;
+      const float* ty = te + int64_t(b.token_type_ids[t]) * H;
+      float* o = x + t * H;
+      for (int64_t c = 0; c < H; ++c) o[c] = w[c] + p[c] + ty[c];
+    }
+  }
+  layernorm_forward(x, nullptr, nullptr, x, nullptr, emb_ln_w.f32(), emb_ln_b.f32(), T, H, eps);
+
+  for (const BertLayer& L : layers) {
+    const int64_t W = L.num_heads * dh, I = L.ffn_in_w.dim(0);
+    float* qkv = ws.get(BertWorkspace::kQkv, {T, 3 * W}).f32();
+    float* ctx = ws.get(BertWorkspace::kCtx, {T, W}).f32();
+    float* tmp = ws.get(BertWorkspace::kAttn, {T, H}).f32();
+    float* inter = ws.get(BertWorkspace::kInter, {T, I}).f32();
+
+    // Self-attention: Q, K, V written side by side into one [T, 3W] buffer (no weight copies).
+    linear_forward(qkv, x, L.q_w.f32(), L.q_b.f32(), T, H, W, 3 * W);
+    linear_forward(qkv + W, x, L.k_w.f32(), L.k_b.f32(), T, H, W, 3 * W);
+    linear_forward(qkv + 2 * W, x, L.v_w.f32(), L.v_b.f32(), T, H, W, 3 * W);
+    attention_forward(ctx, qkv, 3 * W, b.offsets.data(), b.num_seqs(), L.num_heads, dh);
+    linear_forward(tmp, ctx, L.attn_out_w.f32(), L.attn_out_b.f32(), T, W, H);
+    layernorm_forward(x, nullptr, nullptr, tmp, x, L.attn_ln_w.f32(), L.attn_ln_b.f32(), T, H, eps);
+
+    // Feed-forward.
+    linear_forward(inter, x, L.ffn_in_w.f32(), L.ffn_in_b.f32(), T, H, I);
+    if (config.hidden_act == "gelu") gelu_forward(inter, T * I);
+    else gelu_tanh_forward(inter, T * I);
+    linear_forward(tmp, inter, L.ffn_out_w.f32(), L.ffn_out_b.f32(), T, I, H);
+    layernorm_forward(x, nullptr, nullptr, tmp, x, L.ffn_ln_w.f32(), L.ffn_ln_b.f32(), T, H, eps);
+  }
+  return ws.get(BertWorkspace::kHidden, {T, H});
+}
+
+const Tensor& BertModel::pool(const Batch& b, const Tensor& hidden, BertWorkspace& ws) const {
+  MB_CHECK(has_pooler(), "this model has no pooler (pooler.dense.* tensors are absent)");
+  const int64_t N = b.num_seqs(), H = config.hidden_size;
+  // Gather the [CLS] rows, then one GEMM for all sequences.
+  float* cls = ws.get(BertWorkspace::kAttn, {N, H}).f32();
+  for (int64_t s = 0; s < N; ++s) std::memcpy(cls + s * H, hidden.f32() + int64_t(b.offsets[s]) * H, size_t(H) * 4);
+  float* out = ws.get(BertWorkspace::kPooled, {N, H}).f32();
+  linear_forward(out, cls, pooler_w.f32(), pooler_b.f32(), N, H, H);
+  tanh_forward(out, N * H);
+  return ws.get(BertWorkspace::kPooled, {N, H});
+}
+
+const Tensor& BertModel::classify(const Tensor& pooled, BertWorkspace& ws) const {
+  MB_CHECK(has_classifier(), "this model has no classification head (classifier.* tensors are absent)");
+  const int64_t N = pooled.dim(0), H = config.hidden_size, C = config.num_labels();
+  float* out = ws.get(BertWorkspace::kLogits, {N, C}).f32();
+  linear_forward(out, pooled.f32(), classifier_w.f32(), classifier_b.f32(), N, H, C);
+  return ws.get(BertWorkspace::kLogits, {N, C});
+}
+
+}  // namespace mb

@@ -1,0 +1,34 @@
+// Parameter and FLOPs counting, from the tensors a model actually holds (so pruned and bridged
+// models count right). FLOPs follow the K-prune model in docs/METHODS.md: LayerNorm, biases,
+// activations, embeddings, pooler and classifier are ignored;
+//   f_head(s) = 8·s·d·d_h + 4·s²·d_h,   f_neuron(s) = 4·s·d,
+//   F = Σ_layers heads·f_head(s) + neurons·f_neuron(s)   (for one sequence of length s).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "models/bert.h"
+
+namespace mb {
+
+double flops_per_head(double seq_len, int64_t hidden, int64_t head_dim);
+double flops_per_neuron(double seq_len, int64_t hidden);
+
+struct LayerCounts {
+  int64_t params = 0;
+  int64_t heads = 0, neurons = 0;
+  double mha_flops = 0, ffn_flops = 0;
+};
+
+struct ModelCounts {
+  double seq_len = 0;
+  int64_t embedding_params = 0, pooler_params = 0, classifier_params = 0, extra_params = 0;
+  std::vector<LayerCounts> layers;
+  int64_t encoder_params() const;
+  int64_t total_params() const;   // everything the model directory stores
+  double flops() const;           // per sequence of length seq_len
+};
+
+ModelCounts count_model(const BertModel& m, double seq_len);
+
+}  // namespace mb

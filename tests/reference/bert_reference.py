@@ -1,0 +1,121 @@
+"""A plain PyTorch BERT (Hugging Face BertModel semantics) used as the oracle for parity tests.
+
+Runs on a padded batch with an additive attention mask exactly as HF does, so comparing against
+minibridge's packed (padding-free) execution also checks that padding is handled right.
+"""
+import json
+import math
+import struct
+
+import torch
+import torch.nn.functional as F
+
+DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+          torch.int32: "I32", torch.int64: "I64", torch.float64: "F64"}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Minimal safetensors writer (the format spec: u64 header size, JSON header, raw bytes)."""
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        t = t.contiguous()
+        raw = t.view(torch.int16) if t.dtype in (torch.float16, torch.bfloat16) else t
+        data = raw.numpy().tobytes()
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = metadata
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def random_weights(cfg, seed, with_pooler=True, num_labels=0):
+    """HF-named BertModel weights (no prefix) with non-trivial values everywhere (LayerNorm too),
+    so that any mistake in any tensor's use shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+
+    def n(*shape, std=0.05, mean=0.0):
+        return torch.randn(*shape, generator=g) * std + mean
+
+    w = {
+        "embeddings.word_embeddings.weight": n(V, H, std=0.5),
+        "embeddings.position_embeddings.weight": n(cfg["max_position_embeddings"], H, std=0.5),
+        "embeddings.token_type_embeddings.weight": n(cfg["type_vocab_size"], H, std=0.5),
+        "embeddings.LayerNorm.weight": n(H, std=0.1, mean=1.0),
+        "embeddings.LayerNorm.bias": n(H, std=0.1),
+    }
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{l}."
+        for part in ("query", "key", "value"):
+            w[p + f"attention.self.{part}.weight"] = n(H, H, std=1.5 / math.sqrt(H))
+            w[p + f"attention.self.{part}.bias"] = n(H, std=0.1)
+        w[p + "attention.output.dense.weight"] = n(H, H, std=1.0 / math.sqrt(H))
+        w[p + "attention.output.dense.bias"] = n(H, std=0.1)
+        w[p + "attention.output.LayerNorm.weight"] = n(H, std=0.1, mean=1.0)
+        w[p + "attention.output.LayerNorm.bias"] = n(H, std=0.1)
+        w[p + "intermediate.dense.weight"] = n(I, H, std=1.0 / math.sqrt(H))
+        w[p + "intermediate.dense.bias"] = n(I, std=0.1)
+        w[p + "output.dense.weight"] = n(H, I, std=1.0 / math.sqrt(I))
+        w[p + "output.dense.bias"] = n(H, std=0.1)
+        w[p + "output.LayerNorm.weight"] = n(H, std=0.1, mean=1.0)
+        w[p + "output.LayerNorm.bias"] = n(H, std=0.1)
+    if with_pooler:
+        w["pooler.dense.weight"] = n(H, H, std=1.0 / math.sqrt(H))
+        w["pooler.dense.bias"] = n(H, std=0.1)
+    if num_labels:
+        w["classifier.weight"] = n(num_labels, H, std=1.0 / math.sqrt(H))
+        w["classifier.bias"] = n(num_labels, std=0.1)
+    return w
+
+
+def act(cfg, x):
+    a = cfg.get("hidden_act", "gelu")
+    if a == "gelu":
+        return F.gelu(x)
+    if a in ("gelu_new", "gelu_pytorch_tanh"):
+        return F.gelu(x, approximate="tanh")
+    raise ValueError(a)
+
+
+def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask):
+    """HF BertModel + BertForSequenceClassification head on a padded batch [B, L].
+    Returns last_hidden_state [B, L, H], pooled [B, H] (or None), logits [B, C] (or None)."""
+    H, A = cfg["hidden_size"], cfg["num_attention_heads"]
+    dh, eps = H // A, cfg.get("layer_norm_eps", 1e-12)
+    B, L = input_ids.shape
+    dt = w["embeddings.LayerNorm.weight"].dtype
+    pos = torch.arange(L).unsqueeze(0).expand(B, L)
+    x = (w["embeddings.word_embeddings.weight"][input_ids] + w["embeddings.position_embeddings.weight"][pos]
+         + w["embeddings.token_type_embeddings.weight"][token_type_ids])
+    x = F.layer_norm(x, (H,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
+    ext = (1.0 - attention_mask[:, None, None, :].to(dt)) * torch.finfo(dt).min
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{l}."
+
+        def lin(t, name):
+            return F.linear(t, w[p + name + ".weight"], w[p + name + ".bias"])
+
+        def heads(t):
+            return t.view(B, L, A, dh).permute(0, 2, 1, 3)
+
+        q, k, v = (heads(lin(x, f"attention.self.{n}")) for n in ("query", "key", "value"))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh) + ext
+        ctx = (scores.softmax(-1) @ v).permute(0, 2, 1, 3).reshape(B, L, H)
+        x = F.layer_norm(lin(ctx, "attention.output.dense") + x, (H,), w[p + "attention.output.LayerNorm.weight"],
+                         w[p + "attention.output.LayerNorm.bias"], eps)
+        h = act(cfg, lin(x, "intermediate.dense"))
+        x = F.layer_norm(lin(h, "output.dense") + x, (H,), w[p + "output.LayerNorm.weight"],
+                         w[p + "output.LayerNorm.bias"], eps)
+    pooled = logits = None
+    if "pooler.dense.weight" in w:
+        pooled = torch.tanh(F.linear(x[:, 0], w["pooler.dense.weight"], w["pooler.dense.bias"]))
+        if "classifier.weight" in w:
+            logits = F.linear(pooled, w["classifier.weight"], w["classifier.bias"])
+    return x, pooled, logits

@@ -1,0 +1,217 @@
+// The minibridge CLI end to end: init/info, tokenize/encode/classify against the library (whose
+// numbers the parity tests pin to PyTorch and HF tokenizers), and bad input: one clear error,
+// a non-zero exit, never a crash.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "io/tokenizer.h"
+#include "models/bert.h"
+#include "models/counting.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Run {
+  int status = -1;  // exit code; -1 when killed by a signal
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Runs `minibridge ARGS < input`, capturing stdout and stderr.
+Run cli(const std::string& args, const std::string& input = "") {
+  const std::string dir = mbtest::scratch_dir("cli_io");
+  std::ofstream(dir + "/in", std::ios::binary) << input;
+  const std::string cmd = mbtest::cli_path() + " " + args + " < " + dir + "/in > " + dir + "/out 2> " + dir + "/err";
+  const int raw = std::system(cmd.c_str());
+  Run r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = slurp(dir + "/out");
+  r.err = slurp(dir + "/err");
+  return r;
+}
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> v;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) v.push_back(json::parse(line));
+  return v;
+}
+
+const std::string kLines = "Hello, world!\nThe quick brown fox jumps over the lazy dog.\nA pair?\tYes, a pair.\nx\n";
+
+std::string tiny() { return mbtest::fixtures_dir() + "/bert/tiny_f32"; }
+
+// The library's answer for the same lines: encodings and last hidden states.
+struct Reference {
+  std::vector<mb::Encoding> enc;
+  mb::Batch batch;
+  mb::Tensor hidden, pooled, logits;
+};
+
+Reference reference(const std::string& dir, const std::string& lines) {
+  const mb::Tokenizer tok = mb::Tokenizer::from_model_dir(dir);
+  const mb::BertModel m = mb::BertModel::load(dir);
+  Reference r;
+  std::istringstream in(lines);
+  for (std::string line; std::getline(in, line);) {
+    const size_t tab = line.find('\t');
+    r.enc.push_back(tab == std::string::npos ? tok.encode(line, 512)
+                                             : tok.encode_pair(line.substr(0, tab), line.substr(tab + 1), 512));
+    r.batch.add(r.enc.back().input_ids, r.enc.back().token_type_ids);
+  }
+  mb::BertWorkspace ws;
+  r.hidden = m.encode(r.batch, ws).clone();
+  r.pooled = m.pool(r.batch, r.hidden, ws).clone();
+  r.logits = m.classify(r.pooled, ws).clone();
+  return r;
+}
+
+// GEMM kernels block differently for different row counts, so batching other sequences together
+// moves results by float rounding (~1e-6), never more.
+void check_floats(const json& got, const float* want, int64_t n) {
+  REQUIRE(got.size() == size_t(n));
+  float worst = 0;
+  for (int64_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(got[size_t(i)].get<float>() - want[i]));
+  CHECK(worst <= 2e-5f);
+}
+
+}  // namespace
+
+TEST_CASE("tokenize prints the tokenizer's ids") {
+  const Reference ref = reference(tiny(), kLines);
+  const Run r = cli("tokenize --model " + tiny(), kLines);
+  REQUIRE(r.status == 0);
+  const auto out = json_lines(r.out);
+  REQUIRE(out.size() == ref.enc.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    CHECK(out[i]["input_ids"].get<std::vector<int32_t>>() == ref.enc[i].input_ids);
+    CHECK(out[i]["token_type_ids"].get<std::vector<int32_t>>() == ref.enc[i].token_type_ids);
+  }
+  const auto cut = json_lines(cli("tokenize --max-len 5 --model " + tiny(), kLines).out);
+  CHECK(cut[1]["input_ids"].size() == 5);
+  CHECK(cut[1]["input_ids"].back() == 102);  // [SEP] survives truncation
+}
+
+TEST_CASE("encode: every pooling, any batch size, any thread count") {
+  const Reference ref = reference(tiny(), kLines);
+  const int64_t H = 128;
+  for (const std::string batch : {"1", "3", "64"}) {
+    CAPTURE(batch);
+    const auto none = json_lines(cli("encode --pooling none --batch " + batch + " --model " + tiny(), kLines).out);
+    REQUIRE(none.size() == 4);
+    for (int64_t s = 0; s < 4; ++s) {
+      const auto& rows = none[size_t(s)]["last_hidden_state"];
+      REQUIRE(int64_t(rows.size()) == ref.batch.length(s));
+      for (int64_t t = 0; t < ref.batch.length(s); ++t)
+        check_floats(rows[size_t(t)], ref.hidden.f32() + (ref.batch.offsets[s] + t) * H, H);
+    }
+  }
+  const auto cls = json_lines(cli("encode --threads 1 --model " + tiny(), kLines).out);
+  const auto pooler = json_lines(cli("encode --pooling pooler --threads 2 --model " + tiny(), kLines).out);
+  const auto mean = json_lines(cli("encode --pooling mean --model " + tiny(), kLines).out);
+  REQUIRE(cls.size() == 4);
+  REQUIRE(mean.size() == 4);
+  for (int64_t s = 0; s < 4; ++s) {
+    check_floats(cls[size_t(s)]["embedding"], ref.hidden.f32() + ref.batch.offsets[s] * H, H);
+    check_floats(pooler[size_t(s)]["embedding"], ref.pooled.f32() + s * H, H);
+    for (int64_t c = 0; c < H; ++c) {
+      double sum = 0;
+      for (int64_t t = ref.batch.offsets[s]; t < ref.batch.offsets[s + 1]; ++t) sum += ref.hidden.f32()[t * H + c];
+      CHECK(mean[size_t(s)]["embedding"][size_t(c)].get<double>() ==
+            doctest::Approx(sum / double(ref.batch.length(s))).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("classify: logits, the id2label name of the argmax, its softmax probability") {
+  const Reference ref = reference(tiny(), kLines);
+  const auto out = json_lines(cli("classify --model " + tiny(), kLines).out);
+  REQUIRE(out.size() == 4);
+  for (int64_t s = 0; s < 4; ++s) {
+    const float* z = ref.logits.f32() + s * 2;
+    check_floats(out[size_t(s)]["logits"], z, 2);
+    const int best = z[1] > z[0] ? 1 : 0;
+    CHECK(out[size_t(s)]["label"] == "class_" + std::to_string(best));
+    const double p = 1.0 / (1.0 + std::exp(double(z[1 - best]) - double(z[best])));
+    CHECK(out[size_t(s)]["score"].get<double>() == doctest::Approx(p).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("init writes a model that info, encode and classify accept") {
+  const std::string dir = mbtest::scratch_dir("cli_init") + "/tiny";
+  Run r = cli("init --config tiny --seed 3 --out " + dir);
+  REQUIRE(r.status == 0);
+  r = cli("info --json --seq-len 128 --model " + dir);
+  REQUIRE(r.status == 0);
+  const json info = json::parse(r.out);
+  const mb::ModelCounts c = mb::count_model(mb::BertModel::load(dir), 128);
+  CHECK(info["params"]["total"] == c.total_params());
+  CHECK(info["params"]["embeddings"] == 30522 * 128 + 512 * 128 + 2 * 128 + 2 * 128);
+  CHECK(info["flops"]["total"].get<double>() == doctest::Approx(c.flops()));
+  CHECK(info["dtype"] == "F32");
+  CHECK(cli("info --model " + dir).out.find("total") != std::string::npos);
+  CHECK(json_lines(cli("classify --model " + dir, kLines).out).size() == 4);
+
+  const std::string bf = mbtest::scratch_dir("cli_init_bf16") + "/m";
+  REQUIRE(cli("init --config tiny --dtype bf16 --out " + bf).status == 0);
+  CHECK(json::parse(cli("info --json --model " + bf).out)["dtype"] == "BF16");
+}
+
+TEST_CASE("bad input: one clear error, non-zero exit, no crash") {
+  Run r = cli("encode --model " + tiny(), "first\n\nthird\n");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("stdin line 2: empty input") != std::string::npos);
+
+  r = cli("encode --model /nonexistent/dir", "x\n");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("/nonexistent/dir") != std::string::npos);
+
+  // A model directory with a truncated weight file, a config missing a key, a missing vocab.
+  const std::string bad = mbtest::scratch_dir("cli_bad") + "/m";
+  fs::copy(tiny(), bad);
+  fs::resize_file(bad + "/model.safetensors", fs::file_size(bad + "/model.safetensors") / 2);
+  r = cli("classify --model " + bad, "x\n");
+  CHECK(r.status == 1);
+  CHECK(r.err.find(bad + "/model.safetensors") != std::string::npos);
+
+  fs::remove_all(bad);
+  fs::copy(tiny(), bad);
+  json cfg = json::parse(slurp(bad + "/config.json"));
+  cfg.erase("num_attention_heads");
+  std::ofstream(bad + "/config.json") << cfg.dump();
+  r = cli("encode --model " + bad, "x\n");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("config.json: missing required key \"num_attention_heads\"") != std::string::npos);
+
+  fs::remove_all(bad);
+  fs::copy(tiny(), bad);
+  fs::remove(bad + "/vocab.txt");
+  r = cli("tokenize --model " + bad, "x\n");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("vocab.txt") != std::string::npos);
+
+  r = cli("encode --pooling max --model " + tiny(), "x\n");
+  CHECK(r.status != 0);
+  CHECK(r.status != -1);
+  r = cli("init --config nosuchshape --out " + bad + "2");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("nosuchshape") != std::string::npos);
+  CHECK_FALSE(fs::exists(bad + "2"));
+}

@@ -1,0 +1,170 @@
+// Model structure: parameter/FLOPs counting pinned to docs/METHODS.md, BERT's initialisation,
+// save/load round trips, and the errors for bad configs and weights.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/error.h"
+#include "io/config.h"
+#include "io/data_dir.h"
+#include "io/safetensors.h"
+#include "models/bert.h"
+#include "models/counting.h"
+#include "models/shipped_configs.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+mb::BertConfig shipped(const std::string& name) {
+  return mb::bert_config_from_json(nlohmann::json::parse(mb::shipped_configs().at(name)), name);
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const mb::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+}  // namespace
+
+TEST_CASE("BERT-base counts match docs/METHODS.md") {
+  const mb::BertModel m = mb::BertModel::init_random(shipped("base"), 0);
+  const mb::ModelCounts c = mb::count_model(m, 128);
+  CHECK(c.embedding_params == 23837184);
+  REQUIRE(c.layers.size() == 12);
+  for (const auto& l : c.layers) CHECK(l.params == 7087872);
+  CHECK(c.pooler_params == 590592);
+  CHECK(c.classifier_params == 1538);
+  CHECK(c.total_params() == 109483778);
+  // F = 12 · (12 · f_head(128) + 3072 · f_neuron(128)) = 22,347,251,712 ≈ 22.3 GFLOP.
+  CHECK(c.flops() == doctest::Approx(22347251712.0).epsilon(1e-12));
+  CHECK(mb::flops_per_head(128, 768, 64) == 8.0 * 128 * 768 * 64 + 4.0 * 128 * 128 * 64);
+  CHECK(mb::flops_per_neuron(128, 768) == 4.0 * 128 * 768);
+}
+
+TEST_CASE("shipped configs have the standard shapes") {
+  struct S { const char* name; int64_t L, H, A, I; };
+  for (const S& s : {S{"tiny", 2, 128, 2, 512}, S{"mini", 4, 256, 4, 1024}, S{"small", 4, 512, 8, 2048},
+                     S{"medium", 8, 512, 8, 2048}, S{"base", 12, 768, 12, 3072}}) {
+    const mb::BertConfig c = shipped(s.name);
+    CHECK(c.num_hidden_layers == s.L);
+    CHECK(c.hidden_size == s.H);
+    CHECK(c.num_attention_heads == s.A);
+    CHECK(c.intermediate_size == s.I);
+    CHECK(c.vocab_size == 30522);
+  }
+}
+
+TEST_CASE("init follows BERT's initialisation and is deterministic") {
+  mb::BertConfig c = shipped("mini");
+  const mb::BertModel a = mb::BertModel::init_random(c, 42), b = mb::BertModel::init_random(c, 42),
+                      other = mb::BertModel::init_random(c, 43);
+  const float* w = a.layers[0].ffn_in_w.f32();
+  const int64_t n = a.layers[0].ffn_in_w.numel();
+  double sum = 0, sq = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += w[i];
+    sq += double(w[i]) * w[i];
+  }
+  CHECK(std::fabs(sum / double(n)) < 1e-3);
+  CHECK(std::sqrt(sq / double(n)) == doctest::Approx(0.02).epsilon(0.02));
+  for (int64_t i = 0; i < c.hidden_size; ++i) {
+    CHECK(a.emb_ln_w.f32()[i] == 1.0f);
+    CHECK(a.emb_ln_b.f32()[i] == 0.0f);
+    CHECK(a.layers[1].q_b.f32()[i] == 0.0f);
+    CHECK(a.word_emb.f32()[c.pad_token_id * c.hidden_size + i] == 0.0f);  // padding row
+  }
+  CHECK(std::equal(w, w + n, b.layers[0].ffn_in_w.f32()));
+  CHECK_FALSE(std::equal(w, w + n, other.layers[0].ffn_in_w.f32()));
+}
+
+TEST_CASE("save then load reproduces the model and its outputs; bf16 save rounds") {
+  const mb::BertModel m = mb::BertModel::init_random(shipped("tiny"), 5);
+  const std::string dir = mbtest::scratch_dir("models_roundtrip") + "/model";
+  m.save(dir, mb::DType::F32, mb::default_vocab_dir());
+  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"})
+    CHECK(fs::exists(fs::path(dir) / f));
+  const mb::BertModel r = mb::BertModel::load(dir);
+  CHECK(r.has_classifier());
+  CHECK(r.config.id2label == m.config.id2label);
+  mb::Batch batch;
+  batch.add({101, 7592, 2088, 102}, {0, 0, 1, 1});
+  mb::BertWorkspace w1, w2;
+  const mb::Tensor h1 = m.encode(batch, w1).clone();
+  const mb::Tensor& h2 = r.encode(batch, w2);
+  CHECK(std::equal(h1.f32(), h1.f32() + h1.numel(), h2.f32()));
+
+  // The stored names are Hugging Face's (BertForSequenceClassification).
+  const mb::SafeTensorsFile f = mb::read_safetensors(dir + "/model.safetensors");
+  CHECK(f.tensors.count("bert.embeddings.word_embeddings.weight"));
+  CHECK(f.tensors.count("bert.encoder.layer.1.output.LayerNorm.bias"));
+  CHECK(f.tensors.count("classifier.weight"));
+
+  m.save(dir, mb::DType::BF16, mb::default_vocab_dir());  // overwrite in place
+  const mb::BertModel rb = mb::BertModel::load(dir);
+  CHECK(rb.layers[0].q_w.f32()[3] == mb::bf16_to_f32(mb::f32_to_bf16(m.layers[0].q_w.f32()[3])));
+  for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path()))
+    CHECK(e.path().filename() == "model");  // no staging or backup directories left behind
+}
+
+TEST_CASE("config errors name the file and the problem") {
+  const std::string dir = mbtest::scratch_dir("models_bad_config");
+  const std::string path = dir + "/config.json";
+  write_text(path, R"({"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8})");
+  std::string msg = error_of([&] { mb::read_bert_config(path); });
+  CHECK(msg.find(path) != std::string::npos);
+  CHECK(msg.find("vocab_size") != std::string::npos);
+
+  write_text(path, R"({"vocab_size": 10, "hidden_size": "64", "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8})");
+  msg = error_of([&] { mb::read_bert_config(path); });
+  CHECK(msg.find("\"hidden_size\" must be an integer") != std::string::npos);
+
+  write_text(path, R"({"vocab_size": 10, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 3, "intermediate_size": 8})");
+  CHECK(error_of([&] { mb::read_bert_config(path); }).find("not a multiple") != std::string::npos);
+
+  write_text(path, "{\"vocab_size\": 10,\n \"hidden_size\": 64,,}");
+  msg = error_of([&] { mb::read_bert_config(path); });
+  CHECK(msg.find(path + ": invalid JSON") != std::string::npos);
+
+  CHECK(error_of([&] { mb::read_bert_config(dir + "/absent.json"); }).find("cannot open") != std::string::npos);
+}
+
+TEST_CASE("weight errors: missing tensors by name, wrong shapes, missing directory") {
+  const mb::BertModel m = mb::BertModel::init_random(shipped("tiny"), 1);
+  std::map<std::string, mb::Tensor> tensors;
+  for (const auto& [name, t] : m.named_tensors()) tensors[name] = t;
+  tensors.erase("bert.encoder.layer.1.attention.self.key.bias");
+  std::string msg = error_of([&] { mb::BertModel::from_tensors(m.config, tensors, "somewhere"); });
+  CHECK(msg.find("somewhere: missing tensors: encoder.layer.1.attention.self.key.bias") != std::string::npos);
+
+  tensors["bert.encoder.layer.1.attention.self.key.bias"] = mb::Tensor::zeros({7});
+  msg = error_of([&] { mb::BertModel::from_tensors(m.config, tensors, "somewhere"); });
+  CHECK(msg.find("has shape [7], config.json implies [128]") != std::string::npos);
+
+  CHECK(error_of([] { mb::BertModel::load("/nonexistent/model"); }).find("not a model directory") != std::string::npos);
+}
+
+TEST_CASE("batches are validated against the config") {
+  const mb::BertModel m = mb::BertModel::init_random(shipped("tiny"), 1);
+  mb::BertWorkspace ws;
+  mb::Batch b;
+  b.add({101, 40000, 102}, {});
+  CHECK(error_of([&] { m.encode(b, ws); }).find("outside the vocabulary") != std::string::npos);
+  mb::Batch t;
+  t.add({101, 102}, {0, 2});
+  CHECK(error_of([&] { m.encode(t, ws); }).find("type_vocab_size") != std::string::npos);
+  mb::Batch l;
+  l.add(std::vector<int32_t>(513, 1000), {});
+  CHECK(error_of([&] { m.encode(l, ws); }).find("max_position_embeddings") != std::string::npos);
+}
