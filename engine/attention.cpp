@@ -1,40 +1,153 @@
+// Multi-head self-attention over packed sequences: per (sequence, head),
+//   P = softmax(Q·Kᵀ/√d),  ctx = (P ⊙ keep)·V,
+// with keep the attention-dropout scale (absent at inference). No padding is ever computed.
 #include <Eigen/Core>
 #include <cmath>
 #include <vector>
 
+#include "engine/error.h"
+#include "engine/functional.h"
 #include "engine/ops.h"
 
 namespace mb {
 
-using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using StridedRows = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
-using StridedRowsOut = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+namespace {
 
-void attention_forward(float* ctx, const float* qkv, int64_t ld_qkv, const int32_t* offsets, int64_t num_seqs,
-                       int64_t heads, int64_t head_dim) {
-  const int64_t H = heads * head_dim;
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Rows = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+using RowsOut = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+using Square = Eigen::Map<RowMat>;
+using ConstSquare = Eigen::Map<const RowMat>;
+
+// Start of each sequence's probability block (heads·L² floats per sequence).
+std::vector<int64_t> probs_offsets(const int32_t* offsets, int64_t num_seqs, int64_t heads) {
+  std::vector<int64_t> start(size_t(num_seqs) + 1, 0);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t L = offsets[s + 1] - offsets[s];
+    start[size_t(s) + 1] = start[size_t(s)] + heads * L * L;
+  }
+  return start;
+}
+
+}  // namespace
+
+int64_t attention_probs_size(const int32_t* offsets, int64_t num_seqs, int64_t heads) {
+  return probs_offsets(offsets, num_seqs, heads).back();
+}
+
+void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k, int64_t ld_k, const float* v,
+                       int64_t ld_v, const int32_t* offsets, int64_t num_seqs, int64_t heads, int64_t head_dim,
+                       float* probs, const float* keep) {
+  const int64_t W = heads * head_dim;
   const float scale = 1.0f / std::sqrt(float(head_dim));
+  const std::vector<int64_t> pstart = probs_offsets(offsets, num_seqs, heads);
   // One task per (sequence, head): each is independent and touches only its own ctx columns.
 #pragma omp parallel
   {
-    std::vector<float> scores;  // per-thread L×L scratch, reused across tasks
+    std::vector<float> scratch;  // per-thread L×L buffers when probs are not kept
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < num_seqs * heads; ++task) {
       const int64_t s = task / heads, h = task % heads;
       const int64_t begin = offsets[s], L = offsets[s + 1] - offsets[s];
       if (L == 0) continue;
-      const float* base = qkv + begin * ld_qkv + h * head_dim;
-      StridedRows q(base, L, head_dim, Eigen::OuterStride<>(ld_qkv));
-      StridedRows k(base + H, L, head_dim, Eigen::OuterStride<>(ld_qkv));
-      StridedRows v(base + 2 * H, L, head_dim, Eigen::OuterStride<>(ld_qkv));
-      scores.resize(size_t(L * L));
-      Eigen::Map<RowMat> p(scores.data(), L, L);
-      p.noalias() = (q * scale) * k.transpose();
-      softmax_forward(scores.data(), L, L);
-      StridedRowsOut out(ctx + begin * H + h * head_dim, L, head_dim, Eigen::OuterStride<>(H));
-      out.noalias() = p * v;
+      Rows qh(q + begin * ld_q + h * head_dim, L, head_dim, Eigen::OuterStride<>(ld_q));
+      Rows kh(k + begin * ld_k + h * head_dim, L, head_dim, Eigen::OuterStride<>(ld_k));
+      Rows vh(v + begin * ld_v + h * head_dim, L, head_dim, Eigen::OuterStride<>(ld_v));
+      const int64_t at = pstart[size_t(s)] + h * L * L;
+      // Probabilities go to `probs` when kept for backward, else to scratch; the dropped copy
+      // (training) always to scratch.
+      const size_t need = size_t((probs ? 0 : L * L) + (keep ? L * L : 0));
+      if (scratch.size() < need) scratch.resize(need);
+      float* p = probs ? probs + at : scratch.data();
+      Square pm(p, L, L);
+      pm.noalias() = (qh * scale) * kh.transpose();
+      softmax_forward(p, L, L);
+      RowsOut out(ctx + begin * W + h * head_dim, L, head_dim, Eigen::OuterStride<>(W));
+      if (keep) {
+        Square dropped(scratch.data() + (probs ? 0 : L * L), L, L);
+        dropped = pm.cwiseProduct(ConstSquare(keep + at, L, L));
+        out.noalias() = dropped * vh;
+      } else {
+        out.noalias() = pm * vh;
+      }
     }
   }
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dctx, const float* q, const float* k,
+                        const float* v, const float* probs, const float* keep, const int32_t* offsets,
+                        int64_t num_seqs, int64_t heads, int64_t head_dim) {
+  const int64_t W = heads * head_dim;
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  const std::vector<int64_t> pstart = probs_offsets(offsets, num_seqs, heads);
+#pragma omp parallel
+  {
+    std::vector<float> buf;
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < num_seqs * heads; ++task) {
+      const int64_t s = task / heads, h = task % heads;
+      const int64_t begin = offsets[s], L = offsets[s + 1] - offsets[s];
+      if (L == 0) continue;
+      const int64_t col = begin * W + h * head_dim;
+      const Eigen::OuterStride<> st(W);
+      Rows qh(q + col, L, head_dim, st), kh(k + col, L, head_dim, st), vh(v + col, L, head_dim, st);
+      Rows g(dctx + col, L, head_dim, st);
+      const int64_t at = pstart[size_t(s)] + h * L * L;
+      ConstSquare p(probs + at, L, L);
+      buf.resize(size_t(2 * L * L));
+      Square dp(buf.data(), L, L), pd(buf.data() + L * L, L, L);
+      if (keep) pd = p.cwiseProduct(ConstSquare(keep + at, L, L));
+      else pd = p;
+      RowsOut(dv + col, L, head_dim, st).noalias() += pd.transpose() * g;  // dV += (P⊙keep)ᵀ·dctx
+      dp.noalias() = g * vh.transpose();                                  // d(P⊙keep)
+      if (keep) dp = dp.cwiseProduct(ConstSquare(keep + at, L, L));
+      // Softmax backward: dS = P ⊙ (dP − rowsum(dP ⊙ P)); fold in the 1/√d of the scores.
+      for (int64_t i = 0; i < L; ++i) {
+        const float dot = dp.row(i).dot(p.row(i));
+        dp.row(i) = (p.row(i).array() * (dp.row(i).array() - dot) * scale).matrix();
+      }
+      RowsOut(dq + col, L, head_dim, st).noalias() += dp * kh;
+      RowsOut(dk + col, L, head_dim, st).noalias() += dp.transpose() * qh;
+    }
+  }
+}
+
+Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_t>& offsets, int64_t heads, float p,
+              bool train, Rng* rng) {
+  const int64_t T = q.dim(0), W = q.dim(1);
+  MB_CHECK(k.shape() == q.shape() && v.shape() == q.shape(), "attention: q, k and v shapes differ");
+  MB_CHECK(heads > 0 && W % heads == 0, "attention: width " + std::to_string(W) + " is not a multiple of the head count");
+  MB_CHECK(offsets.back() == T, "attention: offsets do not cover the tokens");
+  const int64_t n = int64_t(offsets.size()) - 1, dh = W / heads;
+  const bool rec = needs_grad({&q, &k, &v});
+  const bool drop = train && p > 0.0f;
+  MB_CHECK(!drop || rng, "attention: dropout needs a random generator");
+  Tensor probs, keep;
+  if (rec || drop) probs = Tensor::empty({attention_probs_size(offsets.data(), n, heads)});
+  if (drop) {
+    keep = Tensor::empty(probs.shape());
+    const float s = 1.0f / (1.0f - p);
+    float* kp = keep.f32();
+    for (int64_t i = 0; i < keep.numel(); ++i) kp[i] = rng->uniform() < p ? 0.0f : s;
+  }
+  Var out = make_output(Tensor::empty({T, W}), rec);
+  attention_forward(out.mutable_data(), q.data(), W, k.data(), W, v.data(), W, offsets.data(), n, heads, dh,
+                    probs.defined() ? probs.f32() : nullptr, drop ? keep.f32() : nullptr);
+  if (rec)
+    record_backward([q, k, v, out, offsets, heads, dh, n, probs, keep, drop] {
+      if (!out.has_grad()) return;
+      // Each input may or may not need its gradient; scratch stands in for the ones that don't.
+      Tensor scratch;
+      auto grad_or_scratch = [&](const Var& x) -> float* {
+        if (x.requires_grad()) return x.grad().f32();
+        if (!scratch.defined()) scratch = Tensor::zeros(x.shape());
+        return scratch.f32();
+      };
+      float *gq = grad_or_scratch(q), *gk = grad_or_scratch(k), *gv = grad_or_scratch(v);
+      attention_backward(gq, gk, gv, out.grad().f32(), q.data(), k.data(), v.data(), probs.f32(),
+                         drop ? keep.f32() : nullptr, offsets.data(), n, heads, dh);
+    });
+  return out;
 }
 
 }  // namespace mb

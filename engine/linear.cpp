@@ -1,5 +1,8 @@
+// Linear layer: y = x·Wᵀ + b (W in PyTorch's [out, in] layout).
 #include <cstring>
 
+#include "engine/error.h"
+#include "engine/functional.h"
 #include "engine/gemm.h"
 #include "engine/ops.h"
 
@@ -14,6 +17,36 @@ void linear_forward(float* out, const float* inp, const float* W, const float* b
     for (int64_t t = 0; t < T; ++t) std::memcpy(out + t * ldo, b, size_t(N) * 4);
   }
   sgemm(false, true, T, N, K, 1.0f, inp, K, W, K, b ? 1.0f : 0.0f, out, ldo);
+}
+
+void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W, int64_t T,
+                     int64_t K, int64_t N) {
+  if (dinp) sgemm(false, false, T, K, N, 1.0f, dout, N, W, K, 1.0f, dinp, K);  // dX += dY·W
+  if (dW) sgemm(true, false, N, K, T, 1.0f, dout, N, inp, K, 1.0f, dW, K);     // dW += dYᵀ·X
+  if (db) {
+#pragma omp parallel for if (T * N > 65536)
+    for (int64_t n = 0; n < N; ++n) {
+      float s = 0.0f;
+      for (int64_t t = 0; t < T; ++t) s += dout[t * N + n];
+      db[n] += s;
+    }
+  }
+}
+
+Var linear(const Var& x, const Var& W, const Var& b) {
+  const int64_t T = x.dim(0), K = x.dim(1), N = W.dim(0);
+  MB_CHECK(W.dim(1) == K, "linear: input has " + std::to_string(K) + " features, weight expects " + std::to_string(W.dim(1)));
+  MB_CHECK(!b.defined() || b.numel() == N, "linear: bias size differs from the output features");
+  const bool rec = needs_grad({&x, &W, &b});
+  Var out = make_output(Tensor::empty({T, N}), rec);
+  linear_forward(out.mutable_data(), x.data(), W.data(), b.defined() ? b.data() : nullptr, T, K, N);
+  if (rec)
+    record_backward([x, W, b, out, T, K, N] {
+      if (!out.has_grad()) return;
+      linear_backward(x.requires_grad() ? x.grad().f32() : nullptr, W.requires_grad() ? W.grad().f32() : nullptr,
+                      b.requires_grad() ? b.grad().f32() : nullptr, out.grad().f32(), x.data(), W.data(), T, K, N);
+    });
+  return out;
 }
 
 }  // namespace mb

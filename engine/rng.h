@@ -34,6 +34,16 @@ class Rng {
 
   uint64_t state() const { return state_; }
 
+  // The whole state (counter + the cached second Box–Muller value), for checkpoints: restoring
+  // it continues exactly the same sequence.
+  struct State {
+    uint64_t counter = 0;
+    double spare = 0.0;
+    bool has_spare = false;
+  };
+  State full_state() const { return {state_, spare_, has_spare_}; }
+  void restore(const State& s) { state_ = s.counter; spare_ = s.spare; has_spare_ = s.has_spare; }
+
  private:
   uint64_t state_;
   double spare_ = 0.0;

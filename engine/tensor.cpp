@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "engine/allocator.h"
 #include "engine/error.h"
 
 namespace mb {
@@ -27,12 +28,10 @@ Tensor Tensor::empty(Shape shape, DType dt) {
   Tensor t;
   t.shape_ = std::move(shape);
   t.dtype_ = dt;
-  size_t bytes = size_t(shape_numel(t.shape_)) * dtype_size(dt);
-  size_t alloc = ((bytes + 63) / 64) * 64;
-  if (alloc == 0) alloc = 64;
-  void* p = std::aligned_alloc(64, alloc);
-  if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
-  t.storage_ = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  const size_t bytes = size_t(shape_numel(t.shape_)) * dtype_size(dt);
+  size_t capacity = 0;
+  void* p = tensor_alloc(bytes, &capacity);
+  t.storage_ = std::shared_ptr<void>(p, [capacity](void* q) { tensor_free(q, capacity); });
   t.data_ = p;
   return t;
 }

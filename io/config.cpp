@@ -68,6 +68,11 @@ BertConfig bert_config_from_json(const json& j, const std::string& src) {
   c.pad_token_id = get_int(j, "pad_token_id", src, false, 0, 0);
   c.layer_norm_eps = get_double(j, "layer_norm_eps", src, 1e-12);
   c.initializer_range = get_double(j, "initializer_range", src, 0.02);
+  c.hidden_dropout_prob = get_double(j, "hidden_dropout_prob", src, 0.1);
+  c.attention_probs_dropout_prob = get_double(j, "attention_probs_dropout_prob", src, 0.1);
+  c.classifier_dropout = get_double(j, "classifier_dropout", src, c.hidden_dropout_prob);
+  for (double p : {c.hidden_dropout_prob, c.attention_probs_dropout_prob, c.classifier_dropout})
+    MB_CHECK(p >= 0.0 && p < 1.0, src + ": dropout probabilities must be in [0, 1)");
   c.hidden_act = get_string(j, "hidden_act", src, "gelu");
   c.problem_type = get_string(j, "problem_type", src, "");
   const std::string pos = get_string(j, "position_embedding_type", src, "absolute");
@@ -123,6 +128,9 @@ json bert_config_to_json(const BertConfig& c) {
   j["pad_token_id"] = c.pad_token_id;
   j["layer_norm_eps"] = c.layer_norm_eps;
   j["initializer_range"] = c.initializer_range;
+  j["hidden_dropout_prob"] = c.hidden_dropout_prob;
+  j["attention_probs_dropout_prob"] = c.attention_probs_dropout_prob;
+  if (c.classifier_dropout != c.hidden_dropout_prob) j["classifier_dropout"] = c.classifier_dropout;
   j["hidden_act"] = c.hidden_act;
   if (!j.contains("position_embedding_type")) j["position_embedding_type"] = "absolute";
   if (!c.problem_type.empty()) j["problem_type"] = c.problem_type;

@@ -19,6 +19,9 @@ struct BertConfig {
   int64_t pad_token_id = 0;
   double layer_norm_eps = 1e-12;
   double initializer_range = 0.02;
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  double classifier_dropout = 0.1;                 // HF: null means hidden_dropout_prob
   std::string hidden_act = "gelu";                 // gelu | gelu_new | gelu_pytorch_tanh
   std::string problem_type;                        // "", single_label_classification, regression
   std::vector<std::string> id2label{"LABEL_0", "LABEL_1"};

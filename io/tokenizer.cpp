@@ -9,8 +9,8 @@
 //   5. truncation, then the [CLS] A [SEP] (B [SEP]) template.
 // Unicode data comes from utf8proc. Known difference: tokenizers classifies control, format,
 // punctuation and nonspacing-mark characters with Unicode 8.0 tables (the unicode_categories
-// crate), utf8proc with a newer Unicode, so characters assigned to those categories after 2015
-// are dropped/split here but kept inside words there.
+// crate), utf8proc with a newer Unicode. The ~570 code points that entered or left those
+// categories after Unicode 8.0 (2015) are dropped/split here but kept inside words there.
 #include "io/tokenizer.h"
 
 #include <utf8proc.h>
@@ -145,7 +145,7 @@ void truncate_to(std::vector<int32_t>& ids, size_t n) {
 // The number of sequence tokens left once the template's special tokens are placed.
 size_t text_budget(int max_len, int n_special) {
   if (max_len < n_special) {
-    // tokenizers subtracts in unsigned arithmetic here and silently skips truncation.
+    // tokenizers' unsigned subtraction wraps here and it silently skips truncation; we refuse.
     throw Error("tokenizer: max_len " + std::to_string(max_len) + " leaves no room for the " +
                 std::to_string(n_special) + " special tokens");
   }
@@ -367,9 +367,9 @@ int32_t Tokenizer::token_to_id(const std::string& tok) const {
 }
 
 const std::string& Tokenizer::id_to_token(int32_t id) const {
-  MB_CHECK(id >= 0 && size_t(id) < vocab_.size(),
-           "tokenizer: token id " + std::to_string(id) + " is outside the vocabulary (size " +
-               std::to_string(vocab_.size()) + ")");
+  MB_CHECK(id >= 0 && size_t(id) < vocab_.size(), "tokenizer: token id " + std::to_string(id) +
+                                                      " is outside the vocabulary (size " +
+                                                      std::to_string(vocab_.size()) + ")");
   return vocab_[size_t(id)];
 }
 

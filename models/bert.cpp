@@ -8,7 +8,7 @@
 #include <set>
 
 #include "engine/error.h"
-#include "engine/ops.h"
+#include "engine/functional.h"
 #include "engine/rng.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -25,13 +25,6 @@ void Batch::add(const std::vector<int32_t>& ids, const std::vector<int32_t>& typ
   offsets.push_back(int32_t(input_ids.size()));
 }
 
-Tensor& BertWorkspace::get(Slot slot, Shape shape) {
-  const int64_t need = std::max<int64_t>(shape_numel(shape), 1);
-  if (storage_[slot].numel() < need) storage_[slot] = Tensor::empty({need + need / 4});
-  views_[slot] = storage_[slot].prefix(std::move(shape));
-  return views_[slot];
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parameter names. One table maps each tensor slot to its Hugging Face name (without the "bert."
 // prefix) and the shape the config implies.
@@ -40,7 +33,7 @@ namespace {
 
 struct Slot {
   std::string name;
-  Tensor* tensor;
+  Var* var;
   Shape shape;
   bool required;
 };
@@ -137,7 +130,7 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
              source + ": tensor '" + s.name + "' has dtype " + dtype_name(t.dtype()) + ", expected F32, F16 or BF16");
     MB_CHECK(t.shape() == s.shape, source + ": tensor '" + s.name + "' has shape " + shape_str(t.shape()) +
                                        ", config.json implies " + shape_str(s.shape));
-    *s.tensor = t.to_f32();  // F32: zero-copy view; F16/BF16: converted once here
+    *s.var = Var(t.to_f32());  // F32: zero-copy view; F16/BF16: converted once here
     by_name.erase(it);
   }
   if (!missing.empty()) {
@@ -153,7 +146,7 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
   // Tensors of heads the encoder does not run (masked-LM, next-sentence) are kept; position_ids
   // is a buffer old checkpoints saved. Anything else is reported.
   for (const auto& [name, t] : by_name) {
-    if (starts_with(name, "cls.")) m.extra[name] = *t;
+    if (starts_with(name, "cls.")) m.extra[name] = Var(t->to_f32());
     else if (name != "embeddings.position_ids") unknown.push_back(name);
   }
   if (!unknown.empty()) {
@@ -177,29 +170,39 @@ BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
   Rng rng(seed);
   const float stddev = float(config.initializer_range);
   for (Slot& s : slots_of(m, true, true)) {
-    *s.tensor = Tensor::empty(s.shape);
-    float* p = s.tensor->f32();
-    const int64_t n = s.tensor->numel();
+    *s.var = Var(Tensor::empty(s.shape));
+    float* p = s.var->mutable_data();
+    const int64_t n = s.var->numel();
     if (ends_with(s.name, "LayerNorm.weight")) std::fill(p, p + n, 1.0f);
     else if (ends_with(s.name, ".bias")) std::fill(p, p + n, 0.0f);
     else
       for (int64_t i = 0; i < n; ++i) p[i] = float(rng.normal()) * stddev;
   }
   // nn.Embedding(padding_idx=pad_token_id) zeroes that row.
-  std::fill_n(m.word_emb.f32() + config.pad_token_id * config.hidden_size, config.hidden_size, 0.0f);
+  std::fill_n(m.word_emb.mutable_data() + config.pad_token_id * config.hidden_size, config.hidden_size, 0.0f);
   return m;
 }
 
-std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
+std::vector<std::pair<std::string, Var>> BertModel::named_parameters() const {
   BertModel& self = const_cast<BertModel&>(*this);  // slots_of only reads through the pointers here
   const std::string prefix = has_classifier() ? "bert." : "";
-  std::vector<std::pair<std::string, Tensor>> out;
+  std::vector<std::pair<std::string, Var>> out;
   for (const Slot& s : slots_of(self, has_pooler(), has_classifier())) {
     const bool head = starts_with(s.name, "classifier.");
-    out.emplace_back(head ? s.name : prefix + s.name, *s.tensor);
+    out.emplace_back(head ? s.name : prefix + s.name, *s.var);
   }
-  for (const auto& [name, t] : extra) out.emplace_back(name, t);
+  for (const auto& [name, v] : extra) out.emplace_back(name, v);
   return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& [name, v] : named_parameters()) out.emplace_back(name, v.value());
+  return out;
+}
+
+void BertModel::set_requires_grad(bool on) const {
+  for (const auto& [name, v] : named_parameters()) v.set_requires_grad(on);
 }
 
 void BertModel::save(const std::string& dir, DType dtype, const std::string& tokenizer_dir) const {
@@ -266,71 +269,64 @@ void BertModel::validate(const Batch& b) const {
   }
 }
 
-const Tensor& BertModel::encode(const Batch& b, BertWorkspace& ws) const {
+Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
   validate(b);
-  const int64_t T = b.num_tokens(), H = config.hidden_size, dh = head_dim();
-  const float eps = float(config.layer_norm_eps);
-  float* x = ws.get(BertWorkspace::kHidden, {T, H}).f32();
+  // Positions restart at 0 in every packed sequence.
+  std::vector<int32_t> positions(size_t(b.num_tokens()));
+  for (int64_t s = 0; s < b.num_seqs(); ++s)
+    for (int32_t t = b.offsets[s]; t < b.offsets[s + 1]; ++t) positions[size_t(t)] = t - b.offsets[s];
+  Var x = add(add(embedding(word_emb, b.input_ids), embedding(pos_emb, positions)), embedding(type_emb, b.token_type_ids));
+  x = layernorm(x, emb_ln_w, emb_ln_b, float(config.layer_norm_eps));
+  return dropout(x, float(config.hidden_dropout_prob), opt.train, opt.rng);
+}
 
-  // Embeddings: word + position (restarting at 0 in every sequence) + token type, then LayerNorm.
-  const float* we = word_emb.f32();
-  const float* pe = pos_emb.f32();
-  const float* te = type_emb.f32();
-  for (int64_t s = 0; s < b.num_seqs(); ++s) {
-#pragma omp parallel for if (T * H > 65536)
-    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; ++t) {
-      const float* w = we + int64_t(b.input_ids[t]) * H;
-      const float* p = pe + (t - b.offsets[s]) * H;
-      const float* ty = te + int64_t(b.token_type_ids[t]) * H;
-      float* o = x + t * H;
-      for (int64_t c = 0; c < H; ++c) o[c] = w[c] + p[c] + ty[c];
-    }
-  }
-  layernorm_forward(x, nullptr, nullptr, x, nullptr, emb_ln_w.f32(), emb_ln_b.f32(), T, H, eps);
+Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, const ForwardOptions& opt) const {
+  const float eps = float(config.layer_norm_eps), p = float(config.hidden_dropout_prob);
+  Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
+  Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
+  Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b), p, opt.train, opt.rng);
+  Var h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);
+  Var inter = linear(h, L.ffn_in_w, L.ffn_in_b);
+  inter = config.hidden_act == "gelu" ? gelu(inter) : gelu_tanh(inter);
+  Var out = dropout(linear(inter, L.ffn_out_w, L.ffn_out_b), p, opt.train, opt.rng);
+  return layernorm(out, L.ffn_ln_w, L.ffn_ln_b, eps, h);
+}
 
+Var BertModel::hidden_states(const Batch& b, const ForwardOptions& opt, std::vector<Var>* all_layers) const {
+  MB_CHECK(!opt.train || opt.rng, "training forward pass needs a random generator for dropout");
+  Var x = embed(b, opt);
+  if (all_layers) all_layers->assign(1, x);
   for (const BertLayer& L : layers) {
-    const int64_t W = L.num_heads * dh, I = L.ffn_in_w.dim(0);
-    float* qkv = ws.get(BertWorkspace::kQkv, {T, 3 * W}).f32();
-    float* ctx = ws.get(BertWorkspace::kCtx, {T, W}).f32();
-    float* tmp = ws.get(BertWorkspace::kAttn, {T, H}).f32();
-    float* inter = ws.get(BertWorkspace::kInter, {T, I}).f32();
-
-    // Self-attention: Q, K, V written side by side into one [T, 3W] buffer (no weight copies).
-    linear_forward(qkv, x, L.q_w.f32(), L.q_b.f32(), T, H, W, 3 * W);
-    linear_forward(qkv + W, x, L.k_w.f32(), L.k_b.f32(), T, H, W, 3 * W);
-    linear_forward(qkv + 2 * W, x, L.v_w.f32(), L.v_b.f32(), T, H, W, 3 * W);
-    attention_forward(ctx, qkv, 3 * W, b.offsets.data(), b.num_seqs(), L.num_heads, dh);
-    linear_forward(tmp, ctx, L.attn_out_w.f32(), L.attn_out_b.f32(), T, W, H);
-    layernorm_forward(x, nullptr, nullptr, tmp, x, L.attn_ln_w.f32(), L.attn_ln_b.f32(), T, H, eps);
-
-    // Feed-forward.
-    linear_forward(inter, x, L.ffn_in_w.f32(), L.ffn_in_b.f32(), T, H, I);
-    if (config.hidden_act == "gelu") gelu_forward(inter, T * I);
-    else gelu_tanh_forward(inter, T * I);
-    linear_forward(tmp, inter, L.ffn_out_w.f32(), L.ffn_out_b.f32(), T, I, H);
-    layernorm_forward(x, nullptr, nullptr, tmp, x, L.ffn_ln_w.f32(), L.ffn_ln_b.f32(), T, H, eps);
+    x = layer_forward(L, x, b, opt);
+    if (all_layers) all_layers->push_back(x);
   }
-  return ws.get(BertWorkspace::kHidden, {T, H});
+  return x;
 }
 
-const Tensor& BertModel::pool(const Batch& b, const Tensor& hidden, BertWorkspace& ws) const {
+Var BertModel::pooled_output(const Batch& b, const Var& hidden) const {
   MB_CHECK(has_pooler(), "this model has no pooler (pooler.dense.* tensors are absent)");
-  const int64_t N = b.num_seqs(), H = config.hidden_size;
-  // Gather the [CLS] rows, then one GEMM for all sequences.
-  float* cls = ws.get(BertWorkspace::kAttn, {N, H}).f32();
-  for (int64_t s = 0; s < N; ++s) std::memcpy(cls + s * H, hidden.f32() + int64_t(b.offsets[s]) * H, size_t(H) * 4);
-  float* out = ws.get(BertWorkspace::kPooled, {N, H}).f32();
-  linear_forward(out, cls, pooler_w.f32(), pooler_b.f32(), N, H, H);
-  tanh_forward(out, N * H);
-  return ws.get(BertWorkspace::kPooled, {N, H});
+  const std::vector<int32_t> cls(b.offsets.begin(), b.offsets.end() - 1);  // first token of each sequence
+  return tanh(linear(gather_rows(hidden, cls), pooler_w, pooler_b));
 }
 
-const Tensor& BertModel::classify(const Tensor& pooled, BertWorkspace& ws) const {
+Var BertModel::classifier_logits(const Var& pooled, const ForwardOptions& opt) const {
   MB_CHECK(has_classifier(), "this model has no classification head (classifier.* tensors are absent)");
-  const int64_t N = pooled.dim(0), H = config.hidden_size, C = config.num_labels();
-  float* out = ws.get(BertWorkspace::kLogits, {N, C}).f32();
-  linear_forward(out, pooled.f32(), classifier_w.f32(), classifier_b.f32(), N, H, C);
-  return ws.get(BertWorkspace::kLogits, {N, C});
+  return linear(dropout(pooled, float(config.classifier_dropout), opt.train, opt.rng), classifier_w, classifier_b);
+}
+
+Tensor BertModel::encode(const Batch& b) const {
+  NoGrad no_grad;
+  return hidden_states(b).value();
+}
+
+Tensor BertModel::pool(const Batch& b, const Tensor& hidden) const {
+  NoGrad no_grad;
+  return pooled_output(b, Var(hidden)).value();
+}
+
+Tensor BertModel::classify(const Tensor& pooled) const {
+  NoGrad no_grad;
+  return classifier_logits(Var(pooled)).value();
 }
 
 }  // namespace mb

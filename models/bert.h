@@ -1,4 +1,5 @@
-// BERT encoder (+ pooler, + sequence-classification head) for inference on packed sequences.
+// BERT encoder (+ pooler, + sequence-classification head) on packed sequences, for inference and
+// training alike (one forward path; the tape is recorded only when parameters require gradients).
 //
 // Sequences are packed end to end (no padding): token t of sequence i is row offsets[i] + t of
 // every activation. Attention runs per sequence, so no work is spent on padding.
@@ -9,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/autograd.h"
+#include "engine/rng.h"
 #include "engine/tensor.h"
 #include "io/config.h"
 
@@ -29,35 +32,28 @@ struct Batch {
 
 struct BertLayer {
   int64_t num_heads = 0;  // may differ per layer in pruned models (width = num_heads · head_dim)
-  Tensor q_w, q_b, k_w, k_b, v_w, v_b;   // [heads·d_h, H], [heads·d_h]
-  Tensor attn_out_w, attn_out_b;         // [H, heads·d_h], [H]
-  Tensor attn_ln_w, attn_ln_b;           // [H]
-  Tensor ffn_in_w, ffn_in_b;             // [I, H], [I]
-  Tensor ffn_out_w, ffn_out_b;           // [H, I], [H]
-  Tensor ffn_ln_w, ffn_ln_b;             // [H]
+  Var q_w, q_b, k_w, k_b, v_w, v_b;   // [heads·d_h, H], [heads·d_h]
+  Var attn_out_w, attn_out_b;         // [H, heads·d_h], [H]
+  Var attn_ln_w, attn_ln_b;           // [H]
+  Var ffn_in_w, ffn_in_b;             // [I, H], [I]
+  Var ffn_out_w, ffn_out_b;           // [H, I], [H]
+  Var ffn_ln_w, ffn_ln_b;             // [H]
 };
 
-// Reused activation buffers: allocating (and page-faulting) fresh memory per call is slow, so
-// each slot only ever grows and later calls reuse it.
-class BertWorkspace {
- public:
-  enum Slot { kHidden, kQkv, kCtx, kAttn, kInter, kPooled, kLogits, kNumSlots };
-  // An F32 tensor of `shape` backed by the slot's memory (contents unspecified).
-  Tensor& get(Slot slot, Shape shape);
-
- private:
-  Tensor storage_[kNumSlots];
-  Tensor views_[kNumSlots];
+// Training-time behaviour of a forward pass: dropout (config's probabilities) when train is set.
+struct ForwardOptions {
+  bool train = false;
+  Rng* rng = nullptr;  // required when train
 };
 
 class BertModel {
  public:
   BertConfig config;
-  Tensor word_emb, pos_emb, type_emb, emb_ln_w, emb_ln_b;
+  Var word_emb, pos_emb, type_emb, emb_ln_w, emb_ln_b;
   std::vector<BertLayer> layers;
-  Tensor pooler_w, pooler_b;           // optional (BertModel checkpoints may lack them)
-  Tensor classifier_w, classifier_b;   // optional: [num_labels, H]
-  std::map<std::string, Tensor> extra; // stored tensors the encoder does not use (e.g. "cls.predictions.*")
+  Var pooler_w, pooler_b;           // optional (BertModel checkpoints may lack them)
+  Var classifier_w, classifier_b;   // optional: [num_labels, H]
+  std::map<std::string, Var> extra; // stored tensors the encoder does not use (e.g. "cls.predictions.*")
 
   bool has_pooler() const { return pooler_w.defined(); }
   bool has_classifier() const { return classifier_w.defined(); }
@@ -74,22 +70,36 @@ class BertModel {
   // the padding row of the word embeddings 0. Pooler and classifier included.
   static BertModel init_random(const BertConfig& config, uint64_t seed);
 
-  // All tensors with Hugging Face names: "bert."-prefixed when a classifier head is present
-  // (BertForSequenceClassification), bare otherwise (BertModel).
+  // Every parameter with its Hugging Face name: "bert."-prefixed when a classifier head is present
+  // (BertForSequenceClassification), bare otherwise (BertModel). The Vars are the model's own.
+  std::vector<std::pair<std::string, Var>> named_parameters() const;
   std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+  void set_requires_grad(bool on) const;
 
-  // Writes config.json + model.safetensors (atomically), and copies vocab_file to vocab.txt when given.
-  void save(const std::string& dir, DType dtype = DType::F32, const std::string& vocab_file = "") const;
+  // Writes config.json + model.safetensors (atomically), and copies vocab.txt (+ tokenizer
+  // config) from tokenizer_dir when given.
+  void save(const std::string& dir, DType dtype = DType::F32, const std::string& tokenizer_dir = "") const;
 
   // Checks ids, token types and lengths against the config; throws mb::Error saying which sequence.
   void validate(const Batch& batch) const;
 
-  // Last hidden states [num_tokens, H] (a view of ws.hidden).
-  const Tensor& encode(const Batch& batch, BertWorkspace& ws) const;
-  // tanh(W·h[CLS] + b) per sequence: [num_seqs, H]. Requires a pooler. `hidden` from encode().
-  const Tensor& pool(const Batch& batch, const Tensor& hidden, BertWorkspace& ws) const;
-  // Classifier logits from pooled output: [num_seqs, num_labels]. Requires a classifier.
-  const Tensor& classify(const Tensor& pooled, BertWorkspace& ws) const;
+  // --- Differentiable forward pieces (record a tape when parameters require gradients).
+  // Embeddings + LayerNorm (+ dropout): [tokens, H].
+  Var embed(const Batch& batch, const ForwardOptions& opt = {}) const;
+  // One encoder layer.
+  Var layer_forward(const BertLayer& layer, const Var& x, const Batch& batch, const ForwardOptions& opt = {}) const;
+  // Last hidden states [tokens, H]; when all_layers is given it receives the embedding output
+  // followed by every layer's output (HF's hidden_states).
+  Var hidden_states(const Batch& batch, const ForwardOptions& opt = {}, std::vector<Var>* all_layers = nullptr) const;
+  // tanh(W·h[CLS] + b) per sequence: [num_seqs, H]. Requires a pooler.
+  Var pooled_output(const Batch& batch, const Var& hidden) const;
+  // dropout(pooled)·Wᵀ + b: [num_seqs, num_labels]. Requires a classifier.
+  Var classifier_logits(const Var& pooled, const ForwardOptions& opt = {}) const;
+
+  // --- Inference (no tape, whatever the parameters require).
+  Tensor encode(const Batch& batch) const;
+  Tensor pool(const Batch& batch, const Tensor& hidden) const;
+  Tensor classify(const Tensor& pooled) const;
 };
 
 }  // namespace mb

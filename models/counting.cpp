@@ -31,7 +31,7 @@ ModelCounts count_model(const BertModel& m, double seq_len) {
   for (const auto& [name, t] : m.extra) c.extra_params += t.numel();
   for (const BertLayer& L : m.layers) {
     LayerCounts lc;
-    for (const Tensor* t : {&L.q_w, &L.q_b, &L.k_w, &L.k_b, &L.v_w, &L.v_b, &L.attn_out_w, &L.attn_out_b, &L.attn_ln_w,
+    for (const Var* t : {&L.q_w, &L.q_b, &L.k_w, &L.k_b, &L.v_w, &L.v_b, &L.attn_out_w, &L.attn_out_b, &L.attn_ln_w,
                             &L.attn_ln_b, &L.ffn_in_w, &L.ffn_in_b, &L.ffn_out_w, &L.ffn_out_b, &L.ffn_ln_w, &L.ffn_ln_b})
       lc.params += t->numel();
     lc.heads = L.num_heads;

@@ -47,16 +47,15 @@ void check_case(const Case& c) {
     mb::set_gemm_backend(backend);
     const std::string backend_name = mb::gemm_backend_name(backend);
     CAPTURE(backend_name);
-    mb::BertWorkspace ws;
-    const mb::Tensor& hidden = model.encode(batch, ws);
+    const mb::Tensor hidden = model.encode(batch);
     const float diff = max_abs_diff(hidden, e.at("hidden"));
     std::printf("parity %-10s %-8s max|diff| hidden %.2e\n", c.name, backend_name.c_str(), double(diff));
     CHECK(diff <= c.tol);
-    const mb::Tensor& pooled = model.pool(batch, hidden, ws);
+    const mb::Tensor pooled = model.pool(batch, hidden);
     CHECK(max_abs_diff(pooled, e.at("pooled")) <= c.tol);
     if (e.count("logits")) {
       REQUIRE(model.has_classifier());
-      CHECK(max_abs_diff(model.classify(pooled, ws), e.at("logits")) <= c.tol);
+      CHECK(max_abs_diff(model.classify(pooled), e.at("logits")) <= c.tol);
     } else {
       CHECK_FALSE(model.has_classifier());
     }
@@ -76,11 +75,11 @@ TEST_CASE("BERT forward matches PyTorch") {
 
 TEST_CASE("F32 weights are zero-copy views of the mapped file; F16/BF16 are converted") {
   const mb::BertModel f32 = mb::BertModel::load(mbtest::fixtures_dir() + "/bert/tiny_f32");
-  CHECK(f32.word_emb.is_view());
-  CHECK(f32.layers[1].ffn_out_w.is_view());
+  CHECK(f32.word_emb.value().is_view());
+  CHECK(f32.layers[1].ffn_out_w.value().is_view());
   const mb::BertModel bf16 = mb::BertModel::load(mbtest::fixtures_dir() + "/bert/tiny_bf16");
-  CHECK_FALSE(bf16.word_emb.is_view());
-  CHECK(bf16.word_emb.dtype() == mb::DType::F32);
+  CHECK_FALSE(bf16.word_emb.value().is_view());
+  CHECK(bf16.word_emb.value().dtype() == mb::DType::F32);
 }
 
 TEST_CASE("results do not depend on the thread count or on how sequences are batched") {
@@ -91,11 +90,10 @@ TEST_CASE("results do not depend on the thread count or on how sequences are bat
   together.add(a, {});
   together.add(b, {0, 0, 0});
   alone.add(b, {});
-  mb::BertWorkspace ws1, ws2;
   mb::set_num_threads(1);
-  const mb::Tensor h_together = model.encode(together, ws1).clone();
+  const mb::Tensor h_together = model.encode(together);
   mb::set_num_threads(2);
-  const mb::Tensor& h_alone = model.encode(alone, ws2);
+  const mb::Tensor h_alone = model.encode(alone);
   for (int64_t i = 0; i < h_alone.numel(); ++i)
     CHECK(h_alone.f32()[i] == doctest::Approx(h_together.f32()[6 * 84 + i]).epsilon(1e-5));
   mb::set_num_threads(0);

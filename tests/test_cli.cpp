@@ -76,10 +76,9 @@ Reference reference(const std::string& dir, const std::string& lines) {
                                              : tok.encode_pair(line.substr(0, tab), line.substr(tab + 1), 512));
     r.batch.add(r.enc.back().input_ids, r.enc.back().token_type_ids);
   }
-  mb::BertWorkspace ws;
-  r.hidden = m.encode(r.batch, ws).clone();
-  r.pooled = m.pool(r.batch, r.hidden, ws).clone();
-  r.logits = m.classify(r.pooled, ws).clone();
+  r.hidden = m.encode(r.batch);
+  r.pooled = m.pool(r.batch, r.hidden);
+  r.logits = m.classify(r.pooled);
   return r;
 }
 

@@ -70,7 +70,7 @@ TEST_CASE("init follows BERT's initialisation and is deterministic") {
   mb::BertConfig c = shipped("mini");
   const mb::BertModel a = mb::BertModel::init_random(c, 42), b = mb::BertModel::init_random(c, 42),
                       other = mb::BertModel::init_random(c, 43);
-  const float* w = a.layers[0].ffn_in_w.f32();
+  const float* w = a.layers[0].ffn_in_w.data();
   const int64_t n = a.layers[0].ffn_in_w.numel();
   double sum = 0, sq = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -80,13 +80,13 @@ TEST_CASE("init follows BERT's initialisation and is deterministic") {
   CHECK(std::fabs(sum / double(n)) < 1e-3);
   CHECK(std::sqrt(sq / double(n)) == doctest::Approx(0.02).epsilon(0.02));
   for (int64_t i = 0; i < c.hidden_size; ++i) {
-    CHECK(a.emb_ln_w.f32()[i] == 1.0f);
-    CHECK(a.emb_ln_b.f32()[i] == 0.0f);
-    CHECK(a.layers[1].q_b.f32()[i] == 0.0f);
-    CHECK(a.word_emb.f32()[c.pad_token_id * c.hidden_size + i] == 0.0f);  // padding row
+    CHECK(a.emb_ln_w.data()[i] == 1.0f);
+    CHECK(a.emb_ln_b.data()[i] == 0.0f);
+    CHECK(a.layers[1].q_b.data()[i] == 0.0f);
+    CHECK(a.word_emb.data()[c.pad_token_id * c.hidden_size + i] == 0.0f);  // padding row
   }
-  CHECK(std::equal(w, w + n, b.layers[0].ffn_in_w.f32()));
-  CHECK_FALSE(std::equal(w, w + n, other.layers[0].ffn_in_w.f32()));
+  CHECK(std::equal(w, w + n, b.layers[0].ffn_in_w.data()));
+  CHECK_FALSE(std::equal(w, w + n, other.layers[0].ffn_in_w.data()));
 }
 
 TEST_CASE("save then load reproduces the model and its outputs; bf16 save rounds") {
@@ -100,9 +100,8 @@ TEST_CASE("save then load reproduces the model and its outputs; bf16 save rounds
   CHECK(r.config.id2label == m.config.id2label);
   mb::Batch batch;
   batch.add({101, 7592, 2088, 102}, {0, 0, 1, 1});
-  mb::BertWorkspace w1, w2;
-  const mb::Tensor h1 = m.encode(batch, w1).clone();
-  const mb::Tensor& h2 = r.encode(batch, w2);
+  const mb::Tensor h1 = m.encode(batch);
+  const mb::Tensor h2 = r.encode(batch);
   CHECK(std::equal(h1.f32(), h1.f32() + h1.numel(), h2.f32()));
 
   // The stored names are Hugging Face's (BertForSequenceClassification).
@@ -113,7 +112,7 @@ TEST_CASE("save then load reproduces the model and its outputs; bf16 save rounds
 
   m.save(dir, mb::DType::BF16, mb::default_vocab_dir());  // overwrite in place
   const mb::BertModel rb = mb::BertModel::load(dir);
-  CHECK(rb.layers[0].q_w.f32()[3] == mb::bf16_to_f32(mb::f32_to_bf16(m.layers[0].q_w.f32()[3])));
+  CHECK(rb.layers[0].q_w.data()[3] == mb::bf16_to_f32(mb::f32_to_bf16(m.layers[0].q_w.data()[3])));
   for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path()))
     CHECK(e.path().filename() == "model");  // no staging or backup directories left behind
 }
@@ -157,14 +156,13 @@ TEST_CASE("weight errors: missing tensors by name, wrong shapes, missing directo
 
 TEST_CASE("batches are validated against the config") {
   const mb::BertModel m = mb::BertModel::init_random(shipped("tiny"), 1);
-  mb::BertWorkspace ws;
   mb::Batch b;
   b.add({101, 40000, 102}, {});
-  CHECK(error_of([&] { m.encode(b, ws); }).find("outside the vocabulary") != std::string::npos);
+  CHECK(error_of([&] { m.encode(b); }).find("outside the vocabulary") != std::string::npos);
   mb::Batch t;
   t.add({101, 102}, {0, 2});
-  CHECK(error_of([&] { m.encode(t, ws); }).find("type_vocab_size") != std::string::npos);
+  CHECK(error_of([&] { m.encode(t); }).find("type_vocab_size") != std::string::npos);
   mb::Batch l;
   l.add(std::vector<int32_t>(513, 1000), {});
-  CHECK(error_of([&] { m.encode(l, ws); }).find("max_position_embeddings") != std::string::npos);
+  CHECK(error_of([&] { m.encode(l); }).find("max_position_embeddings") != std::string::npos);
 }

@@ -1,8 +1,6 @@
 // WordPiece tokenizer: every case of tests/data/tokenizer_strings.txt against Hugging Face's
 // tokenizers (fixtures written by tests/reference/hf_tokenize.js), then loading errors and
 // tokenizer_config.json handling.
-#include "io/tokenizer.h"
-
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -12,6 +10,7 @@
 #include <set>
 
 #include "engine/error.h"
+#include "io/tokenizer.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -138,7 +137,8 @@ std::string show(const std::vector<int32_t>& v) {
 TEST_CASE("tokenizer matches Hugging Face tokenizers on every test string") {
   const std::string fixtures = mbtest::fixtures_dir() + "/tokenizer";
   std::ifstream variants_in(fixtures + "/variants.json");
-  REQUIRE_MESSAGE(variants_in, "no oracle fixtures in " << fixtures
+  REQUIRE_MESSAGE(variants_in, "no oracle fixtures in "
+                                   << fixtures
                                    << " (run the fixture_tokenizer test, which needs node and "
                                       "npm install --no-package-lock --prefix tests/reference)");
   const auto cases = read_cases(std::string(MB_SOURCE_DIR) + "/tests/data/tokenizer_strings.txt");
@@ -149,7 +149,8 @@ TEST_CASE("tokenizer matches Hugging Face tokenizers on every test string") {
   for (const auto& v : nlohmann::json::parse(variants_in)) {
     mb::TokenizerOptions opt;
     opt.lowercase = v.at("lowercase");
-    opt.strip_accents = v.at("strip_accents").is_null() ? opt.lowercase : bool(v.at("strip_accents"));
+    opt.strip_accents =
+        v.at("strip_accents").is_null() ? opt.lowercase : bool(v.at("strip_accents"));
     opt.tokenize_chinese_chars = v.at("tokenize_chinese_chars");
     opt.clean_text = v.at("clean_text");
     tokenizers.emplace(v.at("name"), v.at("name") == "uncased"
@@ -180,9 +181,11 @@ TEST_CASE("tokenizer matches Hugging Face tokenizers on every test string") {
     if (got.input_ids == want_ids && got.token_type_ids == want_types) continue;
     if (++failed <= 20) {
       FAIL_CHECK("tokenizer_strings.txt:" << lineno << " [" << variant << ", max_len " << max_len
-                 << "] " << c->second.source << "\n  expected: " << show(tok, want_ids)
-                 << "\n       got: " << show(tok, got.input_ids) << "\n  expected type ids: "
-                 << show(want_types) << "\n       got type ids: " << show(got.token_type_ids));
+                                          << "] " << c->second.source
+                                          << "\n  expected: " << show(tok, want_ids)
+                                          << "\n       got: " << show(tok, got.input_ids)
+                                          << "\n  expected type ids: " << show(want_types)
+                                          << "\n       got type ids: " << show(got.token_type_ids));
     }
   }
   MESSAGE(checked << " oracle encodings checked (" << cases.size() << " strings, "
@@ -193,11 +196,13 @@ TEST_CASE("tokenizer matches Hugging Face tokenizers on every test string") {
 
 TEST_CASE("tokenizer: WordPiece on a small vocabulary") {
   const std::string dir = mbtest::scratch_dir("tokenizer_small");
-  const auto tok = mb::Tokenizer::from_vocab_file(
-      small_vocab(dir, "un\n##aff\n##able\naff\n##a\n,\nhello\n"));
+  const auto tok =
+      mb::Tokenizer::from_vocab_file(small_vocab(dir, "un\n##aff\n##able\naff\n##a\n,\nhello\n"));
   CHECK(tok.tokenize_to_strings("unaffable") == std::vector<std::string>{"un", "##aff", "##able"});
-  CHECK(tok.tokenize_to_strings("Hello, unaffablex") == std::vector<std::string>{"hello", ",", "[UNK]"});
-  CHECK(tok.tokenize_to_strings("hello[MASK]aff") == std::vector<std::string>{"hello", "[MASK]", "aff"});
+  CHECK(tok.tokenize_to_strings("Hello, unaffablex") ==
+        std::vector<std::string>{"hello", ",", "[UNK]"});
+  CHECK(tok.tokenize_to_strings("hello[MASK]aff") ==
+        std::vector<std::string>{"hello", "[MASK]", "aff"});
   CHECK(tok.id_to_token(tok.mask_id()) == "[MASK]");
   CHECK(tok.token_to_id("##able") == 7);
   CHECK(tok.token_to_id("absent") == -1);
@@ -224,7 +229,8 @@ TEST_CASE("tokenizer: bad input") {
     const std::string path = dir + "/nope/vocab.txt";
     const std::string err = error_of([&] { mb::Tokenizer::from_vocab_file(path); });
     CHECK(err.find(path) != std::string::npos);
-    CHECK(error_of([&] { mb::Tokenizer::from_model_dir(dir + "/nope"); }).find(path) != std::string::npos);
+    CHECK(error_of([&] { mb::Tokenizer::from_model_dir(dir + "/nope"); }).find(path) !=
+          std::string::npos);
   }
   SUBCASE("empty vocabulary file") {
     write_file(dir + "/vocab.txt", "");
@@ -288,7 +294,8 @@ TEST_CASE("tokenizer: tokenizer_config.json") {
     CHECK(opt.strip_accents);
   }
   SUBCASE("explicit values") {
-    auto opt = options_for(R"({"do_lower_case": true, "strip_accents": false, "tokenize_chinese_chars": false})");
+    auto opt = options_for(
+        R"({"do_lower_case": true, "strip_accents": false, "tokenize_chinese_chars": false})");
     CHECK(opt.lowercase);
     CHECK_FALSE(opt.strip_accents);
     CHECK_FALSE(opt.tokenize_chinese_chars);

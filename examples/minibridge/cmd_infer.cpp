@@ -118,7 +118,6 @@ void run_tokenize(const InferOptions& o) {
 template <class Emit>
 void run_batched(const InferOptions& o, const LoadedModel& lm, Emit emit) {
   const int max_len = resolve_max_len(o, &lm.model);
-  mb::BertWorkspace ws;
   size_t line_no = 0;
   bool more = true;
   while (more) {
@@ -129,8 +128,7 @@ void run_batched(const InferOptions& o, const LoadedModel& lm, Emit emit) {
       batch.add(e.input_ids, e.token_type_ids);
     }
     if (batch.num_seqs() == 0) break;
-    const mb::Tensor& hidden = lm.model.encode(batch, ws);
-    emit(batch, hidden, ws);
+    emit(batch, lm.model.encode(batch));
     std::cout.flush();
   }
 }
@@ -145,9 +143,9 @@ void run_encode(const InferOptions& o) {
   const int64_t H = lm.model.config.hidden_size;
   std::string out;
   std::vector<float> mean(static_cast<size_t>(H));
-  run_batched(o, lm, [&](const mb::Batch& b, const mb::Tensor& hidden, mb::BertWorkspace& ws) {
+  run_batched(o, lm, [&](const mb::Batch& b, const mb::Tensor& hidden) {
     const float* h = hidden.f32();
-    const mb::Tensor* pooled = o.pooling == "pooler" ? &lm.model.pool(b, hidden, ws) : nullptr;
+    const mb::Tensor pooled = o.pooling == "pooler" ? lm.model.pool(b, hidden) : mb::Tensor();
     for (int64_t s = 0; s < b.num_seqs(); ++s) {
       out.clear();
       const float* first = h + int64_t(b.offsets[s]) * H;
@@ -167,8 +165,8 @@ void run_encode(const InferOptions& o) {
             for (int64_t c = 0; c < H; ++c) mean[size_t(c)] += first[t * H + c];
           for (float& x : mean) x /= float(b.length(s));
           v = mean.data();
-        } else if (pooled) {
-          v = pooled->f32() + s * H;
+        } else if (pooled.defined()) {
+          v = pooled.f32() + s * H;
         }
         out += "{\"embedding\":";
         append_floats(out, v, H);
@@ -187,8 +185,8 @@ void run_classify(const InferOptions& o) {
   const mb::BertConfig& c = lm.model.config;
   const int64_t C = c.num_labels();
   std::string out;
-  run_batched(o, lm, [&](const mb::Batch& b, const mb::Tensor& hidden, mb::BertWorkspace& ws) {
-    const mb::Tensor& logits = lm.model.classify(lm.model.pool(b, hidden, ws), ws);
+  run_batched(o, lm, [&](const mb::Batch& b, const mb::Tensor& hidden) {
+    const mb::Tensor logits = lm.model.classify(lm.model.pool(b, hidden));
     for (int64_t s = 0; s < b.num_seqs(); ++s) {
       const float* z = logits.f32() + s * C;
       int64_t best = 0;

@@ -29,16 +29,20 @@ try {
   process.exit(2);
 }
 
-// Truncation lengths (total tokens, special ones included). 3 and 4 leave 0-2 tokens of text,
-// 13 is odd (longest-first gives the longer side the extra token), 32 the usual short length.
+// Truncation lengths, special tokens included: 32 the usual short one (a pair keeps 29 tokens of
+// text, odd: longest-first gives the longer side the extra one), 13 (10, even), 4 and 3 (0 to 2).
 const MAX_LENS = [0, 32, 13, 4, 3];
 
+// strip_accents null follows lowercase, as in tokenizers and tokenizer_config.json.
+const VARIANT = {
+  lowercase: true, strip_accents: null, tokenize_chinese_chars: true, clean_text: true,
+};
 const VARIANTS = [
-  { name: 'uncased', lowercase: true, strip_accents: null, tokenize_chinese_chars: true, clean_text: true },
-  { name: 'cased', lowercase: false, strip_accents: null, tokenize_chinese_chars: true, clean_text: true },
-  { name: 'uncased_keep_accents', lowercase: true, strip_accents: false, tokenize_chinese_chars: true, clean_text: true },
-  { name: 'no_chinese_chars', lowercase: true, strip_accents: null, tokenize_chinese_chars: false, clean_text: true },
-  { name: 'no_clean_text', lowercase: true, strip_accents: null, tokenize_chinese_chars: true, clean_text: false },
+  { ...VARIANT, name: 'uncased' },
+  { ...VARIANT, name: 'cased', lowercase: false },
+  { ...VARIANT, name: 'uncased_keep_accents', strip_accents: false },
+  { ...VARIANT, name: 'no_chinese_chars', tokenize_chinese_chars: false },
+  { ...VARIANT, name: 'no_clean_text', clean_text: false },
 ];
 
 function unescapeCase(s, where) {

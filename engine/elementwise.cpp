@@ -1,0 +1,66 @@
+// Element-wise add, scale and dropout.
+#include "engine/error.h"
+#include "engine/functional.h"
+
+namespace mb {
+
+Var add(const Var& a, const Var& b) {
+  MB_CHECK(a.shape() == b.shape(), "add: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
+  const bool rec = needs_grad({&a, &b});
+  Var out = make_output(Tensor::empty(a.shape()), rec);
+  const int64_t n = a.numel();
+  const float *pa = a.data(), *pb = b.data();
+  float* po = out.mutable_data();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) po[i] = pa[i] + pb[i];
+  if (rec)
+    record_backward([a, b, out, n] {
+      if (!out.has_grad()) return;
+      const float* g = out.grad().f32();
+      for (const Var* v : {&a, &b}) {
+        if (!v->requires_grad()) continue;
+        float* d = v->grad().f32();
+        for (int64_t i = 0; i < n; ++i) d[i] += g[i];
+      }
+    });
+  return out;
+}
+
+Var scale(const Var& x, float s) {
+  const bool rec = needs_grad({&x});
+  Var out = make_output(Tensor::empty(x.shape()), rec);
+  const int64_t n = x.numel();
+  for (int64_t i = 0; i < n; ++i) out.mutable_data()[i] = x.data()[i] * s;
+  if (rec)
+    record_backward([x, out, s, n] {
+      if (!out.has_grad()) return;
+      float* d = x.grad().f32();
+      const float* g = out.grad().f32();
+      for (int64_t i = 0; i < n; ++i) d[i] += g[i] * s;
+    });
+  return out;
+}
+
+Var dropout(const Var& x, float p, bool train, Rng* rng) {
+  if (!train || p <= 0.0f) return x;
+  MB_CHECK(p < 1.0f, "dropout probability must be below 1");
+  MB_CHECK(rng, "dropout needs a random generator");
+  const bool rec = needs_grad({&x});
+  const int64_t n = x.numel();
+  Tensor keep = Tensor::empty(x.shape());
+  float* k = keep.f32();
+  const float s = 1.0f / (1.0f - p);
+  for (int64_t i = 0; i < n; ++i) k[i] = rng->uniform() < p ? 0.0f : s;
+  Var out = make_output(Tensor::empty(x.shape()), rec);
+  for (int64_t i = 0; i < n; ++i) out.mutable_data()[i] = x.data()[i] * k[i];
+  if (rec)
+    record_backward([x, out, keep, n] {
+      if (!out.has_grad()) return;
+      float* d = x.grad().f32();
+      const float *g = out.grad().f32(), *k = keep.f32();
+      for (int64_t i = 0; i < n; ++i) d[i] += g[i] * k[i];
+    });
+  return out;
+}
+
+}  // namespace mb

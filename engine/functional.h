@@ -1,0 +1,42 @@
+// Differentiable ops on Vars: each computes its forward with the kernels in engine/ops.h and,
+// when an input requires a gradient, records its backward. Defined next to their kernels.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/rng.h"
+
+namespace mb {
+
+// Rows of `table` picked by ids: [ids.size(), C].
+Var embedding(const Var& table, const std::vector<int32_t>& ids);
+// Element-wise a + b (same shape).
+Var add(const Var& a, const Var& b);
+// x·s
+Var scale(const Var& x, float s);
+// x[T, K] · W[N, K]ᵀ + b[N]; b may be undefined.
+Var linear(const Var& x, const Var& W, const Var& b);
+// LayerNorm(x + residual)·w + b over the last dimension; residual may be undefined.
+Var layernorm(const Var& x, const Var& w, const Var& b, float eps, const Var& residual = Var());
+Var gelu(const Var& x);
+Var gelu_tanh(const Var& x);
+Var tanh(const Var& x);
+// Inverted dropout: zero with probability p, scale the rest by 1/(1-p). Identity when p == 0 or
+// !train. Masks are drawn from rng (serially, so results do not depend on the thread count).
+Var dropout(const Var& x, float p, bool train, Rng* rng);
+// Multi-head attention over packed sequences (see attention_forward); q, k, v: [T, heads·d].
+// Attention-probability dropout with probability p when train.
+Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_t>& offsets, int64_t heads,
+              float p = 0.0f, bool train = false, Rng* rng = nullptr);
+// Rows of x: [rows.size(), C].
+Var gather_rows(const Var& x, const std::vector<int32_t>& rows);
+
+// Losses (scalar Vars). Labels equal to -100 are ignored, as in PyTorch.
+Var cross_entropy(const Var& logits, const std::vector<int32_t>& labels);
+// mean((pred - target)²) over all elements; target has pred's shape and gets no gradient.
+Var mse_loss(const Var& pred, const Tensor& target);
+// T²·KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over rows (PyTorch's "batchmean").
+Var kl_div_with_temperature(const Var& student_logits, const Tensor& teacher_logits, float temperature);
+
+}  // namespace mb

@@ -1,0 +1,229 @@
+// AdamW, gradient clipping and the LR schedule against PyTorch (tests/reference/adamw_reference.py),
+// and optimizer state checkpointing.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <doctest/doctest.h>
+#include <map>
+
+#include "engine/error.h"
+#include "engine/optim.h"
+#include "engine/rng.h"
+#include "io/checkpoint.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "tests/test_util.h"
+
+using namespace mb;
+
+namespace {
+
+Tensor random_tensor(Rng& rng, Shape shape, double scale) {
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = float(rng.normal() * scale);
+  return t;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+// A small model for the checkpoint tests: names that hit both param groups.
+struct Toy {
+  std::vector<std::string> names{"enc.weight", "enc.bias", "enc.LayerNorm.weight", "emb.weight"};
+  std::vector<Shape> shapes{{4, 3}, {4}, {4}, {5, 3}};
+  std::vector<Tensor> values, grads;
+  std::vector<ParamRef> refs() {
+    std::vector<ParamRef> r;
+    for (size_t i = 0; i < names.size(); ++i) r.push_back({names[i], &values[i], &grads[i]});
+    return r;
+  }
+  explicit Toy(uint64_t seed) {
+    Rng rng(seed);
+    for (auto& s : shapes) values.push_back(random_tensor(rng, s, 0.5));
+    grads.resize(names.size());
+  }
+  // Deterministic grads per step; "emb.weight" gets none on every third step.
+  void set_grads(int64_t k) {
+    Rng rng(1000 + uint64_t(k));
+    for (size_t i = 0; i < names.size(); ++i)
+      grads[i] = (i == 3 && k % 3 == 1) ? Tensor() : random_tensor(rng, shapes[i], k % 2 ? 2.0 : 0.1);
+  }
+};
+
+void train(Toy& toy, AdamW& opt, int64_t from, int64_t to) {
+  for (int64_t k = from; k < to; ++k) {
+    toy.set_grads(k);
+    clip_grad_norm(toy.refs(), 1.0);
+    opt.step(linear_warmup_decay(k, 3, 30, 1e-2));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("AdamW + clip_grad_norm + linear warm-up follow torch 1.13 step by step") {
+  const std::string dir = mbtest::scratch_dir("adamw_reference");
+  const std::string cmd = "/usr/bin/python3 " + std::string(MB_SOURCE_DIR) + "/tests/reference/adamw_reference.py " + dir;
+  REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "reference script failed: " << cmd);
+  const nlohmann::json meta = read_json_file(dir + "/adamw.json");
+  const auto ref = read_safetensors(dir + "/adamw.safetensors").tensors;
+  auto at = [&](const std::string& key) -> const Tensor& {
+    auto it = ref.find(key);
+    REQUIRE_MESSAGE(it != ref.end(), "missing " << key);
+    return it->second;
+  };
+
+  const auto names = meta["names"].get<std::vector<std::string>>();
+  std::vector<Tensor> values(names.size()), grads(names.size());
+  std::vector<ParamRef> params;
+  for (size_t i = 0; i < names.size(); ++i) {
+    values[i] = at("init." + names[i]).clone();
+    params.push_back({names[i], &values[i], &grads[i]});
+  }
+  AdamW opt(params, {.weight_decay = meta["weight_decay"].get<double>()});
+
+  double worst = 0;
+  int clipped = 0, skipped = 0;
+  for (int k = 0; k < meta["steps"].get<int>(); ++k) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      auto it = ref.find("grad." + std::to_string(k) + "." + names[i]);
+      grads[i] = it == ref.end() ? Tensor() : it->second.clone();  // clone: clipping writes into it
+      skipped += it == ref.end();
+    }
+    const double norm = clip_grad_norm(params, meta["max_norm"].get<double>());
+    CHECK(norm == doctest::Approx(meta["norm"][k].get<double>()).epsilon(1e-6));
+    clipped += norm > meta["max_norm"].get<double>();
+    const double lr = linear_warmup_decay(k, meta["warmup"], meta["total"], meta["base_lr"]);
+    CHECK(lr == doctest::Approx(meta["lr"][k].get<double>()).epsilon(1e-12));
+    opt.step(lr);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const Tensor& want = at("param." + std::to_string(k) + "." + names[i]);
+      for (int64_t j = 0; j < want.numel(); ++j) {
+        const double err = std::fabs(double(values[i].f32()[j]) - want.f32()[j]) / std::max(1e-2, std::fabs(double(want.f32()[j])));
+        worst = std::max(worst, err);
+      }
+    }
+  }
+  MESSAGE("worst relative parameter error vs torch: " << worst);
+  CHECK(worst < 1e-6);
+  CHECK(clipped > 0);   // the fixture exercises both clipped and unclipped steps,
+  CHECK(skipped > 0);   // and missing grads
+  CHECK(opt.step_count() == meta["steps"].get<int>());
+
+  // Final moments too (names as the checkpoint writes them).
+  std::map<std::string, Tensor> state;
+  for (auto& [name, t] : opt.state_tensors("")) state[name] = t;
+  for (const auto& n : names)
+    for (const char* what : {"exp_avg", "exp_avg_sq"}) {
+      const Tensor& want = at(std::string(what) + "." + n);
+      const Tensor& got = state.at(n + "." + what);
+      for (int64_t j = 0; j < want.numel(); ++j)
+        CHECK(got.f32()[j] == doctest::Approx(want.f32()[j]).epsilon(1e-5).scale(1e-6));
+    }
+}
+
+TEST_CASE("no-decay predicate: biases and LayerNorm weights") {
+  CHECK(default_no_decay("bert.encoder.layer.0.output.dense.bias"));
+  CHECK(default_no_decay("bert.embeddings.LayerNorm.weight"));
+  CHECK(default_no_decay("encoder.layer_norm.weight"));
+  CHECK_FALSE(default_no_decay("bert.encoder.layer.0.output.dense.weight"));
+  CHECK_FALSE(default_no_decay("classifier.biased_weight"));
+
+  // An overriding predicate: decay everything. With lr 1 and a zero grad only the decay moves p.
+  Tensor w = Tensor::from_vector({2.0f}, {1}), g = Tensor::zeros({1});
+  AdamW everything({{"x.bias", &w, &g}}, {.weight_decay = 0.5}, [](const std::string&) { return false; });
+  everything.step(1.0);
+  CHECK(w.f32()[0] == doctest::Approx(1.0));
+  Tensor w2 = Tensor::from_vector({2.0f}, {1});
+  AdamW by_default({{"x.bias", &w2, &g}}, {.weight_decay = 0.5});
+  by_default.step(1.0);
+  CHECK(w2.f32()[0] == 2.0f);
+}
+
+TEST_CASE("linear warm-up / decay schedule (HF get_linear_schedule_with_warmup)") {
+  CHECK(linear_warmup_decay(0, 4, 24, 1.0) == 0.0);
+  CHECK(linear_warmup_decay(2, 4, 24, 1.0) == 0.5);
+  CHECK(linear_warmup_decay(4, 4, 24, 2.0) == 2.0);
+  CHECK(linear_warmup_decay(14, 4, 24, 1.0) == 0.5);
+  CHECK(linear_warmup_decay(24, 4, 24, 1.0) == 0.0);
+  CHECK(linear_warmup_decay(30, 4, 24, 1.0) == 0.0);  // never negative
+  CHECK(linear_warmup_decay(0, 0, 10, 1.0) == 1.0);   // no warm-up
+  CHECK(linear_warmup_decay(5, 0, 10, 1.0) == 0.5);
+}
+
+TEST_CASE("clip_grad_norm") {
+  Tensor g1 = Tensor::from_vector({3.0f}, {1}), g2 = Tensor::from_vector({4.0f}, {1}), none, v = Tensor::zeros({1});
+  std::vector<ParamRef> ps{{"a", &v, &g1}, {"b", &v, &g2}, {"c", &v, &none}};
+  CHECK(clip_grad_norm(ps, 10.0) == 5.0);  // below the limit: untouched
+  CHECK(g1.f32()[0] == 3.0f);
+  CHECK(clip_grad_norm(ps, 1.0) == 5.0);   // returns the norm before clipping
+  CHECK(g1.f32()[0] == doctest::Approx(0.6).epsilon(1e-6));
+  CHECK(g2.f32()[0] == doctest::Approx(0.8).epsilon(1e-6));
+
+  g1.f32()[0] = INFINITY;
+  CHECK(std::isinf(clip_grad_norm(ps, 1.0)));  // reported, grads left for the caller to skip
+  CHECK(g2.f32()[0] == doctest::Approx(0.8).epsilon(1e-6));
+}
+
+TEST_CASE("AdamW state: save, restore into a fresh optimizer, continue == uninterrupted") {
+  Toy a(7);
+  AdamW opt_a(a.refs(), {.weight_decay = 0.01});
+  train(a, opt_a, 0, 10);
+
+  // Checkpoint the model and the optimizer together, as a trainer does.
+  std::vector<std::pair<std::string, Tensor>> tensors = opt_a.state_tensors();
+  for (size_t i = 0; i < a.names.size(); ++i) tensors.emplace_back("model." + a.names[i], a.values[i]);
+  const std::string dir = mbtest::scratch_dir("optim_state") + "/ckpt";
+  save_checkpoint(dir, tensors, {{"optimizer", opt_a.state_json()}});
+  train(a, opt_a, 10, 20);
+
+  const Checkpoint ck = load_checkpoint(dir);
+  Toy b(99);  // different initial values: all must come from the checkpoint
+  for (size_t i = 0; i < b.names.size(); ++i) b.values[i] = ck.tensors.at("model." + b.names[i]).clone();
+  AdamW opt_b(b.refs(), {.beta1 = 0.5, .weight_decay = 0.3});  // hyper-parameters are restored too
+  opt_b.load_state(ck.state["optimizer"], ck.tensors);
+  CHECK(opt_b.step_count() == 10);
+  CHECK(opt_b.config().beta1 == 0.9);
+  CHECK(opt_b.config().weight_decay == 0.01);
+  train(b, opt_b, 10, 20);
+
+  for (size_t i = 0; i < a.names.size(); ++i) CHECK_MESSAGE(same_bits(a.values[i], b.values[i]), a.names[i]);
+  auto sa = opt_a.state_tensors(), sb = opt_b.state_tensors();
+  for (size_t i = 0; i < sa.size(); ++i) CHECK_MESSAGE(same_bits(sa[i].second, sb[i].second), sa[i].first);
+  CHECK(opt_a.state_json() == opt_b.state_json());
+}
+
+TEST_CASE("AdamW load_state rejects mismatches with a clear message and changes nothing") {
+  Toy a(1);
+  AdamW opt(a.refs());
+  train(a, opt, 0, 2);
+  std::map<std::string, Tensor> good;
+  for (auto& [n, t] : opt.state_tensors()) good[n] = t.clone();
+  const nlohmann::json js = opt.state_json();
+
+  Toy b(1);
+  AdamW fresh(b.refs());
+  auto missing = good;
+  missing.erase("optimizer.enc.bias.exp_avg_sq");
+  CHECK_THROWS_WITH_AS(fresh.load_state(js, missing), doctest::Contains("optimizer.enc.bias.exp_avg_sq"), Error);
+  auto wrong_shape = good;
+  wrong_shape["optimizer.emb.weight.exp_avg"] = Tensor::zeros({3, 5});
+  CHECK_THROWS_WITH_AS(fresh.load_state(js, wrong_shape), doctest::Contains("[3, 5]"), Error);
+  auto other_params = js;
+  other_params["param_steps"].erase("enc.weight");
+  other_params["param_steps"]["dec.weight"] = 2;
+  CHECK_THROWS_WITH_AS(fresh.load_state(other_params, good), doctest::Contains("'enc.weight'"), Error);
+  auto not_adamw = js;
+  not_adamw["type"] = "SGD";
+  CHECK_THROWS_WITH_AS(fresh.load_state(not_adamw, good), doctest::Contains("not an AdamW state"), Error);
+  auto malformed = js;
+  malformed["betas"] = "x";
+  CHECK_THROWS_WITH_AS(fresh.load_state(malformed, good), doctest::Contains("malformed"), Error);
+  CHECK(fresh.step_count() == 0);  // untouched by the failed loads
+  CHECK(fresh.state_json()["param_steps"]["enc.weight"] == 0);
+
+  Tensor i64 = Tensor::zeros({2}, DType::I64);
+  CHECK_THROWS_AS(AdamW({{"ids", &i64, nullptr}}), Error);
+  Tensor w = Tensor::zeros({2});
+  CHECK_THROWS_WITH_AS(AdamW({{"w", &w, nullptr}, {"w", &w, nullptr}}), doctest::Contains("duplicate"), Error);
+}
