@@ -38,16 +38,31 @@ void record_backward(std::function<void()> fn) { t_tape.push_back(std::move(fn))
 
 Var make_output(Tensor value, bool record) { return Var(std::move(value), record); }
 
-void backward(const Var& loss) {
-  MB_CHECK(loss.defined() && loss.numel() == 1, "backward() needs a scalar loss");
-  MB_CHECK(loss.requires_grad(), "backward(): the loss does not depend on anything that requires a gradient");
-  loss.grad().f32()[0] += 1.0f;
+namespace {
+void run_tape() {
   // Closures free their saved tensors as they are destroyed, newest first.
   while (!t_tape.empty()) {
     std::function<void()> fn = std::move(t_tape.back());
     t_tape.pop_back();
     fn();
   }
+}
+}  // namespace
+
+void backward(const Var& loss) {
+  MB_CHECK(loss.defined() && loss.numel() == 1, "backward() needs a scalar loss");
+  MB_CHECK(loss.requires_grad(), "backward(): the loss does not depend on anything that requires a gradient");
+  loss.grad().f32()[0] += 1.0f;
+  run_tape();
+}
+
+void backward(const Var& out, const Tensor& grad_out) {
+  MB_CHECK(out.requires_grad(), "backward(): the output does not depend on anything that requires a gradient");
+  MB_CHECK(grad_out.shape() == out.shape(), "backward(): gradient shape " + shape_str(grad_out.shape()) +
+                                                " differs from the output's " + shape_str(out.shape()));
+  float* g = out.grad().f32();
+  for (int64_t i = 0; i < out.numel(); ++i) g[i] += grad_out.f32()[i];
+  run_tape();
 }
 
 void clear_tape() { t_tape.clear(); }

@@ -66,6 +66,8 @@ Var make_output(Tensor value, bool record);
 
 // Seeds d(loss)/d(loss) = 1 (loss must hold one element), runs the tape in reverse and clears it.
 void backward(const Var& loss);
+// Same from a non-scalar output with a given upstream gradient (same shape as out).
+void backward(const Var& out, const Tensor& grad_out);
 // Drops everything recorded (e.g. after a forward pass whose loss is not needed).
 void clear_tape();
 size_t tape_size();

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <set>
 
@@ -185,7 +187,8 @@ BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
 
 std::vector<std::pair<std::string, Var>> BertModel::named_parameters() const {
   BertModel& self = const_cast<BertModel&>(*this);  // slots_of only reads through the pointers here
-  const std::string prefix = has_classifier() ? "bert." : "";
+  // Task models (a classifier or a cls.* head) put the encoder under "bert.", as HF does.
+  const std::string prefix = has_classifier() || !extra.empty() ? "bert." : "";
   std::vector<std::pair<std::string, Var>> out;
   for (const Slot& s : slots_of(self, has_pooler(), has_classifier())) {
     const bool head = starts_with(s.name, "classifier.");
@@ -206,41 +209,33 @@ void BertModel::set_requires_grad(bool on) const {
 }
 
 void BertModel::save(const std::string& dir, DType dtype, const std::string& tokenizer_dir) const {
-  // Build the whole directory beside the target, then swap it in: a crash never leaves a
-  // half-written model directory behind.
-  const fs::path target = fs::absolute(dir);
-  const fs::path staging = target.string() + ".tmp-" + std::to_string(::getpid());
-  fs::remove_all(staging);
-  fs::create_directories(staging);
-  try {
-    std::vector<std::pair<std::string, Tensor>> tensors = named_tensors();
-    if (dtype != DType::F32)
-      for (auto& [name, t] : tensors) t = t.to_dtype(dtype);
-    write_safetensors((staging / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  // Each file is written atomically (temp + rename), weights first: a reader never sees a
+  // half-written file, and other files in DIR (logs, checkpoints) are left alone.
+  fs::create_directories(dir);
+  const fs::path target = dir;
+  std::vector<std::pair<std::string, Tensor>> tensors = named_tensors();
+  if (dtype != DType::F32)
+    for (auto& [name, t] : tensors) t = t.to_dtype(dtype);
+  write_safetensors((target / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  std::error_code ec;
+  fs::remove(target / "model.safetensors.index.json", ec);  // a stale shard index would shadow nothing, but confuse
 
-    BertConfig c = config;
-    nlohmann::json arch = nlohmann::json::array({has_classifier() ? "BertForSequenceClassification" : "BertModel"});
-    c.raw["architectures"] = arch;
-    c.raw["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
-    write_bert_config((staging / "config.json").string(), c);
+  BertConfig c = config;
+  const char* arch = has_classifier() ? "BertForSequenceClassification" : extra.empty() ? "BertModel" : "BertForMaskedLM";
+  c.raw["architectures"] = nlohmann::json::array({arch});
+  c.raw["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
+  write_bert_config((target / "config.json").string(), c);
 
-    if (!tokenizer_dir.empty()) {
-      const fs::path src = tokenizer_dir;
-      MB_CHECK(fs::exists(src / "vocab.txt"), (src / "vocab.txt").string() + ": vocabulary not found");
-      for (const char* f : {"vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"})
-        if (fs::exists(src / f)) {
-          fs::copy_file(src / f, staging / f, fs::copy_options::overwrite_existing);
-          fs::permissions(staging / f, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::add);
-        }
+  if (!tokenizer_dir.empty() && fs::absolute(tokenizer_dir) != fs::absolute(target)) {
+    const fs::path src = tokenizer_dir;
+    MB_CHECK(fs::exists(src / "vocab.txt"), (src / "vocab.txt").string() + ": vocabulary not found");
+    for (const char* f : {"vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"}) {
+      if (!fs::exists(src / f)) continue;
+      std::ifstream in(src / f, std::ios::binary);
+      std::stringstream bytes;
+      bytes << in.rdbuf();
+      write_file_atomic((target / f).string(), bytes.str());
     }
-    const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
-    if (fs::exists(target)) fs::rename(target, old);
-    fs::rename(staging, target);
-    fs::remove_all(old);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(staging, ec);
-    throw;
   }
 }
 

@@ -8,5 +8,7 @@ namespace mbcli {
 void add_infer_commands(CLI::App& app);  // tokenize, encode, classify
 void add_info_command(CLI::App& app);
 void add_init_command(CLI::App& app);
+void add_train_commands(CLI::App& app);  // finetune, eval
+void add_pretrain_command(CLI::App& app);
 
 }  // namespace mbcli

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   mbcli::add_infer_commands(app);
   mbcli::add_info_command(app);
   mbcli::add_init_command(app);
+  mbcli::add_train_commands(app);
+  mbcli::add_pretrain_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

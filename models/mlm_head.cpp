@@ -1,0 +1,55 @@
+#include "models/mlm_head.h"
+
+#include "engine/error.h"
+#include "engine/functional.h"
+
+namespace mb {
+
+MlmHead MlmHead::attach(BertModel& m, uint64_t seed) {
+  const int64_t H = m.config.hidden_size, V = m.config.vocab_size;
+  const std::string p = "cls.predictions.";
+  Rng rng(seed);
+  auto get = [&](const std::string& name, Shape shape, char init) {
+    auto it = m.extra.find(p + name);
+    if (it != m.extra.end()) {
+      MB_CHECK(it->second.shape() == shape, "tensor '" + p + name + "' has shape " + shape_str(it->second.shape()) +
+                                                ", expected " + shape_str(shape));
+      return it->second;
+    }
+    Tensor t = Tensor::empty(shape);
+    float* d = t.f32();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      d[i] = init == 'n' ? float(rng.normal() * m.config.initializer_range) : init == '1' ? 1.0f : 0.0f;
+    return m.extra[p + name] = Var(t);
+  };
+  MlmHead h;
+  h.dense_w = get("transform.dense.weight", {H, H}, 'n');
+  h.dense_b = get("transform.dense.bias", {H}, '0');
+  h.ln_w = get("transform.LayerNorm.weight", {H}, '1');
+  h.ln_b = get("transform.LayerNorm.bias", {H}, '0');
+  h.bias = get("bias", {V}, '0');
+  return h;
+}
+
+Var MlmHead::logits(const BertModel& m, const Var& rows) const {
+  Var t = linear(rows, dense_w, dense_b);
+  t = m.config.hidden_act == "gelu" ? gelu(t) : gelu_tanh(t);
+  t = layernorm(t, ln_w, ln_b, float(m.config.layer_norm_eps));
+  return linear(t, m.word_emb, bias);  // decoder tied to the word embeddings
+}
+
+Var mlm_loss(const BertModel& m, const MlmHead& head, const Batch& batch, const std::vector<int32_t>& labels,
+             const ForwardOptions& opt) {
+  MB_CHECK(labels.size() == batch.input_ids.size(), "mlm_loss: one label per token expected");
+  std::vector<int32_t> rows, targets;
+  for (size_t i = 0; i < labels.size(); ++i)
+    if (labels[i] != -100) {
+      rows.push_back(int32_t(i));
+      targets.push_back(labels[i]);
+    }
+  const Var hidden = m.hidden_states(batch, opt);
+  if (rows.empty()) return cross_entropy(head.logits(m, gather_rows(hidden, {0})), {-100});  // loss 0, no gradient
+  return cross_entropy(head.logits(m, gather_rows(hidden, rows)), targets);
+}
+
+}  // namespace mb

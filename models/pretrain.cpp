@@ -1,0 +1,324 @@
+#include "models/pretrain.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/progress.h"
+#include "engine/rng.h"
+#include "engine/threads.h"
+#include "io/checkpoint.h"
+#include "io/corpus.h"
+#include "io/jsonl_log.h"
+#include "io/mlm_data.h"
+#include "io/tokenizer.h"
+#include "models/bert.h"
+#include "models/mlm_head.h"
+#include "models/training.h"
+
+namespace mb {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// The held-out split and evaluation masks do not depend on the training seed, so that held-out
+// losses of runs with different seeds are comparable.
+constexpr uint64_t kHeldoutSeed = 0;
+constexpr uint64_t kEvalMaskSeed = 1234;
+constexpr uint64_t kDropoutSeedSalt = 0x5eed0d0bull;
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// What fixes the trajectory of a run: a resumed run must match the checkpoint on all of these.
+json trajectory_options(const PretrainOptions& o, int64_t warmup) {
+  return {{"max_steps", o.max_steps},         {"seq_len", o.seq_len},
+          {"batch_size", o.batch_size},       {"lr", o.lr},
+          {"warmup_steps", warmup},           {"weight_decay", o.weight_decay},
+          {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed},
+          {"heldout_fraction", o.heldout_fraction}, {"eval_sequences", o.eval_sequences}};
+}
+
+// The option names as the CLI spells them, for messages.
+std::string flag_name(const std::string& key) {
+  std::string s = "--" + key;
+  std::replace(s.begin(), s.end(), '_', '-');
+  return s;
+}
+
+Batch to_batch(const MlmBatch& m) {
+  Batch b;
+  b.input_ids = m.input_ids;
+  b.token_type_ids.assign(m.input_ids.size(), 0);
+  b.offsets = m.offsets;
+  return b;
+}
+
+int64_t masked_count(const std::vector<int32_t>& labels) {
+  return std::count_if(labels.begin(), labels.end(), [](int32_t l) { return l != kIgnoreLabel; });
+}
+
+// Mean cross-entropy over every masked token of the evaluation set (no dropout, no tape).
+double evaluate(const BertModel& model, const MlmHead& head, const std::vector<MlmBatch>& set, int64_t& masked) {
+  NoGrad no_grad;
+  double sum = 0.0;
+  masked = 0;
+  for (const MlmBatch& m : set) {
+    const int64_t k = masked_count(m.labels);
+    if (k == 0) continue;
+    const Var loss = mlm_loss(model, head, to_batch(m), m.labels, ForwardOptions{});
+    sum += double(loss.data()[0]) * double(k);
+    masked += k;
+  }
+  return masked ? sum / double(masked) : std::nan("");
+}
+
+// The parameters MLM trains: embeddings, encoder layers, cls.predictions.*. The pooler (not on
+// the MLM path) and any other stored head (e.g. cls.seq_relationship.*) are left untouched.
+std::vector<ParamRef> mlm_params(const BertModel& model) {
+  std::vector<ParamRef> refs;
+  for (const auto& [name, v] : model.named_parameters()) {
+    const bool head = name.rfind("cls.", 0) == 0;
+    const bool trained = head ? name.rfind("cls.predictions.", 0) == 0 : name.find("pooler.") == std::string::npos;
+    v.set_requires_grad(trained);
+    if (!trained) continue;
+    v.grad();  // allocate now: AdamW keeps pointers to the value and grad tensors
+    refs.push_back({name, &v.value(), &v.grad()});
+  }
+  return refs;
+}
+
+}  // namespace
+
+PretrainResult pretrain(const PretrainOptions& o) {
+  // ---- Validate everything before OUT is created or touched.
+  MB_CHECK(!o.model_dir.empty(), "pretrain: no input model directory given");
+  MB_CHECK(!o.corpus_dir.empty(), "pretrain: no corpus directory given");
+  MB_CHECK(!o.out_dir.empty(), "pretrain: no output directory given");
+  MB_CHECK(o.max_steps > 0, "pretrain: --max-steps must be positive, got " + std::to_string(o.max_steps));
+  MB_CHECK(o.batch_size > 0, "pretrain: --batch-size must be positive, got " + std::to_string(o.batch_size));
+  MB_CHECK(o.lr > 0 && std::isfinite(o.lr), "pretrain: --lr must be positive");
+  MB_CHECK(o.weight_decay >= 0, "pretrain: --weight-decay must not be negative");
+  MB_CHECK(o.eval_sequences > 0, "pretrain: --eval-sequences must be positive");
+  MB_CHECK(o.log_steps > 0, "pretrain: --log-steps must be positive");
+  MB_CHECK(o.save_steps >= 0 && o.eval_steps >= 0, "pretrain: --save-steps and --eval-steps must not be negative");
+  const int64_t warmup = o.resolved_warmup();
+
+  set_num_threads(o.threads);
+
+  const Corpus corpus = open_corpus(o.corpus_dir, o.heldout_fraction, kHeldoutSeed);
+  MB_CHECK(!corpus.heldout.empty(),
+           o.corpus_dir + ": no file held out for evaluation (--heldout-fraction must be positive)");
+  const Tokenizer tok = Tokenizer::from_model_dir(o.model_dir);
+  BertModel model = BertModel::load(o.model_dir);
+  MB_CHECK(int64_t(tok.vocab_size()) <= model.config.vocab_size,
+           o.model_dir + "/vocab.txt has " + std::to_string(tok.vocab_size()) + " entries, more than vocab_size " +
+               std::to_string(model.config.vocab_size) + " in config.json");
+  MB_CHECK(o.seq_len >= 3 && o.seq_len <= model.config.max_position_embeddings,
+           "pretrain: --seq-len must be in [3, " + std::to_string(model.config.max_position_embeddings) +
+               "] (max_position_embeddings of " + o.model_dir + "), got " + std::to_string(o.seq_len));
+
+  MlmStream stream(corpus.train, tok, o.seq_len, o.seed);
+  {
+    MlmStream probe = stream;  // fails here, not after OUT was made, when the text yields no token
+    try {
+      probe.next_sequence();
+    } catch (const Error& e) {
+      throw Error(o.corpus_dir + ": no text to train on (" + e.what() + ")");
+    }
+  }
+  std::vector<MlmBatch> eval_set;
+  try {
+    eval_set = make_mlm_eval_set(corpus.heldout, tok, o.seq_len, o.eval_sequences, o.batch_size, kEvalMaskSeed);
+  } catch (const Error& e) {
+    throw Error(o.corpus_dir + ": no held-out text to evaluate on (" + e.what() + ")");
+  }
+  MB_CHECK(!eval_set.empty(), o.corpus_dir + ": the held-out files yield no text to evaluate on");
+
+  const fs::path out = o.out_dir;
+  const std::string ck_dir = (out / "checkpoint").string();
+  const std::string log_path = (out / "train_log.jsonl").string();
+  if (o.resume)
+    MB_CHECK(checkpoint_exists(ck_dir), ck_dir + ": no checkpoint to resume from (run without --resume to start)");
+  else
+    MB_CHECK(!checkpoint_exists(ck_dir), ck_dir + ": a checkpoint of an earlier run is there; pass --resume to "
+                                         "continue it, or choose another --out");
+
+  // ---- The model to train: a BertForMaskedLM (no classifier), MLM head found or created.
+  model.classifier_w = Var();
+  model.classifier_b = Var();
+  const MlmHead head = MlmHead::attach(model, o.seed);
+  const std::vector<ParamRef> params = mlm_params(model);
+  int64_t n_params = 0;
+  for (const ParamRef& p : params) n_params += p.value->numel();
+  AdamW adam(params, AdamWConfig{0.9, 0.999, 1e-8, o.weight_decay});
+  Rng dropout_rng(o.seed ^ kDropoutSeedSalt);
+
+  int64_t step = 0;
+  double win_loss = 0.0, last_grad_norm = 0.0, elapsed_before = 0.0, last_eval = -1.0, last_loss = 0.0;
+  int64_t win_steps = 0;
+  if (o.resume) {
+    const json state = load_training_checkpoint(ck_dir, model, adam);
+    try {
+      const json saved = state.at("options"), now = trajectory_options(o, warmup);
+      for (const auto& [key, value] : now.items()) {
+        // The default warm-up follows --max-steps, which is compared on its own.
+        if (key == "warmup_steps" && o.warmup_steps < 0) continue;
+        MB_CHECK(saved.contains(key) && saved.at(key) == value,
+                 ck_dir + ": the checkpoint was made with " + flag_name(key) + " " +
+                     (saved.contains(key) ? saved.at(key).dump() : "(unset)") + ", this run asks for " + value.dump() +
+                     "; resume with the same options");
+      }
+      step = state.at("step").get<int64_t>();
+      stream.restore(state.at("data"));
+      rng_from_json(dropout_rng, state.at("dropout_rng"));
+      win_loss = state.at("window").at("loss_sum").get<double>();
+      win_steps = state.at("window").at("steps").get<int64_t>();
+      last_grad_norm = state.at("window").at("grad_norm").get<double>();
+      last_loss = state.at("last_loss").get<double>();
+      last_eval = state.at("last_eval").get<double>();
+      elapsed_before = state.at("elapsed_s").get<double>();
+    } catch (const json::exception& e) {
+      throw Error(ck_dir + "/state.json: malformed pretraining state: " + e.what());
+    }
+    MB_CHECK(step >= 0 && step <= o.max_steps, ck_dir + ": step " + std::to_string(step) + " is out of range");
+    if (step == o.max_steps) {
+      if (!fs::exists(out / "model.safetensors")) model.save(o.out_dir, DType::F32, o.model_dir);
+      std::cerr << "minibridge: " << o.out_dir << ": pretraining already finished (" << step
+                << " steps); nothing to do\n";
+      PretrainResult r;
+      r.steps = step;
+      r.last_loss = last_loss;
+      r.eval_loss = last_eval;
+      r.already_done = true;
+      return r;
+    }
+  }
+
+  // ---- From here on OUT is written.
+  fs::create_directories(out);
+  if (!o.resume) fs::remove(log_path);
+  JsonlLog log(log_path);
+  if (o.resume) log.truncate_after_step(step);
+  {
+    json start = {{"event", o.resume ? "resume" : "start"},
+                  {"from_step", step},
+                  {"model", o.model_dir},
+                  {"corpus", o.corpus_dir},
+                  {"train_files", corpus.train.size()},
+                  {"heldout_files", corpus.heldout.size()},
+                  {"eval_sequences", eval_set.size() ? (eval_set.size() - 1) * size_t(o.batch_size) +
+                                                           size_t(eval_set.back().size())
+                                                     : 0},
+                  {"trained_parameters", n_params},
+                  {"threads", num_threads()},
+                  {"options", trajectory_options(o, warmup)}};
+    log.write(start);
+  }
+
+  const double run_start = now_s();
+  auto elapsed = [&] { return elapsed_before + (now_s() - run_start); };
+  auto run_eval = [&] {
+    int64_t masked = 0;
+    last_eval = evaluate(model, head, eval_set, masked);
+    log.write({{"step", step}, {"eval_mlm_loss", last_eval}, {"eval_masked_tokens", masked}, {"elapsed_s", elapsed()}});
+  };
+  auto save_all = [&] {
+    model.save(o.out_dir, DType::F32, o.model_dir);
+    const json state = {{"step", step},
+                        {"data", stream.state()},
+                        {"dropout_rng", rng_to_json(dropout_rng)},
+                        {"window", {{"loss_sum", win_loss}, {"steps", win_steps}, {"grad_norm", last_grad_norm}}},
+                        {"last_loss", last_loss},
+                        {"last_eval", last_eval},
+                        {"elapsed_s", elapsed()},
+                        {"done", step == o.max_steps},
+                        {"options", trajectory_options(o, warmup)}};
+    save_training_checkpoint(ck_dir, model, adam, state);
+  };
+
+  if (step == 0 && (o.eval_steps > 0)) run_eval();  // the starting point of the curve
+
+  ProgressOptions popt;
+  popt.start_step = step;
+  popt.every_steps = o.log_steps;
+  std::optional<Progress> progress;
+  if (o.progress) progress.emplace(o.max_steps, popt);
+
+  const int64_t first_step = step;
+  int64_t run_tokens = 0, win_tokens = 0;
+  double run_train_s = 0.0, win_train_s = 0.0;
+  bool interrupted = false;
+  while (step < o.max_steps) {
+    const double t0 = now_s();
+    const MlmBatch mbatch = stream.next_batch(o.batch_size);
+    const Batch batch = to_batch(mbatch);
+    const double lr = linear_warmup_decay(step, warmup, o.max_steps, o.lr);
+    double loss_value = 0.0;
+    {
+      const Var loss = mlm_loss(model, head, batch, mbatch.labels, ForwardOptions{true, &dropout_rng});
+      loss_value = double(loss.data()[0]);
+      backward(loss);
+    }
+    last_grad_norm = optimizer_step(adam, params, lr, o.max_grad_norm);
+    ++step;
+    const double dt = now_s() - t0;
+    win_loss += loss_value;
+    ++win_steps;
+    win_tokens += batch.num_tokens();
+    run_tokens += batch.num_tokens();
+    win_train_s += dt;
+    run_train_s += dt;
+
+    if (progress)
+      progress->update(step, {{"loss", fmt_num(win_loss / double(win_steps))}, {"lr", fmt_num(lr, 3)}},
+                       batch.num_tokens());
+
+    if (step % o.log_steps == 0 || step == o.max_steps) {
+      last_loss = win_loss / double(win_steps);
+      log.write(train_log_line(step, last_loss, lr, last_grad_norm,
+                               win_train_s > 0 ? double(win_tokens) / win_train_s : 0.0, elapsed()));
+      win_loss = 0.0;
+      win_steps = 0;
+      win_tokens = 0;
+      win_train_s = 0.0;
+    }
+    if ((o.eval_steps > 0 && step % o.eval_steps == 0) || step == o.max_steps) run_eval();
+    interrupted = o.stop && o.stop->load() && step < o.max_steps;
+    if ((o.save_steps > 0 && step % o.save_steps == 0) || step == o.max_steps || interrupted) save_all();
+    if (interrupted) break;
+  }
+  if (progress) progress->finish();
+
+  PretrainResult r;
+  r.steps = step;
+  r.last_loss = last_loss;
+  r.eval_loss = last_eval;
+  r.tokens_per_s = run_train_s > 0 ? double(run_tokens) / run_train_s : 0.0;
+  r.interrupted = interrupted;
+  if (interrupted) {
+    std::cerr << "minibridge: interrupted at step " << step << "; checkpoint saved in " << ck_dir
+              << " (continue with --resume)\n";
+  } else {
+    log.write({{"event", "done"},
+               {"steps", step},
+               {"steps_this_run", step - first_step},
+               {"final_loss", last_loss},
+               {"eval_mlm_loss", last_eval},
+               {"tokens_per_s", r.tokens_per_s},
+               {"elapsed_s", elapsed()}});
+  }
+  return r;
+}
+
+}  // namespace mb

@@ -1,0 +1,74 @@
+// Masked-language-model pretraining (BERT's MLM objective, without next-sentence prediction):
+// packed sequences from a text corpus (io/mlm_data.h), 15% of tokens selected (80% [MASK], 10%
+// random, 10% kept), AdamW with linear warm-up/decay, dropout on.
+//
+// OUT, the output, is a model directory (config.json, model.safetensors with the encoder and the
+// MLM head under the HF BertForMaskedLM names cls.predictions.* — decoder tied to the word
+// embeddings — vocab.txt and tokenizer_config.json from the input), plus:
+//   OUT/train_log.jsonl  one JSON line per log step {"step","loss","lr","grad_norm","tokens_per_s",
+//                        "elapsed_s"} and per evaluation {"step","eval_mlm_loss","eval_masked_tokens",
+//                        "elapsed_s"}; a {"event":"start"|"resume"|"done", ...} line (no "step")
+//                        marks each run.
+//   OUT/checkpoint/      model + AdamW state + {step, MlmStream cursor, dropout RNG, running log
+//                        sums, options}; written atomically every save_steps and at the end.
+// The model in OUT is rewritten at every checkpoint, so an interrupted run leaves a usable model.
+// The final checkpoint is kept: resuming a finished run reports that it is done (and nothing else).
+//
+// Resuming continues exactly where the checkpoint was taken: the same batches, masks, dropout and
+// optimizer state, so the final model is bit-identical to an uninterrupted run with the same
+// options and thread count.
+//
+// The pooler (unused by the MLM objective) is kept as it was and not trained; a classifier head
+// in the input model is dropped (the output is a BertForMaskedLM).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace mb {
+
+struct PretrainOptions {
+  std::string model_dir;   // input model directory (e.g. from `minibridge init`), with vocab.txt
+  std::string corpus_dir;  // *.txt files (io/corpus.h)
+  std::string out_dir;
+
+  int64_t max_steps = 0;         // required: optimizer steps
+  int seq_len = 128;             // tokens per packed sequence, [CLS] and [SEP] included
+  int batch_size = 32;           // sequences per step
+  double lr = 1e-4;              // peak learning rate (our default; BERT-base used 1e-4 too)
+  int64_t warmup_steps = -1;     // < 0: 10% of max_steps
+  double weight_decay = 0.01;    // BERT's; not applied to biases and LayerNorm weights
+  double max_grad_norm = 1.0;
+
+  int64_t eval_steps = 100;      // held-out MLM loss every this many steps (0: only at the end)
+  int eval_sequences = 256;      // size of the fixed held-out evaluation set
+  double heldout_fraction = 0.01;  // of the corpus files (at least one file)
+  uint64_t seed = 42;            // data order, masking, dropout, and the MLM head's init if absent
+
+  int64_t save_steps = 200;      // checkpoint + model every this many steps (and at the end)
+  int64_t log_steps = 10;        // a train_log.jsonl line (mean loss since the previous one)
+  bool resume = false;           // continue from OUT/checkpoint (an error when there is none)
+  int threads = 0;               // 0: MB_NUM_THREADS or all cores (engine/threads.h)
+  bool progress = true;          // progress line on stderr
+
+  // Checked after every step: when it becomes true the run saves a checkpoint and the model,
+  // and returns with `interrupted` set (the CLI sets it on SIGINT/SIGTERM).
+  const std::atomic<bool>* stop = nullptr;
+
+  int64_t resolved_warmup() const { return warmup_steps >= 0 ? warmup_steps : (max_steps + 5) / 10; }
+};
+
+struct PretrainResult {
+  int64_t steps = 0;              // optimizer steps completed (in all runs)
+  double last_loss = 0.0;         // mean training loss of the last log window
+  double eval_loss = -1.0;        // last held-out MLM loss (-1: none)
+  double tokens_per_s = 0.0;      // this run's average (0 when it took no step)
+  bool already_done = false;      // resumed a finished run: nothing was done
+  bool interrupted = false;       // stopped early through `stop`
+};
+
+// Runs (or resumes) pretraining. Everything is validated (corpus, model, options, checkpoint)
+// before OUT is created or touched: bad input throws mb::Error naming the file or directory.
+PretrainResult pretrain(const PretrainOptions& opt);
+
+}  // namespace mb

@@ -1,0 +1,64 @@
+#include "models/training.h"
+
+#include <cmath>
+#include <cstring>
+#include <iostream>
+
+#include "engine/error.h"
+#include "io/checkpoint.h"
+
+namespace mb {
+
+std::vector<ParamRef> trainable_params(const BertModel& model) {
+  std::vector<ParamRef> refs;
+  for (const auto& [name, v] : model.named_parameters()) {
+    v.set_requires_grad(true);
+    v.grad();  // allocate now: AdamW keeps pointers to the value and grad tensors
+    refs.push_back({name, &v.value(), &v.grad()});
+  }
+  return refs;
+}
+
+double optimizer_step(AdamW& opt, const std::vector<ParamRef>& params, double lr, double max_grad_norm) {
+  const double norm = max_grad_norm > 0 ? clip_grad_norm(params, max_grad_norm) : 0.0;
+  if (std::isfinite(norm)) opt.step(lr);
+  else std::cerr << "minibridge: warning: non-finite gradient norm, update skipped\n";
+  // Zero in place: AdamW holds pointers to these tensors.
+  for (const ParamRef& p : params)
+    if (p.grad && p.grad->defined()) std::memset(p.grad->raw(), 0, p.grad->nbytes());
+  return norm;
+}
+
+void save_training_checkpoint(const std::string& dir, const BertModel& model, const AdamW& opt,
+                              const nlohmann::json& state) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& [name, t] : model.named_tensors()) tensors.emplace_back("model." + name, t);
+  for (auto& entry : opt.state_tensors()) tensors.push_back(std::move(entry));
+  nlohmann::json full = state;
+  full["optimizer"] = opt.state_json();
+  save_checkpoint(dir, tensors, full);
+}
+
+nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel& model, AdamW& opt) {
+  const Checkpoint ck = load_checkpoint(dir);
+  for (const auto& [name, v] : model.named_parameters()) {
+    auto it = ck.tensors.find("model." + name);
+    MB_CHECK(it != ck.tensors.end(), ck.dir + ": checkpoint lacks parameter '" + name + "'");
+    MB_CHECK(it->second.shape() == v.shape() && it->second.dtype() == DType::F32,
+             ck.dir + ": parameter '" + name + "' has shape " + shape_str(it->second.shape()) + ", the model has " +
+                 shape_str(v.shape()));
+    v.value().make_owned();
+    std::memcpy(v.value().raw(), it->second.raw(), it->second.nbytes());
+  }
+  MB_CHECK(ck.state.contains("optimizer"), ck.dir + ": state.json lacks the optimizer state");
+  opt.load_state(ck.state["optimizer"], ck.tensors);
+  return ck.state;
+}
+
+nlohmann::json train_log_line(int64_t step, double loss, double lr, double grad_norm, double tokens_per_s,
+                              double elapsed_s) {
+  return {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"tokens_per_s", tokens_per_s},
+          {"elapsed_s", elapsed_s}};
+}
+
+}  // namespace mb

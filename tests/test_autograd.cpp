@@ -1,0 +1,178 @@
+// Gradient parity with PyTorch (tests/reference/make_grad_fixtures.py, float64 autograd) for
+// every op BERT uses and for a whole BERT classification step; gradient accumulation on shared
+// tensors; no tape without gradients.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/functional.h"
+#include "io/safetensors.h"
+#include "models/bert.h"
+#include "tests/test_util.h"
+
+namespace {
+
+// ‖got − want‖ / ‖want‖ (absolute when want is all zeros).
+double rel_err(const mb::Tensor& got, const mb::Tensor& want) {
+  REQUIRE(got.numel() == want.numel());
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    const double d = double(got.f32()[i]) - double(want.f32()[i]);
+    num += d * d;
+    den += double(want.f32()[i]) * double(want.f32()[i]);
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+struct OpFixture {
+  mb::SafeTensorsFile file = mb::read_safetensors(mbtest::fixtures_dir() + "/grad/ops.safetensors");
+  const mb::Tensor& t(const std::string& name) const {
+    auto it = file.tensors.find(name);
+    REQUIRE_MESSAGE(it != file.tensors.end(), "fixture lacks " << name);
+    return it->second;
+  }
+  mb::Var input(const std::string& name) const { return mb::Var(t(name).clone(), true); }
+  std::vector<int32_t> ints(const std::string& name) const {
+    const mb::Tensor& x = t(name);
+    return std::vector<int32_t>(x.data<int32_t>(), x.data<int32_t>() + x.numel());
+  }
+  // Runs backward from `out` (upstream "dout" when the op has one) and checks the output and
+  // the gradients of `inputs` against PyTorch.
+  void check(const std::string& op, const mb::Var& out, const std::vector<std::pair<std::string, mb::Var>>& inputs) const {
+    CAPTURE(op);
+    CHECK(rel_err(out.value(), t(op + ".out")) < 1e-5);
+    if (file.tensors.count(op + ".dout")) mb::backward(out, t(op + ".dout"));
+    else mb::backward(out);
+    for (const auto& [name, v] : inputs) {
+      CAPTURE(name);
+      CHECK(rel_err(v.grad(), t(op + ".d" + name)) < 1e-4);
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("op gradients match PyTorch") {
+  const OpFixture f;
+  SUBCASE("linear") {
+    mb::Var x = f.input("linear.x"), W = f.input("linear.W"), b = f.input("linear.b");
+    f.check("linear", mb::linear(x, W, b), {{"x", x}, {"W", W}, {"b", b}});
+  }
+  SUBCASE("layernorm with fused residual") {
+    mb::Var x = f.input("layernorm.x"), r = f.input("layernorm.residual"), w = f.input("layernorm.w"),
+            b = f.input("layernorm.b");
+    f.check("layernorm", mb::layernorm(x, w, b, 1e-12f, r), {{"x", x}, {"residual", r}, {"w", w}, {"b", b}});
+  }
+  SUBCASE("gelu, gelu_tanh, tanh") {
+    mb::Var a = f.input("gelu.x"), b = f.input("gelu_tanh.x"), c = f.input("tanh.x");
+    f.check("gelu", mb::gelu(a), {{"x", a}});
+    f.check("gelu_tanh", mb::gelu_tanh(b), {{"x", b}});
+    f.check("tanh", mb::tanh(c), {{"x", c}});
+  }
+  SUBCASE("embedding with repeated ids (scatter-add)") {
+    mb::Var table = f.input("embedding.table");
+    f.check("embedding", mb::embedding(table, f.ints("embedding.ids")), {{"table", table}});
+  }
+  SUBCASE("attention over packed sequences") {
+    mb::Var q = f.input("attention.q"), k = f.input("attention.k"), v = f.input("attention.v");
+    f.check("attention", mb::attention(q, k, v, f.ints("attention.offsets"), 3), {{"q", q}, {"k", k}, {"v", v}});
+  }
+  SUBCASE("cross-entropy with ignored labels") {
+    mb::Var z = f.input("cross_entropy.z");
+    f.check("cross_entropy", mb::cross_entropy(z, f.ints("cross_entropy.labels")), {{"z", z}});
+  }
+  SUBCASE("mse") {
+    mb::Var p = f.input("mse.p");
+    f.check("mse", mb::mse_loss(p, f.t("mse.target")), {{"p", p}});
+  }
+  SUBCASE("KL divergence with temperature") {
+    mb::Var s = f.input("kl.s");
+    f.check("kl", mb::kl_div_with_temperature(s, f.t("kl.teacher"), 2.0f), {{"s", s}});
+  }
+}
+
+TEST_CASE("a whole BERT classification step matches PyTorch's gradients") {
+  const std::string dir = mbtest::fixtures_dir() + "/grad/bert_step";
+  const mb::BertModel model = mb::BertModel::load(dir);
+  const mb::SafeTensorsFile batch_file = mb::read_safetensors(dir + "/batch.safetensors");
+  const mb::SafeTensorsFile grads = mb::read_safetensors(dir + "/grads.safetensors");
+  const auto& bt = batch_file.tensors;
+  mb::Batch batch;
+  const int32_t* off = bt.at("offsets").data<int32_t>();
+  for (int64_t s = 0; s + 1 < bt.at("offsets").numel(); ++s)
+    batch.add(std::vector<int32_t>(bt.at("input_ids").data<int32_t>() + off[s], bt.at("input_ids").data<int32_t>() + off[s + 1]),
+              std::vector<int32_t>(bt.at("token_type_ids").data<int32_t>() + off[s],
+                                   bt.at("token_type_ids").data<int32_t>() + off[s + 1]));
+  const std::vector<int32_t> labels(bt.at("labels").data<int32_t>(), bt.at("labels").data<int32_t>() + bt.at("labels").numel());
+
+  model.set_requires_grad(true);
+  mb::Rng rng(0);
+  const mb::ForwardOptions train{true, &rng};  // dropout probabilities are 0 in this config
+  const mb::Var hidden = model.hidden_states(batch, train);
+  const mb::Var loss = mb::cross_entropy(model.classifier_logits(model.pooled_output(batch, hidden), train), labels);
+  CHECK(loss.data()[0] == doctest::Approx(grads.tensors.at("loss").f32()[0]).epsilon(1e-5));
+  mb::backward(loss);
+  int checked = 0;
+  for (const auto& [name, p] : model.named_parameters()) {
+    CAPTURE(name);
+    REQUIRE(grads.tensors.count(name));
+    REQUIRE(p.has_grad());
+    // The key bias gets an exactly-zero gradient (softmax ignores a per-row constant): PyTorch's
+    // float64 gives ~1e-17 and ours float32 rounding noise, so tiny gradients are compared absolutely.
+    const double ref_norm = rel_err(grads.tensors.at(name), mb::Tensor::zeros(p.shape()));
+    if (ref_norm > 1e-6) CHECK(rel_err(p.grad(), grads.tensors.at(name)) < 1e-3);
+    else CHECK(rel_err(p.grad(), mb::Tensor::zeros(p.shape())) < 1e-6);
+    ++checked;
+  }
+  CHECK(checked == int(grads.tensors.size()) - 1);
+  CHECK(mb::tape_size() == 0);
+}
+
+TEST_CASE("a tensor used twice receives the sum of both gradients") {
+  mb::Var x = mb::Var(mb::Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3}), true);
+  mb::Var W = mb::Var(mb::Tensor::from_vector({0.5f, -1, 2, 1, 0, -0.25f}, {2, 3}), true);
+  mb::Var b = mb::Var(mb::Tensor::from_vector({0.1f, 0.2f}, {2}), true);
+  const mb::Tensor dout = mb::Tensor::from_vector({1, -2, 0.5f, 3}, {2, 2});
+  mb::backward(mb::linear(x, W, b), dout);
+  const mb::Tensor once = W.grad().clone();
+  W.zero_grad();
+  mb::backward(mb::add(mb::linear(x, W, b), mb::linear(x, W, b)), dout);
+  for (int64_t i = 0; i < once.numel(); ++i) CHECK(W.grad().f32()[i] == doctest::Approx(2 * once.f32()[i]));
+}
+
+TEST_CASE("no tape without gradients") {
+  mb::Var x = mb::Var(mb::Tensor::from_vector({1, 2, 3, 4}, {2, 2}), true);
+  mb::Var w = mb::Var(mb::Tensor::from_vector({1, 0, 0, 1}, {2, 2}));
+  {
+    mb::NoGrad guard;
+    const mb::Var y = mb::linear(x, w, mb::Var());
+    CHECK_FALSE(y.requires_grad());
+    CHECK(mb::tape_size() == 0);
+  }
+  const mb::Var z = mb::linear(mb::Var(x.value()), w, mb::Var());  // nothing requires a gradient
+  CHECK_FALSE(z.requires_grad());
+  CHECK(mb::tape_size() == 0);
+  const mb::Var y = mb::linear(x, w, mb::Var());
+  CHECK(y.requires_grad());
+  CHECK(mb::tape_size() == 1);
+  mb::clear_tape();
+}
+
+TEST_CASE("dropout: identity at inference, inverted scaling and matching gradient in training") {
+  mb::Var x = mb::Var(mb::Tensor::from_vector(std::vector<float>(10000, 1.0f), {100, 100}), true);
+  mb::Rng rng(3);
+  CHECK(mb::dropout(x, 0.1f, false, &rng).same(x));
+  const mb::Var y = mb::dropout(x, 0.1f, true, &rng);
+  int64_t zeros = 0;
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    const float v = y.data()[i];
+    CHECK((v == 0.0f || v == doctest::Approx(1.0f / 0.9f)));
+    zeros += v == 0.0f;
+  }
+  CHECK(zeros == doctest::Approx(1000).epsilon(0.15));
+  mb::backward(y, mb::Tensor::from_vector(std::vector<float>(10000, 1.0f), {100, 100}));
+  for (int64_t i = 0; i < y.numel(); ++i) CHECK(x.grad().f32()[i] == y.data()[i]);
+}

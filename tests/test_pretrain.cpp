@@ -1,0 +1,400 @@
+// `minibridge pretrain` end to end, on a tiny model (2 layers, H=64, the real vocabulary) and a few
+// KB of the real corpus: the outputs (a BertForMaskedLM model directory, the JSON log, the
+// checkpoint), that a run killed with SIGKILL (or stopped with SIGINT) and resumed ends with
+// exactly the same log and the same model bytes as an uninterrupted run, and bad input.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "models/bert.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+
+struct Run {
+  int status = -1;  // exit code; -1 when killed by a signal
+  std::string out, err;
+};
+
+// Runs `minibridge ARGS`, capturing stdout and stderr.
+Run cli(const std::string& args) {
+  const std::string dir = mbtest::scratch_dir("pretrain_io");
+  const std::string cmd = mbtest::cli_path() + " " + args + " > " + dir + "/out 2> " + dir + "/err";
+  const int raw = std::system(cmd.c_str());
+  Run r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = slurp(dir + "/out");
+  r.err = slurp(dir + "/err");
+  return r;
+}
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> v;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) v.push_back(json::parse(line));
+  return v;
+}
+
+bool have_data() {
+  return fs::exists(mbtest::data_dir() + "/corpus/gutenberg") && fs::exists(mbtest::data_dir() + "/vocab/bert-base-uncased");
+}
+
+// A piece of a real corpus file: `bytes` bytes from `from`, cut at paragraph ends.
+std::string excerpt(const std::string& path, size_t from, size_t bytes) {
+  const std::string text = slurp(path);
+  size_t b = text.find("\n\n", from);
+  b = b == std::string::npos ? 0 : b + 2;
+  size_t e = text.find("\n\n", b + bytes);
+  return text.substr(b, e == std::string::npos ? std::string::npos : e - b) + "\n";
+}
+
+// The fixture: scratch/{model, corpus}. Built once per test process.
+struct Fixture {
+  std::string root, model, corpus, vocab;
+};
+
+const Fixture& fixture() {
+  static const Fixture f = [] {
+    Fixture f;
+    f.root = mbtest::scratch_dir("pretrain");
+    f.model = f.root + "/model";
+    f.corpus = f.root + "/corpus";
+    f.vocab = mbtest::data_dir() + "/vocab/bert-base-uncased";
+    const json config = {{"model_type", "bert"},
+                         {"vocab_size", 30522},
+                         {"hidden_size", 64},
+                         {"num_hidden_layers", 2},
+                         {"num_attention_heads", 2},
+                         {"intermediate_size", 128},
+                         {"max_position_embeddings", 64},
+                         {"type_vocab_size", 2},
+                         {"hidden_act", "gelu"},
+                         {"hidden_dropout_prob", 0.1},
+                         {"attention_probs_dropout_prob", 0.1},
+                         {"initializer_range", 0.02},
+                         {"layer_norm_eps", 1e-12},
+                         {"pad_token_id", 0}};
+    std::ofstream(f.root + "/config.json") << config.dump(2);
+    const Run r = cli("init --config " + f.root + "/config.json --out " + f.model + " --vocab " + f.vocab);
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+
+    // Three documents (one is held out for evaluation): two books and Wikipedia articles.
+    fs::create_directories(f.corpus + "/books");
+    const std::string data = mbtest::data_dir() + "/corpus/";
+    std::vector<std::string> books;
+    for (const auto& e : fs::directory_iterator(data + "gutenberg"))
+      if (e.path().extension() == ".txt") books.push_back(e.path().string());
+    std::sort(books.begin(), books.end());
+    REQUIRE(books.size() >= 2);
+    std::ofstream(f.corpus + "/books/a.txt") << excerpt(books[0], 3000, 4000);
+    std::ofstream(f.corpus + "/books/b.txt") << excerpt(books[1], 3000, 4000);
+    std::ofstream(f.corpus + "/wiki.txt") << excerpt(data + "wikipedia_en/enwiki_p56564557-p57025637_wiki_00.txt", 0, 4000);
+    std::ofstream(f.corpus + "/METADATA.tsv") << "not text\n";  // ignored
+    return f;
+  }();
+  return f;
+}
+
+// The options every run of the resume tests shares (one thread: the same arithmetic every time).
+std::string common_args(const std::string& out, int seq_len = 32) {
+  const Fixture& f = fixture();
+  return "pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
+         " --max-steps 30 --seq-len " + std::to_string(seq_len) + " --batch-size 4 --lr 1e-3 --save-steps 10 --log-steps 2 --eval-steps 10"
+         " --eval-sequences 8 --threads 1";
+}
+
+// The uninterrupted reference run, made once.
+const std::string& baseline() {
+  static const std::string out = [] {
+    const std::string o = fixture().root + "/baseline";
+    const Run r = cli(common_args(o));
+    REQUIRE_MESSAGE(r.status == 0, r.err);
+    return o;
+  }();
+  return out;
+}
+
+// What must be identical between two runs: every train line's (step, loss, lr, grad_norm) and
+// every eval line's (step, eval_mlm_loss), in order.
+std::vector<json> trajectory(const std::string& out) {
+  std::vector<json> v;
+  for (const json& j : json_lines(slurp(out + "/train_log.jsonl"))) {
+    if (!j.contains("step")) continue;
+    if (j.contains("loss")) v.push_back({j["step"], j["loss"], j["lr"], j["grad_norm"]});
+    else v.push_back({j["step"], j["eval_mlm_loss"]});
+  }
+  return v;
+}
+
+// fork + exec of the CLI with stdout/stderr to files; returns the child's pid.
+pid_t spawn(const std::string& args, const std::string& log_prefix) {
+  std::vector<std::string> words{mbtest::cli_path()};
+  std::istringstream in(args);
+  for (std::string w; in >> w;) words.push_back(w);
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  const std::string out = log_prefix + ".out", err = log_prefix + ".err";
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int fo = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int fe = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fo < 0 || fe < 0) _exit(126);
+    dup2(fo, 1);
+    dup2(fe, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Polls until `ready()` (then sends `sig`) or the child exits. Returns the wait status.
+template <class Pred>
+int signal_when(pid_t pid, int sig, Pred ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;  // ended on its own
+    if (ready()) {
+      kill(pid, sig);
+      waitpid(pid, &status, 0);
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  FAIL("the pretrain run neither reached the point to interrupt nor ended");
+  return status;
+}
+
+bool log_has_step(const std::string& out, int64_t step) {
+  return slurp(out + "/train_log.jsonl").find("\"step\":" + std::to_string(step) + ",") != std::string::npos;
+}
+
+int64_t checkpoint_step(const std::string& out) {
+  return mb::load_checkpoint(out + "/checkpoint").state.at("step").get<int64_t>();
+}
+
+}  // namespace
+
+TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint, and learns") {
+  if (!have_data()) {
+    MESSAGE("skipped: no corpus/vocabulary under " << mbtest::data_dir());
+    return;
+  }
+  const std::string out = baseline();
+  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "train_log.jsonl"})
+    CHECK_MESSAGE(fs::exists(out + "/" + f), f);
+  CHECK(mb::checkpoint_exists(out + "/checkpoint"));
+  CHECK(checkpoint_step(out) == 30);
+
+  const json config = json::parse(slurp(out + "/config.json"));
+  CHECK(config["architectures"] == json::array({"BertForMaskedLM"}));
+  CHECK(slurp(out + "/vocab.txt") == slurp(fixture().model + "/vocab.txt"));
+
+  // HF BertForMaskedLM names; the decoder is tied to the word embeddings (not stored); no classifier.
+  const std::map<std::string, mb::Tensor> tensors = mb::read_model_weights(out);
+  for (const char* name : {"cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
+                           "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias",
+                           "cls.predictions.bias", "bert.embeddings.word_embeddings.weight",
+                           "bert.encoder.layer.1.output.LayerNorm.weight"})
+    CHECK_MESSAGE(tensors.count(name) == 1, name);
+  CHECK(tensors.count("cls.predictions.decoder.weight") == 0);
+  CHECK(tensors.count("classifier.weight") == 0);
+  const mb::BertModel m = mb::BertModel::load(out);
+  CHECK(m.extra.size() == 5);
+  CHECK_FALSE(m.has_classifier());
+
+  // The log: a start line, train lines every 2 steps, eval lines at 0, 10, 20, 30, a done line.
+  const std::vector<json> lines = json_lines(slurp(out + "/train_log.jsonl"));
+  REQUIRE(lines.size() >= 2);
+  CHECK(lines.front()["event"] == "start");
+  CHECK(lines.back()["event"] == "done");
+  std::vector<int64_t> train_steps, eval_steps;
+  std::vector<double> losses, evals;
+  for (const json& j : lines) {
+    if (!j.contains("step")) continue;
+    if (j.contains("loss")) {
+      for (const char* k : {"lr", "grad_norm", "tokens_per_s", "elapsed_s"}) CHECK_MESSAGE(j.contains(k), k);
+      train_steps.push_back(j["step"]);
+      losses.push_back(j["loss"]);
+    } else {
+      CHECK(j.contains("eval_mlm_loss"));
+      eval_steps.push_back(j["step"]);
+      evals.push_back(j["eval_mlm_loss"]);
+    }
+  }
+  CHECK(train_steps.size() == 15);
+  CHECK(train_steps.back() == 30);
+  CHECK(eval_steps == std::vector<int64_t>{0, 10, 20, 30});
+  // Learning: from about ln(30522) = 10.3 at the start, the loss comes down, in training and held out.
+  CHECK(evals.front() > 9.5);
+  // (30 steps of 128 tokens: about 10.3 -> 9.6 train, 9.8 held out.)
+  CHECK(losses.back() < losses.front() - 0.4);
+  CHECK(evals.back() < evals.front() - 0.3);
+
+  // Resuming a finished run reports it and changes nothing.
+  const std::string model_bytes = slurp(out + "/model.safetensors");
+  const std::string log_bytes = slurp(out + "/train_log.jsonl");
+  const Run again = cli(common_args(out) + " --resume");
+  CHECK_MESSAGE(again.status == 0, again.err);
+  CHECK(json::parse(again.out)["status"] == "already_done");
+  CHECK(slurp(out + "/model.safetensors") == model_bytes);
+  CHECK(slurp(out + "/train_log.jsonl") == log_bytes);
+}
+
+TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninterrupted run") {
+  if (!have_data()) return;
+  const std::string ref = baseline();
+  const std::string out = fixture().root + "/killed";
+  fs::remove_all(out);
+
+  // Kill it after the step-10 checkpoint, once it has logged step 12 (so the log must be cut back).
+  const pid_t pid = spawn(common_args(out), fixture().root + "/killed");
+  const int status = signal_when(pid, SIGKILL, [&] {
+    return mb::checkpoint_exists(out + "/checkpoint") && log_has_step(out, 12);
+  });
+  REQUIRE_MESSAGE(WIFSIGNALED(status), "the run ended before it could be killed: " << slurp(fixture().root + "/killed.err"));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  const int64_t at = checkpoint_step(out);
+  CHECK(at >= 10);
+  CHECK(at < 30);
+  CHECK(trajectory(out) != trajectory(ref));  // it really stopped part-way
+
+  const Run r = cli(common_args(out) + " --resume");
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(json::parse(r.out)["status"] == "done");
+  CHECK(trajectory(out) == trajectory(ref));
+  CHECK(slurp(out + "/model.safetensors") == slurp(ref + "/model.safetensors"));
+  CHECK(slurp(out + "/config.json") == slurp(ref + "/config.json"));
+  // The log tells the story: a start line and a resume line.
+  int starts = 0, resumes = 0;
+  for (const json& j : json_lines(slurp(out + "/train_log.jsonl"))) {
+    starts += j.value("event", "") == "start";
+    resumes += j.value("event", "") == "resume";
+  }
+  CHECK(starts == 1);
+  CHECK(resumes == 1);
+}
+
+TEST_CASE("pretrain stopped with SIGINT saves a checkpoint at once; resuming gives the same result") {
+  if (!have_data()) return;
+  const std::string ref = baseline();
+  const std::string out = fixture().root + "/interrupted";
+  fs::remove_all(out);
+  const pid_t pid = spawn(common_args(out), fixture().root + "/interrupted");
+  const int status = signal_when(pid, SIGINT, [&] { return log_has_step(out, 12); });
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const json result = json::parse(slurp(fixture().root + "/interrupted.out"));
+  REQUIRE_MESSAGE(result["status"] == "interrupted", slurp(fixture().root + "/interrupted.err"));
+  const int64_t at = checkpoint_step(out);
+  CHECK(at == result["steps"].get<int64_t>());
+  CHECK(at >= 12);
+  CHECK(at < 30);
+  CHECK(fs::exists(out + "/model.safetensors"));  // a usable model at the point it stopped
+
+  const Run r = cli(common_args(out) + " --resume");
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(trajectory(out) == trajectory(ref));
+  CHECK(slurp(out + "/model.safetensors") == slurp(ref + "/model.safetensors"));
+}
+
+TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
+  if (!have_data()) return;
+  const Fixture& f = fixture();
+
+  SUBCASE("an empty corpus directory") {
+    const std::string empty = mbtest::scratch_dir("pretrain_empty_corpus");
+    std::ofstream(empty + "/empty.txt");             // an empty .txt counts as no text
+    std::ofstream(empty + "/README.md") << "hello";  // not a .txt
+    const std::string out = f.root + "/out_empty";
+    const Run r = cli("pretrain --model " + f.model + " --corpus " + empty + " --out " + out + " --max-steps 5");
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find(empty) != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find("no text") != std::string::npos, r.err);
+    CHECK(r.err.find("minibridge: error:") == 0);
+    CHECK_FALSE(fs::exists(out));
+  }
+  SUBCASE("a corpus of blank files") {
+    const std::string blank = mbtest::scratch_dir("pretrain_blank_corpus");
+    std::ofstream(blank + "/a.txt") << "\n\n   \n";
+    std::ofstream(blank + "/b.txt") << "\n \t\n";
+    const std::string out = f.root + "/out_blank";
+    const Run r = cli("pretrain --model " + f.model + " --corpus " + blank + " --out " + out +
+                      " --max-steps 5 --seq-len 32");
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find("minibridge: error: " + blank + ": no ") == 0, r.err);
+    CHECK_FALSE(fs::exists(out));
+  }
+  SUBCASE("a corpus directory that does not exist") {
+    const std::string out = f.root + "/out_missing";
+    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.root + "/nope --out " + out + " --max-steps 5");
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find(f.root + "/nope") != std::string::npos, r.err);
+    CHECK_FALSE(fs::exists(out));
+  }
+  SUBCASE("--resume without a checkpoint") {
+    const std::string out = f.root + "/out_noresume";
+    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
+                      " --max-steps 5 --seq-len 32 --resume");
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find("no checkpoint to resume from") != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find(out + "/checkpoint") != std::string::npos, r.err);
+    CHECK_FALSE(fs::exists(out));
+  }
+  SUBCASE("missing --max-steps") {
+    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + f.root + "/out_nomax");
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find("--max-steps") != std::string::npos, r.err);
+    CHECK_FALSE(fs::exists(f.root + "/out_nomax"));
+  }
+  SUBCASE("--seq-len beyond max_position_embeddings") {
+    const std::string out = f.root + "/out_seqlen";
+    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
+                      " --max-steps 5 --seq-len 128");
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find("max_position_embeddings") != std::string::npos, r.err);
+    CHECK_FALSE(fs::exists(out));
+  }
+  SUBCASE("a fresh run over an earlier run's checkpoint, and a resume with other options") {
+    const std::string ref = baseline();
+    const std::string model_bytes = slurp(ref + "/model.safetensors");
+    Run r = cli(common_args(ref));
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find("--resume") != std::string::npos, r.err);
+    r = cli(common_args(ref, 16) + " --resume");
+    CHECK(r.status != 0);
+    CHECK_MESSAGE(r.err.find("--seq-len 32") != std::string::npos, r.err);
+    CHECK(slurp(ref + "/model.safetensors") == model_bytes);
+  }
+}

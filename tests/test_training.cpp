@@ -1,0 +1,162 @@
+// Training: a 20-step AdamW trajectory against PyTorch; fine-tuning through the CLI learns,
+// resumes exactly after SIGKILL, and rejects bad data with file and line.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "engine/functional.h"
+#include "io/safetensors.h"
+#include "models/bert.h"
+#include "models/training.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int run(const std::string& args, std::string* err = nullptr) {
+  const std::string errfile = mbtest::scratch_dir("training_err") + "/err";
+  const int raw = std::system((mbtest::cli_path() + " " + args + " > /dev/null 2> " + errfile).c_str());
+  if (err) *err = slurp(errfile);
+  return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+}
+
+// A small SST-2 directory: the first rows of the real train/dev files.
+std::string small_glue(const std::string& name, size_t train_rows, size_t dev_rows) {
+  const std::string dir = mbtest::scratch_dir(name);
+  fs::create_directories(dir + "/SST-2");
+  for (auto [split, rows] : {std::pair<const char*, size_t>{"train", train_rows}, {"dev", dev_rows}}) {
+    std::ifstream in(mbtest::data_dir() + "/glue/SST-2/" + split + ".tsv");
+    std::ofstream out(dir + "/SST-2/" + split + ".tsv");
+    std::string line;
+    for (size_t i = 0; i <= rows && std::getline(in, line); ++i) out << line << "\n";  // header + rows
+  }
+  return dir;
+}
+
+std::vector<std::string> log_losses(const std::string& path) {
+  std::vector<std::string> out;
+  std::istringstream in(slurp(path));
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(std::to_string(j["step"].get<int>()) + ":" + j["loss"].dump());
+    if (j.contains("eval")) out.push_back("eval:" + j["eval"].dump());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("20 AdamW steps follow PyTorch's loss trajectory") {
+  const std::string root = mbtest::fixtures_dir() + "/grad";
+  const mb::BertModel model = mb::BertModel::load(root + "/bert_step");
+  const mb::SafeTensorsFile f = mb::read_safetensors(root + "/trajectory.safetensors");
+  auto ints = [&](const std::string& n) {
+    const mb::Tensor& t = f.tensors.at(n);
+    return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+  };
+  const std::vector<mb::ParamRef> params = mb::trainable_params(model);
+  mb::AdamW opt(params, mb::AdamWConfig{0.9, 0.999, 1e-8, 0.01});
+  const mb::Tensor& losses = f.tensors.at("losses");
+  for (int64_t step = 0; step < 20; ++step) {
+    const std::string p = "batch" + std::to_string(step % 4) + ".";
+    const std::vector<int32_t> ids = ints(p + "input_ids"), off = ints(p + "offsets");
+    mb::Batch b;
+    for (size_t s = 0; s + 1 < off.size(); ++s) b.add(std::vector<int32_t>(ids.begin() + off[s], ids.begin() + off[s + 1]), {});
+    const mb::Var loss = mb::cross_entropy(model.classifier_logits(model.pooled_output(b, model.hidden_states(b))),
+                                           ints(p + "labels"));
+    CAPTURE(step);
+    CHECK(std::fabs(loss.data()[0] - losses.f32()[step]) < 1e-3);
+    mb::backward(loss);
+    mb::optimizer_step(opt, params, mb::linear_warmup_decay(step, 2, 20, 1e-3), 1.0);
+  }
+  for (const auto& [name, v] : model.named_parameters()) {
+    // The key bias has an exactly-zero gradient (softmax ignores a per-row constant); AdamW then
+    // turns rounding noise into lr-sized steps, in PyTorch as here, so its values are noise.
+    if (name.find("attention.self.key.bias") != std::string::npos) continue;
+    const mb::Tensor& want = f.tensors.at("final." + name);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      num += std::pow(double(v.data()[i]) - want.f32()[i], 2);
+      den += std::pow(double(want.f32()[i]), 2);
+    }
+    CAPTURE(name);
+    CHECK(std::sqrt(num / den) < 1e-3);
+  }
+}
+
+TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
+  const std::string glue = small_glue("training_glue", 400, 100);
+  const std::string model = mbtest::scratch_dir("training_model") + "/tiny";
+  REQUIRE(run("init --config tiny --seed 1 --out " + model) == 0);
+  const std::string common = " --model " + model + " --task SST-2 --data " + glue +
+                             " --epochs 2 --batch-size 16 --lr 1e-3 --log-steps 5 --save-steps 10 --threads 2";
+
+  const std::string full = mbtest::scratch_dir("training_full") + "/out";
+  REQUIRE(run("finetune" + common + " --out " + full) == 0);
+  const auto full_log = log_losses(full + "/train_log.jsonl");
+  REQUIRE(full_log.size() >= 10);
+  CHECK_FALSE(fs::exists(full + "/checkpoint"));  // removed once the run completes
+  const auto results = nlohmann::json::parse(slurp(full + "/results.json"));
+  CHECK(results["steps"] == 50);
+
+  // The same run, killed once a checkpoint exists, then resumed.
+  const std::string cut = mbtest::scratch_dir("training_cut") + "/out";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = "exec " + mbtest::cli_path() + " finetune" + common + " --out " + cut + " > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(cut + "/checkpoint/state.json") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  REQUIRE(fs::exists(cut + "/checkpoint/state.json"));
+  REQUIRE(run("finetune" + common + " --out " + cut + " --resume") == 0);
+  CHECK(log_losses(cut + "/train_log.jsonl") == full_log);
+  CHECK(slurp(cut + "/model.safetensors") == slurp(full + "/model.safetensors"));
+
+  // eval prints the metric of the saved best model.
+  const std::string out = mbtest::scratch_dir("training_eval") + "/out";
+  const int raw = std::system((mbtest::cli_path() + " eval --model " + full + " --task sst-2 --data " + glue + " > " + out).c_str());
+  REQUIRE(WEXITSTATUS(raw) == 0);
+  const auto j = nlohmann::json::parse(slurp(out));
+  CHECK(j["task"] == "SST-2");
+  CHECK(j["accuracy"] == results["dev"]["accuracy"]);
+}
+
+TEST_CASE("bad training data: file and line, non-zero exit") {
+  const std::string glue = small_glue("training_bad", 20, 10);
+  {
+    std::ofstream out(glue + "/SST-2/train.tsv", std::ios::app);
+    out << "a sentence without a label\n";
+  }
+  const std::string model = mbtest::scratch_dir("training_bad_model") + "/tiny";
+  REQUIRE(run("init --config tiny --out " + model) == 0);
+  std::string err;
+  CHECK(run("finetune --model " + model + " --task SST-2 --data " + glue + " --out " + model + "-ft", &err) == 1);
+  CHECK(err.find(glue + "/SST-2/train.tsv:22") != std::string::npos);
+
+  CHECK(run("finetune --model " + model + " --task SST-9 --data " + glue + " --out " + model + "-ft", &err) == 1);
+  CHECK(err.find("SST-9") != std::string::npos);
+  CHECK(run("finetune --model " + model + " --task SST-2 --data " + glue + " --out " + model + "-ft --resume", &err) != 0);
+}
