@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev libopenblas-openmp-dev libdnnl-dev
-            libbenchmark-dev doctest-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev)
+            libbenchmark-dev doctest-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev
+            libgfortran-12-dev)  # libgfortran: the static OpenBLAS archive of -DMB_STATIC=ON needs it
 test_pkgs=(python3-torch)
 want=("${build_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then
