@@ -24,13 +24,6 @@ using Named = std::vector<std::pair<std::string, Tensor>>;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::vector<std::string> entries(const std::string& dir) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
@@ -209,7 +202,7 @@ TEST_CASE("JSON-lines log: append, resume, truncate after a step") {
     log.write({{"event", "start"}, {"config", {{"lr", 1e-4}}}});
     for (int s = 1; s <= 3; ++s) log.write({{"step", s}, {"loss", 1.0 / s}});
     // Flushed per line: readable while the log is still open.
-    CHECK(slurp(path).find("\"step\":3") != std::string::npos);
+    CHECK(mbtest::read_file(path).find("\"step\":3") != std::string::npos);
   }
   {
     JsonlLog log(path);  // a resumed run appends
@@ -220,7 +213,7 @@ TEST_CASE("JSON-lines log: append, resume, truncate after a step") {
   log.write({{"step", 5}, {"eval", {{"acc", 0.5}}}});
   auto lines = [&] {
     std::vector<std::string> v;
-    std::istringstream in(slurp(path));
+    std::istringstream in(mbtest::read_file(path));
     for (std::string l; std::getline(in, l);) v.push_back(l);
     return v;
   };

@@ -22,31 +22,6 @@ using nlohmann::json;
 
 namespace {
 
-struct Run {
-  int status = -1;  // exit code; -1 when killed by a signal
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Runs `minibridge ARGS < input`, capturing stdout and stderr.
-Run cli(const std::string& args, const std::string& input = "") {
-  const std::string dir = mbtest::scratch_dir("cli_io");
-  std::ofstream(dir + "/in", std::ios::binary) << input;
-  const std::string cmd = mbtest::cli_path() + " " + args + " < " + dir + "/in > " + dir + "/out 2> " + dir + "/err";
-  const int raw = std::system(cmd.c_str());
-  Run r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = slurp(dir + "/out");
-  r.err = slurp(dir + "/err");
-  return r;
-}
-
 std::vector<json> json_lines(const std::string& text) {
   std::vector<json> v;
   std::istringstream in(text);
@@ -95,7 +70,7 @@ void check_floats(const json& got, const float* want, int64_t n) {
 
 TEST_CASE("tokenize prints the tokenizer's ids") {
   const Reference ref = reference(tiny(), kLines);
-  const Run r = cli("tokenize --model " + tiny(), kLines);
+  const mbtest::CliRun r = mbtest::run_cli("tokenize --model " + tiny(), kLines);
   REQUIRE(r.status == 0);
   const auto out = json_lines(r.out);
   REQUIRE(out.size() == ref.enc.size());
@@ -103,7 +78,7 @@ TEST_CASE("tokenize prints the tokenizer's ids") {
     CHECK(out[i]["input_ids"].get<std::vector<int32_t>>() == ref.enc[i].input_ids);
     CHECK(out[i]["token_type_ids"].get<std::vector<int32_t>>() == ref.enc[i].token_type_ids);
   }
-  const auto cut = json_lines(cli("tokenize --max-len 5 --model " + tiny(), kLines).out);
+  const auto cut = json_lines(mbtest::run_cli("tokenize --max-len 5 --model " + tiny(), kLines).out);
   CHECK(cut[1]["input_ids"].size() == 5);
   CHECK(cut[1]["input_ids"].back() == 102);  // [SEP] survives truncation
 }
@@ -113,7 +88,7 @@ TEST_CASE("encode: every pooling, any batch size, any thread count") {
   const int64_t H = 128;
   for (const std::string batch : {"1", "3", "64"}) {
     CAPTURE(batch);
-    const auto none = json_lines(cli("encode --pooling none --batch " + batch + " --model " + tiny(), kLines).out);
+    const auto none = json_lines(mbtest::run_cli("encode --pooling none --batch " + batch + " --model " + tiny(), kLines).out);
     REQUIRE(none.size() == 4);
     for (int64_t s = 0; s < 4; ++s) {
       const auto& rows = none[size_t(s)]["last_hidden_state"];
@@ -122,9 +97,9 @@ TEST_CASE("encode: every pooling, any batch size, any thread count") {
         check_floats(rows[size_t(t)], ref.hidden.f32() + (ref.batch.offsets[s] + t) * H, H);
     }
   }
-  const auto cls = json_lines(cli("encode --threads 1 --model " + tiny(), kLines).out);
-  const auto pooler = json_lines(cli("encode --pooling pooler --threads 2 --model " + tiny(), kLines).out);
-  const auto mean = json_lines(cli("encode --pooling mean --model " + tiny(), kLines).out);
+  const auto cls = json_lines(mbtest::run_cli("encode --threads 1 --model " + tiny(), kLines).out);
+  const auto pooler = json_lines(mbtest::run_cli("encode --pooling pooler --threads 2 --model " + tiny(), kLines).out);
+  const auto mean = json_lines(mbtest::run_cli("encode --pooling mean --model " + tiny(), kLines).out);
   REQUIRE(cls.size() == 4);
   REQUIRE(mean.size() == 4);
   for (int64_t s = 0; s < 4; ++s) {
@@ -141,7 +116,7 @@ TEST_CASE("encode: every pooling, any batch size, any thread count") {
 
 TEST_CASE("classify: logits, the id2label name of the argmax, its softmax probability") {
   const Reference ref = reference(tiny(), kLines);
-  const auto out = json_lines(cli("classify --model " + tiny(), kLines).out);
+  const auto out = json_lines(mbtest::run_cli("classify --model " + tiny(), kLines).out);
   REQUIRE(out.size() == 4);
   for (int64_t s = 0; s < 4; ++s) {
     const float* z = ref.logits.f32() + s * 2;
@@ -155,9 +130,9 @@ TEST_CASE("classify: logits, the id2label name of the argmax, its softmax probab
 
 TEST_CASE("init writes a model that info, encode and classify accept") {
   const std::string dir = mbtest::scratch_dir("cli_init") + "/tiny";
-  Run r = cli("init --config tiny --seed 3 --out " + dir);
+  mbtest::CliRun r = mbtest::run_cli("init --config tiny --seed 3 --out " + dir);
   REQUIRE(r.status == 0);
-  r = cli("info --json --seq-len 128 --model " + dir);
+  r = mbtest::run_cli("info --json --seq-len 128 --model " + dir);
   REQUIRE(r.status == 0);
   const json info = json::parse(r.out);
   const mb::ModelCounts c = mb::count_model(mb::BertModel::load(dir), 128);
@@ -165,20 +140,20 @@ TEST_CASE("init writes a model that info, encode and classify accept") {
   CHECK(info["params"]["embeddings"] == 30522 * 128 + 512 * 128 + 2 * 128 + 2 * 128);
   CHECK(info["flops"]["total"].get<double>() == doctest::Approx(c.flops()));
   CHECK(info["dtype"] == "F32");
-  CHECK(cli("info --model " + dir).out.find("total") != std::string::npos);
-  CHECK(json_lines(cli("classify --model " + dir, kLines).out).size() == 4);
+  CHECK(mbtest::run_cli("info --model " + dir).out.find("total") != std::string::npos);
+  CHECK(json_lines(mbtest::run_cli("classify --model " + dir, kLines).out).size() == 4);
 
   const std::string bf = mbtest::scratch_dir("cli_init_bf16") + "/m";
-  REQUIRE(cli("init --config tiny --dtype bf16 --out " + bf).status == 0);
-  CHECK(json::parse(cli("info --json --model " + bf).out)["dtype"] == "BF16");
+  REQUIRE(mbtest::run_cli("init --config tiny --dtype bf16 --out " + bf).status == 0);
+  CHECK(json::parse(mbtest::run_cli("info --json --model " + bf).out)["dtype"] == "BF16");
 }
 
 TEST_CASE("bad input: one clear error, non-zero exit, no crash") {
-  Run r = cli("encode --model " + tiny(), "first\n\nthird\n");
+  mbtest::CliRun r = mbtest::run_cli("encode --model " + tiny(), "first\n\nthird\n");
   CHECK(r.status == 1);
   CHECK(r.err.find("stdin line 2: empty input") != std::string::npos);
 
-  r = cli("encode --model /nonexistent/dir", "x\n");
+  r = mbtest::run_cli("encode --model /nonexistent/dir", "x\n");
   CHECK(r.status == 1);
   CHECK(r.err.find("/nonexistent/dir") != std::string::npos);
 
@@ -186,30 +161,30 @@ TEST_CASE("bad input: one clear error, non-zero exit, no crash") {
   const std::string bad = mbtest::scratch_dir("cli_bad") + "/m";
   fs::copy(tiny(), bad);
   fs::resize_file(bad + "/model.safetensors", fs::file_size(bad + "/model.safetensors") / 2);
-  r = cli("classify --model " + bad, "x\n");
+  r = mbtest::run_cli("classify --model " + bad, "x\n");
   CHECK(r.status == 1);
   CHECK(r.err.find(bad + "/model.safetensors") != std::string::npos);
 
   fs::remove_all(bad);
   fs::copy(tiny(), bad);
-  json cfg = json::parse(slurp(bad + "/config.json"));
+  json cfg = json::parse(mbtest::read_file(bad + "/config.json"));
   cfg.erase("num_attention_heads");
   std::ofstream(bad + "/config.json") << cfg.dump();
-  r = cli("encode --model " + bad, "x\n");
+  r = mbtest::run_cli("encode --model " + bad, "x\n");
   CHECK(r.status == 1);
   CHECK(r.err.find("config.json: missing required key \"num_attention_heads\"") != std::string::npos);
 
   fs::remove_all(bad);
   fs::copy(tiny(), bad);
   fs::remove(bad + "/vocab.txt");
-  r = cli("tokenize --model " + bad, "x\n");
+  r = mbtest::run_cli("tokenize --model " + bad, "x\n");
   CHECK(r.status == 1);
   CHECK(r.err.find("vocab.txt") != std::string::npos);
 
-  r = cli("encode --pooling max --model " + tiny(), "x\n");
+  r = mbtest::run_cli("encode --pooling max --model " + tiny(), "x\n");
   CHECK(r.status != 0);
   CHECK(r.status != -1);
-  r = cli("init --config nosuchshape --out " + bad + "2");
+  r = mbtest::run_cli("init --config nosuchshape --out " + bad + "2");
   CHECK(r.status == 1);
   CHECK(r.err.find("nosuchshape") != std::string::npos);
   CHECK_FALSE(fs::exists(bad + "2"));

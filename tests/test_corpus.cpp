@@ -23,21 +23,6 @@ const mb::Tokenizer& tokenizer() {
   return tok;
 }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const mb::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream(path, std::ios::binary) << text;
-}
-
 // A small corpus: six files of a few paragraphs each, hard-wrapped, with CRLF in one of them.
 std::string small_corpus(const std::string& name) {
   const std::string dir = mbtest::scratch_dir(name);
@@ -48,10 +33,10 @@ std::string small_corpus(const std::string& name) {
       for (int w = 0; w < 5 + 3 * p + f; ++w) text += std::string(words[(f + p * w) % 10]) + (w % 4 == 3 ? "\n" : " ");
       text += f == 2 ? "\r\n\r\n" : "\n\n\n";
     }
-    write_file(dir + "/" + (f % 2 ? "books/" : "wiki/") + "f" + std::to_string(f) + ".txt", text);
+    mbtest::write_file(dir + "/" + (f % 2 ? "books/" : "wiki/") + "f" + std::to_string(f) + ".txt", text);
   }
-  write_file(dir + "/METADATA.tsv", "file\tbytes\nf0.txt\t10\n");
-  write_file(dir + "/SHA256SUMS", "abc  f0.txt\n");
+  mbtest::write_file(dir + "/METADATA.tsv", "file\tbytes\nf0.txt\t10\n");
+  mbtest::write_file(dir + "/SHA256SUMS", "abc  f0.txt\n");
   return dir;
 }
 
@@ -94,14 +79,14 @@ TEST_CASE("open_corpus: real corpus, only .txt files, stable held-out split") {
 
 TEST_CASE("open_corpus errors") {
   const std::string empty = mbtest::scratch_dir("corpus_empty");
-  write_file(empty + "/METADATA.tsv", "x\n");
-  write_file(empty + "/sub/empty.txt", "");
-  CHECK(error_of([&] { mb::open_corpus(empty); }).find(empty + ": no text found") == 0);
-  CHECK(error_of([&] { mb::open_corpus(empty + "/nope"); }) == empty + "/nope: corpus directory not found");
-  write_file(empty + "/one.txt", "some text\n");
-  CHECK(error_of([&] { mb::open_corpus(empty, 0.1); }).find(empty + ": only one text file") == 0);
+  mbtest::write_file(empty + "/METADATA.tsv", "x\n");
+  mbtest::write_file(empty + "/sub/empty.txt", "");
+  CHECK(mbtest::error_of([&] { mb::open_corpus(empty); }).find(empty + ": no text found") == 0);
+  CHECK(mbtest::error_of([&] { mb::open_corpus(empty + "/nope"); }) == empty + "/nope: corpus directory not found");
+  mbtest::write_file(empty + "/one.txt", "some text\n");
+  CHECK(mbtest::error_of([&] { mb::open_corpus(empty, 0.1); }).find(empty + ": only one text file") == 0);
   CHECK(mb::open_corpus(empty, 0.0).train.size() == 1);
-  CHECK(error_of([&] { mb::open_corpus(empty, 1.0); }).find("held-out fraction must be in [0, 1)") !=
+  CHECK(mbtest::error_of([&] { mb::open_corpus(empty, 1.0); }).find("held-out fraction must be in [0, 1)") !=
         std::string::npos);
 }
 
@@ -187,40 +172,40 @@ TEST_CASE("MlmStream resumes at exactly the next sequence and mask") {
   }
 
   mb::MlmStream a(c.train, tokenizer(), 16, 9);
-  CHECK(error_of([&] {
+  CHECK(mbtest::error_of([&] {
           mb::MlmStream(c.train, tokenizer(), 32, 9).restore(a.state());
         }).find("MLM stream state: saved for seed 9, seq_len 16") == 0);
   a.next_batch(3);
   const nlohmann::json before = a.state();
   nlohmann::json bad = before;
   bad["file"] = 99;
-  CHECK(error_of([&] { a.restore(bad); }).find("position out of range") != std::string::npos);
+  CHECK(mbtest::error_of([&] { a.restore(bad); }).find("position out of range") != std::string::npos);
   CHECK(a.state() == before);  // a failed restore changes nothing
   bad = before;
   bad["token"] = 100000;
-  CHECK(error_of([&] { a.restore(bad); }).find("changed since the state was saved") != std::string::npos);
+  CHECK(mbtest::error_of([&] { a.restore(bad); }).find("changed since the state was saved") != std::string::npos);
   bad.erase("file");
-  CHECK(error_of([&] { a.restore(bad); }).find("MLM stream state: ") == 0);
+  CHECK(mbtest::error_of([&] { a.restore(bad); }).find("MLM stream state: ") == 0);
 }
 
 TEST_CASE("MlmStream: files without text") {
   const std::string dir = mbtest::scratch_dir("corpus_blank");
-  write_file(dir + "/a.txt", "\n  \n\n");
-  write_file(dir + "/b.txt", "\r\n\t\n");
+  mbtest::write_file(dir + "/a.txt", "\n  \n\n");
+  mbtest::write_file(dir + "/b.txt", "\r\n\t\n");
   const mb::Corpus c = mb::open_corpus(dir, 0.0);
   mb::MlmStream s(c.train, tokenizer(), 16, 0);
-  CHECK(error_of([&] { s.next_sequence(); }) == dir + "/a.txt and 1 other files: no text found");
+  CHECK(mbtest::error_of([&] { s.next_sequence(); }) == dir + "/a.txt and 1 other files: no text found");
 
-  write_file(dir + "/c.txt", "just four words here");  // one short file among blank ones
+  mbtest::write_file(dir + "/c.txt", "just four words here");  // one short file among blank ones
   mb::MlmStream t(mb::open_corpus(dir, 0.0).train, tokenizer(), 16, 0);
   for (int i = 0; i < 5; ++i) CHECK(t.next_sequence().size() == 6);
 }
 
 TEST_CASE("MlmStream: a tokenizer error names the file and line") {
   const std::string dir = mbtest::scratch_dir("corpus_utf8");
-  write_file(dir + "/a.txt", "fine text\n\nbroken \xff byte\n");
+  mbtest::write_file(dir + "/a.txt", "fine text\n\nbroken \xff byte\n");
   mb::MlmStream s(mb::open_corpus(dir, 0.0).train, tokenizer(), 16, 0);
-  CHECK(error_of([&] { s.next_sequence(); }).find(dir + "/a.txt:3: ") == 0);
+  CHECK(mbtest::error_of([&] { s.next_sequence(); }).find(dir + "/a.txt:3: ") == 0);
 }
 
 TEST_CASE("masking follows DataCollatorForLanguageModeling") {

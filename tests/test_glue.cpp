@@ -14,16 +14,6 @@ namespace {
 
 std::string glue_dir() { return mbtest::data_dir() + "/glue"; }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const mb::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // Writes DIR/<task>/<split>.tsv and returns DIR.
 std::string write_split(const std::string& test, const std::string& task, const std::string& split,
                         const std::string& text) {
@@ -46,7 +36,7 @@ TEST_CASE("GLUE task table") {
   CHECK(mb::glue_task("rte").labels == std::vector<std::string>{"entailment", "not_entailment"});
   CHECK(mb::glue_task("wnli").labels == std::vector<std::string>{"not_entailment", "entailment"});
   CHECK(mb::glue_task("CoLA").main_metric == "mcc");
-  const std::string msg = error_of([] { mb::glue_task("squad"); });
+  const std::string msg = mbtest::error_of([] { mb::glue_task("squad"); });
   CHECK(msg.find("unknown GLUE task 'squad'") != std::string::npos);
   CHECK(msg.find("CoLA, SST-2, MRPC, STS-B, RTE, WNLI") != std::string::npos);
 }
@@ -151,10 +141,10 @@ TEST_CASE("GLUE metrics per task") {
   CHECK(m.at("pearson") == doctest::Approx(1.0));
   CHECK(m.at("spearman") == doctest::Approx(1.0));
 
-  CHECK(error_of([&] { mb::glue_metrics(cola, {1, 0}, dev); }).find("2 predictions for 1043 examples") !=
+  CHECK(mbtest::error_of([&] { mb::glue_metrics(cola, {1, 0}, dev); }).find("2 predictions for 1043 examples") !=
         std::string::npos);
   const mb::GlueSplit test = mb::read_glue_split(glue_dir(), cola, "test");
-  CHECK(error_of([&] { mb::glue_metrics(cola, {}, test); }).find("has no labels") != std::string::npos);
+  CHECK(mbtest::error_of([&] { mb::glue_metrics(cola, {}, test); }).find("has no labels") != std::string::npos);
 }
 
 TEST_CASE("GLUE quirks: BOM, CRLF, no final newline, quotes, blank lines") {
@@ -209,15 +199,15 @@ TEST_CASE("GLUE errors name the file and line") {
     CAPTURE(b.name);
     const std::string dir = write_split(b.name, b.task, b.split, b.text);
     const std::string path = dir + "/" + b.task + "/" + b.split + ".tsv";
-    const std::string msg = error_of([&] { mb::read_glue_split(dir, mb::glue_task(b.task), b.split); });
+    const std::string msg = mbtest::error_of([&] { mb::read_glue_split(dir, mb::glue_task(b.task), b.split); });
     CHECK(msg.find(path + b.where) == 0);
     CHECK(msg.find(b.what) != std::string::npos);
   }
 
   const std::string dir = mbtest::scratch_dir("glue_missing");
-  const std::string msg = error_of([&] { mb::read_glue_split(dir, mb::glue_task("RTE"), "dev"); });
+  const std::string msg = mbtest::error_of([&] { mb::read_glue_split(dir, mb::glue_task("RTE"), "dev"); });
   CHECK(msg == dir + "/RTE/dev.tsv: file not found");
   const std::string empty = write_split("empty", "RTE", "dev", "");
-  CHECK(error_of([&] { mb::read_glue_split(empty, mb::glue_task("RTE"), "dev"); }).find("RTE/dev.tsv: empty file") !=
+  CHECK(mbtest::error_of([&] { mb::read_glue_split(empty, mb::glue_task("RTE"), "dev"); }).find("RTE/dev.tsv: empty file") !=
         std::string::npos);
 }

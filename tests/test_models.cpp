@@ -23,19 +23,6 @@ mb::BertConfig shipped(const std::string& name) {
   return mb::bert_config_from_json(nlohmann::json::parse(mb::shipped_configs().at(name)), name);
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mb::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
 }  // namespace
 
 TEST_CASE("BERT-base counts match docs/METHODS.md") {
@@ -120,23 +107,23 @@ TEST_CASE("save then load reproduces the model and its outputs; bf16 save rounds
 TEST_CASE("config errors name the file and the problem") {
   const std::string dir = mbtest::scratch_dir("models_bad_config");
   const std::string path = dir + "/config.json";
-  write_text(path, R"({"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8})");
-  std::string msg = error_of([&] { mb::read_bert_config(path); });
+  mbtest::write_file(path, R"({"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8})");
+  std::string msg = mbtest::error_of([&] { mb::read_bert_config(path); });
   CHECK(msg.find(path) != std::string::npos);
   CHECK(msg.find("vocab_size") != std::string::npos);
 
-  write_text(path, R"({"vocab_size": 10, "hidden_size": "64", "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8})");
-  msg = error_of([&] { mb::read_bert_config(path); });
+  mbtest::write_file(path, R"({"vocab_size": 10, "hidden_size": "64", "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8})");
+  msg = mbtest::error_of([&] { mb::read_bert_config(path); });
   CHECK(msg.find("\"hidden_size\" must be an integer") != std::string::npos);
 
-  write_text(path, R"({"vocab_size": 10, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 3, "intermediate_size": 8})");
-  CHECK(error_of([&] { mb::read_bert_config(path); }).find("not a multiple") != std::string::npos);
+  mbtest::write_file(path, R"({"vocab_size": 10, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 3, "intermediate_size": 8})");
+  CHECK(mbtest::error_of([&] { mb::read_bert_config(path); }).find("not a multiple") != std::string::npos);
 
-  write_text(path, "{\"vocab_size\": 10,\n \"hidden_size\": 64,,}");
-  msg = error_of([&] { mb::read_bert_config(path); });
+  mbtest::write_file(path, "{\"vocab_size\": 10,\n \"hidden_size\": 64,,}");
+  msg = mbtest::error_of([&] { mb::read_bert_config(path); });
   CHECK(msg.find(path + ": invalid JSON") != std::string::npos);
 
-  CHECK(error_of([&] { mb::read_bert_config(dir + "/absent.json"); }).find("cannot open") != std::string::npos);
+  CHECK(mbtest::error_of([&] { mb::read_bert_config(dir + "/absent.json"); }).find("cannot open") != std::string::npos);
 }
 
 TEST_CASE("weight errors: missing tensors by name, wrong shapes, missing directory") {
@@ -144,25 +131,25 @@ TEST_CASE("weight errors: missing tensors by name, wrong shapes, missing directo
   std::map<std::string, mb::Tensor> tensors;
   for (const auto& [name, t] : m.named_tensors()) tensors[name] = t;
   tensors.erase("bert.encoder.layer.1.attention.self.key.bias");
-  std::string msg = error_of([&] { mb::BertModel::from_tensors(m.config, tensors, "somewhere"); });
+  std::string msg = mbtest::error_of([&] { mb::BertModel::from_tensors(m.config, tensors, "somewhere"); });
   CHECK(msg.find("somewhere: missing tensors: encoder.layer.1.attention.self.key.bias") != std::string::npos);
 
   tensors["bert.encoder.layer.1.attention.self.key.bias"] = mb::Tensor::zeros({7});
-  msg = error_of([&] { mb::BertModel::from_tensors(m.config, tensors, "somewhere"); });
+  msg = mbtest::error_of([&] { mb::BertModel::from_tensors(m.config, tensors, "somewhere"); });
   CHECK(msg.find("has shape [7], config.json implies [128]") != std::string::npos);
 
-  CHECK(error_of([] { mb::BertModel::load("/nonexistent/model"); }).find("not a model directory") != std::string::npos);
+  CHECK(mbtest::error_of([] { mb::BertModel::load("/nonexistent/model"); }).find("not a model directory") != std::string::npos);
 }
 
 TEST_CASE("batches are validated against the config") {
   const mb::BertModel m = mb::BertModel::init_random(shipped("tiny"), 1);
   mb::Batch b;
   b.add({101, 40000, 102}, {});
-  CHECK(error_of([&] { m.encode(b); }).find("outside the vocabulary") != std::string::npos);
+  CHECK(mbtest::error_of([&] { m.encode(b); }).find("outside the vocabulary") != std::string::npos);
   mb::Batch t;
   t.add({101, 102}, {0, 2});
-  CHECK(error_of([&] { m.encode(t); }).find("type_vocab_size") != std::string::npos);
+  CHECK(mbtest::error_of([&] { m.encode(t); }).find("type_vocab_size") != std::string::npos);
   mb::Batch l;
   l.add(std::vector<int32_t>(513, 1000), {});
-  CHECK(error_of([&] { m.encode(l); }).find("max_position_embeddings") != std::string::npos);
+  CHECK(mbtest::error_of([&] { m.encode(l); }).find("max_position_embeddings") != std::string::npos);
 }

@@ -22,13 +22,6 @@ using Named = std::vector<std::pair<std::string, Tensor>>;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void spit(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), std::streamsize(bytes.size()));
 }
@@ -144,7 +137,7 @@ TEST_CASE("safetensors: round trip of every dtype, empty tensor and metadata") {
   }
 
   // Layout: header padded to a multiple of 8, entries and data in the given order.
-  const std::string bytes = slurp(path);
+  const std::string bytes = mbtest::read_file(path);
   uint64_t n;
   std::memcpy(&n, bytes.data(), 8);
   CHECK(n % 8 == 0);
@@ -159,7 +152,7 @@ TEST_CASE("safetensors: round trip of every dtype, empty tensor and metadata") {
 
   // Without metadata there is no __metadata__ key at all.
   write_safetensors(path, {{"x", Tensor::zeros({1})}});
-  CHECK(slurp(path).find("__metadata__") == std::string::npos);
+  CHECK(mbtest::read_file(path).find("__metadata__") == std::string::npos);
   CHECK(read_safetensors(path).metadata.empty());
 }
 
@@ -297,7 +290,7 @@ TEST_CASE("safetensors: corrupt files give one clear error naming the file") {
 TEST_CASE("safetensors: random truncations and byte flips never crash") {
   const std::string dir = mbtest::scratch_dir("st_fuzz");
   write_safetensors(dir + "/good.safetensors", sample_tensors(), {{"format", "pt"}});
-  const std::string good = slurp(dir + "/good.safetensors");
+  const std::string good = mbtest::read_file(dir + "/good.safetensors");
   uint64_t header_len;
   std::memcpy(&header_len, good.data(), 8);
 
@@ -353,7 +346,7 @@ TEST_CASE("safetensors: the independent Python reader accepts our files") {
   tensors[0].second.f32()[0] = 99.0f;
   spit(dir + "/wrong.json", expected_summary(tensors, meta).dump());
   CHECK(run_python_reader(dir + "/m.safetensors", dir + "/wrong.json", false) != 0);
-  spit(dir + "/bad.safetensors", slurp(dir + "/m.safetensors") + "x");  // trailing byte = hole
+  spit(dir + "/bad.safetensors", mbtest::read_file(dir + "/m.safetensors") + "x");  // trailing byte = hole
   CHECK(run_python_reader(dir + "/bad.safetensors", "", false) != 0);
 }
 
@@ -448,13 +441,13 @@ TEST_CASE("atomic writes: no temp files, no partial targets") {
   const std::string dir = mbtest::scratch_dir("st_atomic");
   const std::string path = dir + "/m.safetensors";
   write_safetensors(path, sample_tensors());
-  const std::string before = slurp(path);
+  const std::string before = mbtest::read_file(path);
   CHECK(temp_files(dir) == 0);
 
   write_file_atomic(dir + "/config.json", "{\"a\": 1}\n");
-  CHECK(slurp(dir + "/config.json") == "{\"a\": 1}\n");
+  CHECK(mbtest::read_file(dir + "/config.json") == "{\"a\": 1}\n");
   write_file_atomic(dir + "/config.json", "{}");  // replaces
-  CHECK(slurp(dir + "/config.json") == "{}");
+  CHECK(mbtest::read_file(dir + "/config.json") == "{}");
   {
     AtomicFile f(dir + "/abandoned");
     f.write("partial");
@@ -510,6 +503,6 @@ TEST_CASE("atomic writes: no temp files, no partial targets") {
     }
   }
   // Whatever failed, the old file is intact and no temp file is left behind.
-  CHECK(slurp(path) == before);
+  CHECK(mbtest::read_file(path) == before);
   CHECK(temp_files(dir) == 0);
 }

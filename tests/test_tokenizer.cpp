@@ -17,26 +17,11 @@ namespace {
 
 std::string uncased_dir() { return mbtest::data_dir() + "/vocab/bert-base-uncased"; }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
 // A vocabulary with the special tokens and then `tokens`, one a line.
 std::string small_vocab(const std::string& dir, const std::string& tokens) {
   const std::string path = dir + "/vocab.txt";
-  write_file(path, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n" + tokens);
+  mbtest::write_file(path, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n" + tokens);
   return path;
-}
-
-// The message of the mb::Error that fn throws ("" when it throws none).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const mb::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 void append_utf8(std::string& out, uint32_t c) {
@@ -218,8 +203,8 @@ TEST_CASE("tokenizer: truncation lengths") {
   CHECK(tok.encode(a, 2).input_ids.size() == 2);
   CHECK(tok.encode_pair(a, b, 0).input_ids.size() == 23);
   CHECK(tok.encode_pair(a, b, 3).input_ids.size() == 3);
-  CHECK(error_of([&] { tok.encode(a, 1); }).find("max_len 1") != std::string::npos);
-  CHECK(error_of([&] { tok.encode_pair(a, b, 2); }).find("max_len 2") != std::string::npos);
+  CHECK(mbtest::error_of([&] { tok.encode(a, 1); }).find("max_len 1") != std::string::npos);
+  CHECK(mbtest::error_of([&] { tok.encode_pair(a, b, 2); }).find("max_len 2") != std::string::npos);
 }
 
 TEST_CASE("tokenizer: bad input") {
@@ -227,39 +212,39 @@ TEST_CASE("tokenizer: bad input") {
 
   SUBCASE("missing vocabulary file") {
     const std::string path = dir + "/nope/vocab.txt";
-    const std::string err = error_of([&] { mb::Tokenizer::from_vocab_file(path); });
+    const std::string err = mbtest::error_of([&] { mb::Tokenizer::from_vocab_file(path); });
     CHECK(err.find(path) != std::string::npos);
-    CHECK(error_of([&] { mb::Tokenizer::from_model_dir(dir + "/nope"); }).find(path) !=
+    CHECK(mbtest::error_of([&] { mb::Tokenizer::from_model_dir(dir + "/nope"); }).find(path) !=
           std::string::npos);
   }
   SUBCASE("empty vocabulary file") {
-    write_file(dir + "/vocab.txt", "");
-    const std::string err = error_of([&] { mb::Tokenizer::from_vocab_file(dir + "/vocab.txt"); });
+    mbtest::write_file(dir + "/vocab.txt", "");
+    const std::string err = mbtest::error_of([&] { mb::Tokenizer::from_vocab_file(dir + "/vocab.txt"); });
     CHECK(err.find(dir + "/vocab.txt") != std::string::npos);
     CHECK(err.find("empty") != std::string::npos);
   }
   SUBCASE("vocabulary without the special tokens") {
-    write_file(dir + "/vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n[mask]\n");
-    const std::string err = error_of([&] { mb::Tokenizer::from_vocab_file(dir + "/vocab.txt"); });
+    mbtest::write_file(dir + "/vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n[mask]\n");
+    const std::string err = mbtest::error_of([&] { mb::Tokenizer::from_vocab_file(dir + "/vocab.txt"); });
     CHECK(err.find(dir + "/vocab.txt") != std::string::npos);
     CHECK(err.find("[MASK]") != std::string::npos);
     CHECK(err.find("[PAD]") == std::string::npos);
   }
   SUBCASE("CRLF vocabulary") {
-    write_file(dir + "/vocab.txt", "[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhello\r\n");
+    mbtest::write_file(dir + "/vocab.txt", "[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhello\r\n");
     const auto tok = mb::Tokenizer::from_vocab_file(dir + "/vocab.txt");
     CHECK(tok.token_to_id("hello") == 5);
     CHECK(tok.vocab_size() == 6);
   }
   SUBCASE("invalid UTF-8 text") {
     const auto tok = mb::Tokenizer::from_vocab_file(small_vocab(dir, "hello\n"));
-    CHECK(error_of([&] { tok.tokenize("hello \xC3( world"); }).find("UTF-8") != std::string::npos);
-    CHECK(error_of([&] { tok.tokenize("\xED\xA0\x80"); }).find("UTF-8") != std::string::npos);
+    CHECK(mbtest::error_of([&] { tok.tokenize("hello \xC3( world"); }).find("UTF-8") != std::string::npos);
+    CHECK(mbtest::error_of([&] { tok.tokenize("\xED\xA0\x80"); }).find("UTF-8") != std::string::npos);
   }
   SUBCASE("token id out of range") {
     const auto tok = mb::Tokenizer::from_vocab_file(small_vocab(dir, ""));
-    CHECK(error_of([&] { tok.id_to_token(5); }).find("token id 5") != std::string::npos);
-    CHECK_FALSE(error_of([&] { tok.id_to_token(-1); }).empty());
+    CHECK(mbtest::error_of([&] { tok.id_to_token(5); }).find("token id 5") != std::string::npos);
+    CHECK_FALSE(mbtest::error_of([&] { tok.id_to_token(-1); }).empty());
   }
 }
 
@@ -268,7 +253,7 @@ TEST_CASE("tokenizer: tokenizer_config.json") {
   small_vocab(dir, "hello\n");
   const std::string config = dir + "/tokenizer_config.json";
   auto options_for = [&](const std::string& json) {
-    write_file(config, json);
+    mbtest::write_file(config, json);
     return mb::Tokenizer::from_model_dir(dir).options();
   };
 
@@ -304,7 +289,7 @@ TEST_CASE("tokenizer: tokenizer_config.json") {
     CHECK(opt.strip_accents);
   }
   SUBCASE("options change the tokens") {
-    write_file(config, R"({"do_lower_case": false})");
+    mbtest::write_file(config, R"({"do_lower_case": false})");
     const auto cased = mb::Tokenizer::from_model_dir(dir);
     CHECK(cased.tokenize_to_strings("HELLO hello") == std::vector<std::string>{"[UNK]", "hello"});
     std::filesystem::remove(config);
@@ -312,16 +297,16 @@ TEST_CASE("tokenizer: tokenizer_config.json") {
     CHECK(uncased.tokenize_to_strings("HELLO hello") == std::vector<std::string>{"hello", "hello"});
   }
   SUBCASE("invalid files name the file and the problem") {
-    std::string err = error_of([&] { options_for(R"({"do_lower_case": tru)"); });
+    std::string err = mbtest::error_of([&] { options_for(R"({"do_lower_case": tru)"); });
     CHECK(err.find(config) != std::string::npos);
     CHECK(err.find("invalid JSON") != std::string::npos);
-    err = error_of([&] { options_for("[true]"); });
+    err = mbtest::error_of([&] { options_for("[true]"); });
     CHECK(err.find(config) != std::string::npos);
     CHECK(err.find("object") != std::string::npos);
-    err = error_of([&] { options_for(R"({"do_lower_case": "yes"})"); });
+    err = mbtest::error_of([&] { options_for(R"({"do_lower_case": "yes"})"); });
     CHECK(err.find(config) != std::string::npos);
     CHECK(err.find("do_lower_case") != std::string::npos);
-    err = error_of([&] { options_for(R"({"strip_accents": 1})"); });
+    err = mbtest::error_of([&] { options_for(R"({"strip_accents": 1})"); });
     CHECK(err.find("strip_accents") != std::string::npos);
   }
 }

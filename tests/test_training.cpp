@@ -23,18 +23,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 int run(const std::string& args, std::string* err = nullptr) {
-  const std::string errfile = mbtest::scratch_dir("training_err") + "/err";
-  const int raw = std::system((mbtest::cli_path() + " " + args + " > /dev/null 2> " + errfile).c_str());
-  if (err) *err = slurp(errfile);
-  return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  const mbtest::CliRun r = mbtest::run_cli(args);
+  if (err) *err = r.err;
+  return r.status;
 }
 
 // A small SST-2 directory: the first rows of the real train/dev files.
@@ -52,7 +44,7 @@ std::string small_glue(const std::string& name, size_t train_rows, size_t dev_ro
 
 std::vector<std::string> log_losses(const std::string& path) {
   std::vector<std::string> out;
-  std::istringstream in(slurp(path));
+  std::istringstream in(mbtest::read_file(path));
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line);
     if (j.contains("loss")) out.push_back(std::to_string(j["step"].get<int>()) + ":" + j["loss"].dump());
@@ -113,7 +105,7 @@ TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
   const auto full_log = log_losses(full + "/train_log.jsonl");
   REQUIRE(full_log.size() >= 10);
   CHECK_FALSE(fs::exists(full + "/checkpoint"));  // removed once the run completes
-  const auto results = nlohmann::json::parse(slurp(full + "/results.json"));
+  const auto results = nlohmann::json::parse(mbtest::read_file(full + "/results.json"));
   CHECK(results["steps"] == 50);
 
   // The same run, killed once a checkpoint exists, then resumed.
@@ -133,13 +125,13 @@ TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
   REQUIRE(fs::exists(cut + "/checkpoint/state.json"));
   REQUIRE(run("finetune" + common + " --out " + cut + " --resume") == 0);
   CHECK(log_losses(cut + "/train_log.jsonl") == full_log);
-  CHECK(slurp(cut + "/model.safetensors") == slurp(full + "/model.safetensors"));
+  CHECK(mbtest::read_file(cut + "/model.safetensors") == mbtest::read_file(full + "/model.safetensors"));
 
   // eval prints the metric of the saved best model.
   const std::string out = mbtest::scratch_dir("training_eval") + "/out";
   const int raw = std::system((mbtest::cli_path() + " eval --model " + full + " --task sst-2 --data " + glue + " > " + out).c_str());
   REQUIRE(WEXITSTATUS(raw) == 0);
-  const auto j = nlohmann::json::parse(slurp(out));
+  const auto j = nlohmann::json::parse(mbtest::read_file(out));
   CHECK(j["task"] == "SST-2");
   CHECK(j["accuracy"] == results["dev"]["accuracy"]);
 }

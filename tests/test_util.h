@@ -1,8 +1,15 @@
-// Small helpers shared by the tests: where fixtures and data live, temp directories.
+// Helpers shared by the tests: where fixtures and data live, scratch directories, files,
+// error messages, and running the CLI.
 #pragma once
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+
+#include "engine/error.h"
 
 namespace mbtest {
 
@@ -22,6 +29,49 @@ inline std::string scratch_dir(const std::string& name) {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Writes text to path, creating parent directories.
+inline void write_file(const std::string& path, const std::string& text) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+// The message of the mb::Error that fn throws ("" when it throws none).
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const mb::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+struct CliRun {
+  int status = -1;  // exit code; -1 when killed by a signal
+  std::string out, err;
+};
+
+// Runs `minibridge ARGS < input`, capturing stdout and stderr.
+inline CliRun run_cli(const std::string& args, const std::string& input = "") {
+  const std::string dir = scratch_dir("cli_run");
+  write_file(dir + "/in", input);
+  const std::string cmd = cli_path() + " " + args + " < " + dir + "/in > " + dir + "/out 2> " + dir + "/err";
+  const int raw = std::system(cmd.c_str());
+  CliRun r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = read_file(dir + "/out");
+  r.err = read_file(dir + "/err");
+  return r;
 }
 
 }  // namespace mbtest
