@@ -115,11 +115,15 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
   double best = -std::numeric_limits<double>::infinity();
   std::map<std::string, double> best_metrics;
 
-  fs::create_directories(o.out_dir);
   const std::string ckpt = (fs::path(o.out_dir) / "checkpoint").string();
-  JsonlLog log((fs::path(o.out_dir) / "train_log.jsonl").string());
+  const std::string log_path = (fs::path(o.out_dir) / "train_log.jsonl").string();
+  MB_CHECK(t.resume || !checkpoint_exists(ckpt),
+           ckpt + ": a checkpoint exists; pass --resume to continue that run, or choose another --out");
+  MB_CHECK(!t.resume || checkpoint_exists(ckpt), ckpt + ": no checkpoint to resume from");
+  fs::create_directories(o.out_dir);
+  if (!t.resume) fs::remove(log_path);  // a fresh run starts a fresh log
+  JsonlLog log(log_path);
   if (t.resume) {
-    MB_CHECK(checkpoint_exists(ckpt), ckpt + ": no checkpoint to resume from");
     const nlohmann::json st = load_training_checkpoint(ckpt, model, opt);
     step = st.at("step").get<int64_t>();
     best = st.at("best").is_null() ? best : st.at("best").get<double>();
@@ -206,8 +210,7 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
   progress.finish();
   nlohmann::json result = {{"task", task.name}, {"steps", step}, {"dev", best_metrics}};
   write_file_atomic((fs::path(o.out_dir) / "results.json").string(), result.dump(2) + "\n");
-  std::error_code ec;
-  fs::remove_all(ckpt, ec);  // the run is complete: the best model is in out_dir
+  // The final checkpoint stays (as pretrain's does): resuming a finished run only reports it.
   return best_metrics;
 }
 

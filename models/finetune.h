@@ -20,8 +20,8 @@ struct FinetuneOptions {
 };
 
 // Trains, evaluates on dev after each epoch, keeps the best model (by the task's main metric) in
-// out_dir, logs to out_dir/train_log.jsonl and checkpoints to out_dir/checkpoint (removed when the
-// run completes). Returns the best dev metrics.
+// out_dir, logs to out_dir/train_log.jsonl and checkpoints to out_dir/checkpoint (kept at the end:
+// resuming a finished run changes nothing). Returns the best dev metrics.
 std::map<std::string, double> finetune(const FinetuneOptions& opt);
 
 // Makes the model a classifier (or regressor) for the task: the task's labels, a pooler, and a

@@ -104,9 +104,16 @@ TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
   REQUIRE(run("finetune" + common + " --out " + full) == 0);
   const auto full_log = log_losses(full + "/train_log.jsonl");
   REQUIRE(full_log.size() >= 10);
-  CHECK_FALSE(fs::exists(full + "/checkpoint"));  // removed once the run completes
   const auto results = nlohmann::json::parse(mbtest::read_file(full + "/results.json"));
   CHECK(results["steps"] == 50);
+  // A fresh run over it is refused; resuming the finished run changes nothing.
+  std::string err;
+  CHECK(run("finetune" + common + " --out " + full, &err) == 1);
+  CHECK(err.find("pass --resume") != std::string::npos);
+  const std::string model_bytes = mbtest::read_file(full + "/model.safetensors");
+  REQUIRE(run("finetune" + common + " --out " + full + " --resume") == 0);
+  CHECK(log_losses(full + "/train_log.jsonl") == full_log);
+  CHECK(mbtest::read_file(full + "/model.safetensors") == model_bytes);
 
   // The same run, killed once a checkpoint exists, then resumed.
   const std::string cut = mbtest::scratch_dir("training_cut") + "/out";
@@ -138,17 +145,18 @@ TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
 
 TEST_CASE("bad training data: file and line, non-zero exit") {
   const std::string glue = small_glue("training_bad", 20, 10);
+  const std::string model = mbtest::scratch_dir("training_bad_model") + "/tiny";
+  REQUIRE(run("init --config tiny --out " + model) == 0);
+  std::string err;
+  CHECK(run("finetune --model " + model + " --task SST-2 --data " + glue + " --out " + model + "-ft --resume", &err) == 1);
+  CHECK(err.find("no checkpoint to resume from") != std::string::npos);
   {
     std::ofstream out(glue + "/SST-2/train.tsv", std::ios::app);
     out << "a sentence without a label\n";
   }
-  const std::string model = mbtest::scratch_dir("training_bad_model") + "/tiny";
-  REQUIRE(run("init --config tiny --out " + model) == 0);
-  std::string err;
   CHECK(run("finetune --model " + model + " --task SST-2 --data " + glue + " --out " + model + "-ft", &err) == 1);
   CHECK(err.find(glue + "/SST-2/train.tsv:22") != std::string::npos);
 
   CHECK(run("finetune --model " + model + " --task SST-9 --data " + glue + " --out " + model + "-ft", &err) == 1);
   CHECK(err.find("SST-9") != std::string::npos);
-  CHECK(run("finetune --model " + model + " --task SST-2 --data " + glue + " --out " + model + "-ft --resume", &err) != 0);
 }
