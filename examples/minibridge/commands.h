@@ -10,5 +10,6 @@ void add_info_command(CLI::App& app);
 void add_init_command(CLI::App& app);
 void add_train_commands(CLI::App& app);  // finetune, eval
 void add_pretrain_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace mbcli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   mbcli::add_init_command(app);
   mbcli::add_train_commands(app);
   mbcli::add_pretrain_command(app);
+  mbcli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
