@@ -41,8 +41,9 @@ double now_s() {
 }
 
 // What fixes the trajectory of a run: a resumed run must match the checkpoint on all of these.
-json trajectory_options(const PretrainOptions& o, int64_t warmup) {
+json trajectory_options(const PretrainOptions& o, int64_t warmup, int streams) {
   return {{"max_steps", o.max_steps},         {"seq_len", o.seq_len},
+          {"streams", streams},
           {"batch_size", o.batch_size},       {"lr", o.lr},
           {"warmup_steps", warmup},           {"weight_decay", o.weight_decay},
           {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed},
@@ -98,6 +99,59 @@ std::vector<ParamRef> mlm_params(const BertModel& model) {
   return refs;
 }
 
+// Batches that mix documents. One MlmStream reads a whole file before the next, so its batches
+// would come from one book for dozens of steps; instead `k` streams read disjoint shards of the
+// files (file i goes to shard i % k, each shard reshuffled every epoch), and sequence j of the
+// stream of batches comes from stream j % k. Deterministic and resumable like MlmStream.
+class InterleavedStream {
+ public:
+  InterleavedStream(const std::vector<std::string>& files, const Tokenizer& tok, int seq_len, uint64_t seed, int k) {
+    std::vector<std::vector<std::string>> shards(static_cast<size_t>(k));
+    for (size_t i = 0; i < files.size(); ++i) shards[i % size_t(k)].push_back(files[i]);
+    for (int s = 0; s < k; ++s)
+      streams_.emplace_back(shards[size_t(s)], tok, seq_len, seed + kStreamSeedStride * uint64_t(s));
+  }
+
+  MlmBatch next_batch(int batch_size) {
+    MlmBatch batch;
+    for (int j = 0; j < batch_size; ++j) {
+      const MlmBatch one = streams_[next_].next_batch(1);
+      batch.append(one.input_ids, one.labels);
+      next_ = (next_ + 1) % streams_.size();
+    }
+    return batch;
+  }
+
+  // Throws mb::Error when some stream yields no text at all (checked before anything is written).
+  void probe() const {
+    for (const MlmStream& s : streams_) {
+      MlmStream copy = s;
+      copy.next_sequence();
+    }
+  }
+
+  json state() const {
+    json streams = json::array();
+    for (const MlmStream& s : streams_) streams.push_back(s.state());
+    return {{"next", next_}, {"streams", streams}};
+  }
+  void restore(const json& state) {
+    const json& streams = state.at("streams");
+    MB_CHECK(streams.is_array() && streams.size() == streams_.size(),
+             "data state: " + std::to_string(streams.size()) + " streams saved, " + std::to_string(streams_.size()) +
+                 " expected");
+    const size_t next = state.at("next").get<size_t>();
+    MB_CHECK(next < streams_.size(), "data state: stream index out of range");
+    for (size_t i = 0; i < streams_.size(); ++i) streams_[i].restore(streams[i]);
+    next_ = next;
+  }
+
+ private:
+  static constexpr uint64_t kStreamSeedStride = 0x9e3779b97f4a7c15ull;
+  std::vector<MlmStream> streams_;
+  size_t next_ = 0;
+};
+
 }  // namespace
 
 PretrainResult pretrain(const PretrainOptions& o) {
@@ -128,11 +182,11 @@ PretrainResult pretrain(const PretrainOptions& o) {
            "pretrain: --seq-len must be in [3, " + std::to_string(model.config.max_position_embeddings) +
                "] (max_position_embeddings of " + o.model_dir + "), got " + std::to_string(o.seq_len));
 
-  MlmStream stream(corpus.train, tok, o.seq_len, o.seed);
+  const int streams = o.resolved_streams(corpus.train.size());
+  InterleavedStream stream(corpus.train, tok, o.seq_len, o.seed, streams);
   {
-    MlmStream probe = stream;  // fails here, not after OUT was made, when the text yields no token
     try {
-      probe.next_sequence();
+      stream.probe();  // fails here, not after OUT was made, when the text yields no token
     } catch (const Error& e) {
       throw Error(o.corpus_dir + ": no text to train on (" + e.what() + ")");
     }
@@ -144,6 +198,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
     throw Error(o.corpus_dir + ": no held-out text to evaluate on (" + e.what() + ")");
   }
   MB_CHECK(!eval_set.empty(), o.corpus_dir + ": the held-out files yield no text to evaluate on");
+  int64_t eval_sequences = 0;
+  for (const MlmBatch& b : eval_set) eval_sequences += b.size();
 
   const fs::path out = o.out_dir;
   const std::string ck_dir = (out / "checkpoint").string();
@@ -170,7 +226,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   if (o.resume) {
     const json state = load_training_checkpoint(ck_dir, model, adam);
     try {
-      const json saved = state.at("options"), now = trajectory_options(o, warmup);
+      const json saved = state.at("options"), now = trajectory_options(o, warmup, streams);
       for (const auto& [key, value] : now.items()) {
         // The default warm-up follows --max-steps, which is compared on its own.
         if (key == "warmup_steps" && o.warmup_steps < 0) continue;
@@ -217,12 +273,10 @@ PretrainResult pretrain(const PretrainOptions& o) {
                   {"corpus", o.corpus_dir},
                   {"train_files", corpus.train.size()},
                   {"heldout_files", corpus.heldout.size()},
-                  {"eval_sequences", eval_set.size() ? (eval_set.size() - 1) * size_t(o.batch_size) +
-                                                           size_t(eval_set.back().size())
-                                                     : 0},
+                  {"eval_sequences", eval_sequences},
                   {"trained_parameters", n_params},
                   {"threads", num_threads()},
-                  {"options", trajectory_options(o, warmup)}};
+                  {"options", trajectory_options(o, warmup, streams)}};
     log.write(start);
   }
 
@@ -243,7 +297,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
                         {"last_eval", last_eval},
                         {"elapsed_s", elapsed()},
                         {"done", step == o.max_steps},
-                        {"options", trajectory_options(o, warmup)}};
+                        {"options", trajectory_options(o, warmup, streams)}};
     save_training_checkpoint(ck_dir, model, adam, state);
   };
 
@@ -298,7 +352,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
     if ((o.save_steps > 0 && step % o.save_steps == 0) || step == o.max_steps || interrupted) save_all();
     if (interrupted) break;
   }
-  if (progress) progress->finish();
+  if (progress && !interrupted) progress->finish();
 
   PretrainResult r;
   r.steps = step;

@@ -1,6 +1,7 @@
 // Masked-language-model pretraining (BERT's MLM objective, without next-sentence prediction):
 // packed sequences from a text corpus (io/mlm_data.h), 15% of tokens selected (80% [MASK], 10%
-// random, 10% kept), AdamW with linear warm-up/decay, dropout on.
+// random, 10% kept), AdamW with linear warm-up/decay, dropout on. Each batch mixes sequences of
+// `streams` documents read side by side (shards of the training files), not one book at a time.
 //
 // OUT, the output, is a model directory (config.json, model.safetensors with the encoder and the
 // MLM head under the HF BertForMaskedLM names cls.predictions.* — decoder tied to the word
@@ -21,6 +22,7 @@
 // The pooler (unused by the MLM objective) is kept as it was and not trained; a classifier head
 // in the input model is dropped (the output is a BertForMaskedLM).
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -35,6 +37,7 @@ struct PretrainOptions {
   int64_t max_steps = 0;         // required: optimizer steps
   int seq_len = 128;             // tokens per packed sequence, [CLS] and [SEP] included
   int batch_size = 32;           // sequences per step
+  int streams = 0;               // documents read side by side, mixed in every batch (0: batch_size)
   double lr = 1e-4;              // peak learning rate (our default; BERT-base used 1e-4 too)
   int64_t warmup_steps = -1;     // < 0: 10% of max_steps
   double weight_decay = 0.01;    // BERT's; not applied to biases and LayerNorm weights
@@ -56,6 +59,11 @@ struct PretrainOptions {
   const std::atomic<bool>* stop = nullptr;
 
   int64_t resolved_warmup() const { return warmup_steps >= 0 ? warmup_steps : (max_steps + 5) / 10; }
+  // At most one stream per training file.
+  int resolved_streams(size_t train_files) const {
+    const int64_t k = streams > 0 ? streams : batch_size;
+    return int(std::max<int64_t>(1, std::min<int64_t>(k, int64_t(train_files))));
+  }
 };
 
 struct PretrainResult {

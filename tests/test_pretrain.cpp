@@ -63,7 +63,8 @@ std::vector<json> json_lines(const std::string& text) {
 }
 
 bool have_data() {
-  return fs::exists(mbtest::data_dir() + "/corpus/gutenberg") && fs::exists(mbtest::data_dir() + "/vocab/bert-base-uncased");
+  const std::string data = mbtest::data_dir();
+  return fs::exists(data + "/corpus/gutenberg") && fs::exists(data + "/vocab/bert-base-uncased");
 }
 
 // A piece of a real corpus file: `bytes` bytes from `from`, cut at paragraph ends.
@@ -115,7 +116,8 @@ const Fixture& fixture() {
     REQUIRE(books.size() >= 2);
     std::ofstream(f.corpus + "/books/a.txt") << excerpt(books[0], 3000, 4000);
     std::ofstream(f.corpus + "/books/b.txt") << excerpt(books[1], 3000, 4000);
-    std::ofstream(f.corpus + "/wiki.txt") << excerpt(data + "wikipedia_en/enwiki_p56564557-p57025637_wiki_00.txt", 0, 4000);
+    std::ofstream(f.corpus + "/wiki.txt")
+        << excerpt(data + "wikipedia_en/enwiki_p56564557-p57025637_wiki_00.txt", 0, 4000);
     std::ofstream(f.corpus + "/METADATA.tsv") << "not text\n";  // ignored
     return f;
   }();
@@ -126,8 +128,8 @@ const Fixture& fixture() {
 std::string common_args(const std::string& out, int seq_len = 32) {
   const Fixture& f = fixture();
   return "pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
-         " --max-steps 30 --seq-len " + std::to_string(seq_len) + " --batch-size 4 --lr 1e-3 --save-steps 10 --log-steps 2 --eval-steps 10"
-         " --eval-sequences 8 --threads 1";
+         " --max-steps 30 --seq-len " + std::to_string(seq_len) +
+         " --batch-size 4 --lr 1e-3 --save-steps 10 --log-steps 2 --eval-steps 10 --eval-sequences 8 --threads 1";
 }
 
 // The uninterrupted reference run, made once.
@@ -238,6 +240,7 @@ TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint,
   const std::vector<json> lines = json_lines(slurp(out + "/train_log.jsonl"));
   REQUIRE(lines.size() >= 2);
   CHECK(lines.front()["event"] == "start");
+  CHECK(lines.front()["options"]["streams"] == 2);  // batches mix the two training documents
   CHECK(lines.back()["event"] == "done");
   std::vector<int64_t> train_steps, eval_steps;
   std::vector<double> losses, evals;
@@ -283,7 +286,8 @@ TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninter
   const int status = signal_when(pid, SIGKILL, [&] {
     return mb::checkpoint_exists(out + "/checkpoint") && log_has_step(out, 12);
   });
-  REQUIRE_MESSAGE(WIFSIGNALED(status), "the run ended before it could be killed: " << slurp(fixture().root + "/killed.err"));
+  REQUIRE_MESSAGE(WIFSIGNALED(status),
+                  "the run ended before it could be killed: " << slurp(fixture().root + "/killed.err"));
   CHECK(WTERMSIG(status) == SIGKILL);
   const int64_t at = checkpoint_step(out);
   CHECK(at >= 10);

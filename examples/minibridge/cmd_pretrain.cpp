@@ -72,6 +72,9 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_option("--seq-len", o->seq_len, "tokens per packed sequence, [CLS] and [SEP] included")
       ->check(CLI::Range(3, 1 << 16));
   cmd->add_option("--batch-size", o->batch_size, "sequences per step")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--streams", o->streams,
+                  "documents read side by side; every batch mixes them (default: --batch-size, at most one per file)")
+      ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--lr", o->lr, "peak learning rate (linear warm-up, then linear decay to 0)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--warmup-steps", o->warmup_steps, "warm-up steps (default: 10% of --max-steps)")
