@@ -153,39 +153,9 @@ def make_inputs(path, cfg, lengths, seed):
 
 
 def train_forward(cfg, w, input_ids, token_type_ids, attention_mask):
-    """bert_forward + pooler + classifier with dropout where Hugging Face has it (train mode)."""
-    import torch
-    import torch.nn.functional as F
-    from bert_reference import act
-    H, A = cfg["hidden_size"], cfg["num_attention_heads"]
-    dh, eps = H // A, cfg.get("layer_norm_eps", 1e-12)
-    p_h, p_a = cfg.get("hidden_dropout_prob", 0.1), cfg.get("attention_probs_dropout_prob", 0.1)
-    p_c = cfg.get("classifier_dropout") or p_h
-    B, L = input_ids.shape
-    pos = torch.arange(L).unsqueeze(0).expand(B, L)
-    x = (w["embeddings.word_embeddings.weight"][input_ids] + w["embeddings.position_embeddings.weight"][pos]
-         + w["embeddings.token_type_embeddings.weight"][token_type_ids])
-    x = F.dropout(F.layer_norm(x, (H,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps), p_h)
-    ext = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-    for l in range(cfg["num_hidden_layers"]):
-        p = f"encoder.layer.{l}."
-
-        def lin(t, name):
-            return F.linear(t, w[p + name + ".weight"], w[p + name + ".bias"])
-
-        def heads(t):
-            return t.view(B, L, A, dh).permute(0, 2, 1, 3)
-
-        q, k, v = (heads(lin(x, f"attention.self.{n}")) for n in ("query", "key", "value"))
-        probs = F.dropout((q @ k.transpose(-1, -2) / math.sqrt(dh) + ext).softmax(-1), p_a)
-        ctx = (probs @ v).permute(0, 2, 1, 3).reshape(B, L, H)
-        x = F.layer_norm(F.dropout(lin(ctx, "attention.output.dense"), p_h) + x, (H,),
-                         w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)
-        h = act(cfg, lin(x, "intermediate.dense"))
-        x = F.layer_norm(F.dropout(lin(h, "output.dense"), p_h) + x, (H,), w[p + "output.LayerNorm.weight"],
-                         w[p + "output.LayerNorm.bias"], eps)
-    pooled = torch.tanh(F.linear(x[:, 0], w["pooler.dense.weight"], w["pooler.dense.bias"]))
-    return F.linear(F.dropout(pooled, p_c), w["classifier.weight"], w["classifier.bias"])
+    """Classifier logits with dropout where Hugging Face has it (train mode)."""
+    from bert_reference import bert_forward
+    return bert_forward(cfg, w, input_ids, token_type_ids, attention_mask, train=True)[2]
 
 
 def peak_rss_mib():

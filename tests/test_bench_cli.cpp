@@ -21,29 +21,6 @@ using nlohmann::json;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-Run cli(const std::string& args) {
-  const std::string dir = mbtest::scratch_dir("bench_cli_io");
-  const std::string cmd = mbtest::cli_path() + " " + args + " > " + dir + "/out 2> " + dir + "/err";
-  const int raw = std::system(cmd.c_str());
-  Run r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = slurp(dir + "/out");
-  r.err = slurp(dir + "/err");
-  return r;
-}
-
 // A 2-layer, 32-wide random model; with_head adds pooler + classifier.
 std::string tiny_model(const std::string& name, bool with_head) {
   const std::string dir = mbtest::scratch_dir(name);
@@ -62,7 +39,7 @@ std::string tiny_model(const std::string& name, bool with_head) {
   return dir;
 }
 
-json parse_one_line(const Run& r) {
+json parse_one_line(const mbtest::CliRun& r) {
   INFO("stderr: " << r.err);
   REQUIRE(r.status == 0);
   REQUIRE(!r.out.empty());
@@ -93,7 +70,7 @@ void check_common(const json& j, const std::string& mode, int64_t batch, int64_t
 
 TEST_CASE("bench: forward, fixed lengths") {
   const std::string m = tiny_model("bench_model", true);
-  const json j = parse_one_line(cli("bench --model " + m + " --batch 3 --seq 16 --threads 1 --warmup 1 --iters 3"));
+  const json j = parse_one_line(mbtest::run_cli("bench --model " + m + " --batch 3 --seq 16 --threads 1 --warmup 1 --iters 3"));
   check_common(j, "forward", 3, 3);
   CHECK(j["model"] == m);
   CHECK(j["seq"] == 16);
@@ -105,21 +82,21 @@ TEST_CASE("bench: forward, fixed lengths") {
 TEST_CASE("bench: varied lengths count real tokens only") {
   const std::string m = tiny_model("bench_model", true);
   const std::string args = "bench --model " + m + " --batch 16 --seq 64 --threads 1 --warmup 0 --iters 2 --lengths varied";
-  const json j = parse_one_line(cli(args));
+  const json j = parse_one_line(mbtest::run_cli(args));
   check_common(j, "forward", 16, 2);
   CHECK(j["lengths"] == "varied");
   CHECK(j["padded_tokens"] == 16 * 64);
   CHECK(j["tokens"].get<int64_t>() >= 16 * 8);
   CHECK(j["tokens"].get<int64_t>() < 16 * 64);
   // The same seed gives the same lengths.
-  CHECK(parse_one_line(cli(args))["tokens"] == j["tokens"]);
+  CHECK(parse_one_line(mbtest::run_cli(args))["tokens"] == j["tokens"]);
 }
 
 TEST_CASE("bench: training steps, with and without a classification head") {
   for (bool head : {true, false}) {
     CAPTURE(head);
     const std::string m = tiny_model(head ? "bench_model" : "bench_model_bare", head);
-    const json j = parse_one_line(cli("bench --model " + m + " --batch 2 --seq 8 --train --threads 1 --warmup 0 --iters 2"));
+    const json j = parse_one_line(mbtest::run_cli("bench --model " + m + " --batch 2 --seq 8 --train --threads 1 --warmup 0 --iters 2"));
     check_common(j, "train", 2, 2);
     CHECK(j["tokens"] == 16);
     CHECK(std::isfinite(j["loss_first"].get<double>()));
@@ -133,7 +110,7 @@ TEST_CASE("bench: --inputs and --dump give the model's own hidden states") {
   const std::vector<std::vector<int32_t>> ids = {{101, 5, 6, 7, 102}, {101, 9, 102}};
   const std::vector<std::vector<int32_t>> types = {{0, 0, 0, 1, 1}, {0, 0, 1}};
   std::ofstream(dir + "/in.json") << json{{"input_ids", ids}, {"token_type_ids", types}}.dump();
-  const json j = parse_one_line(cli("bench --model " + m + " --inputs " + dir + "/in.json --dump " + dir +
+  const json j = parse_one_line(mbtest::run_cli("bench --model " + m + " --inputs " + dir + "/in.json --dump " + dir +
                                     "/h.f32 --threads 1 --warmup 0 --iters 1"));
   check_common(j, "forward", 2, 1);
   CHECK(j["tokens"] == 8);
@@ -143,7 +120,7 @@ TEST_CASE("bench: --inputs and --dump give the model's own hidden states") {
   mb::Batch b;
   for (size_t i = 0; i < ids.size(); ++i) b.add(ids[i], types[i]);
   const mb::Tensor ref = mb::BertModel::load(m).encode(b);
-  const std::string dumped = slurp(dir + "/h.f32");
+  const std::string dumped = mbtest::read_file(dir + "/h.f32");
   REQUIRE(dumped.size() == ref.nbytes());
   std::vector<float> got(ref.numel());
   std::memcpy(got.data(), dumped.data(), dumped.size());
@@ -152,15 +129,15 @@ TEST_CASE("bench: --inputs and --dump give the model's own hidden states") {
 
 TEST_CASE("bench: bad input is one clear error") {
   const std::string m = tiny_model("bench_model", true);
-  Run r = cli("bench --model " + m + " --seq 100 --threads 1");  // max_position_embeddings is 64
+  mbtest::CliRun r = mbtest::run_cli("bench --model " + m + " --seq 100 --threads 1");  // max_position_embeddings is 64
   CHECK(r.status != 0);
   CHECK(r.err.find("max_position_embeddings") != std::string::npos);
-  r = cli("bench --model " + m + "/missing --threads 1");
+  r = mbtest::run_cli("bench --model " + m + "/missing --threads 1");
   CHECK(r.status != 0);
   CHECK(r.err.find("minibridge: error:") != std::string::npos);
   const std::string dir = mbtest::scratch_dir("bench_bad_inputs");
   std::ofstream(dir + "/in.json") << R"({"input_ids": [[101, 500, 102]]})";  // id 500 >= vocab 200
-  r = cli("bench --model " + m + " --inputs " + dir + "/in.json --threads 1");
+  r = mbtest::run_cli("bench --model " + m + " --inputs " + dir + "/in.json --threads 1");
   CHECK(r.status != 0);
   CHECK(r.err.find("minibridge: error:") != std::string::npos);
 }

@@ -29,30 +29,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-
-struct Run {
-  int status = -1;  // exit code; -1 when killed by a signal
-  std::string out, err;
-};
-
-// Runs `minibridge ARGS`, capturing stdout and stderr.
-Run cli(const std::string& args) {
-  const std::string dir = mbtest::scratch_dir("pretrain_io");
-  const std::string cmd = mbtest::cli_path() + " " + args + " > " + dir + "/out 2> " + dir + "/err";
-  const int raw = std::system(cmd.c_str());
-  Run r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = slurp(dir + "/out");
-  r.err = slurp(dir + "/err");
-  return r;
-}
 
 std::vector<json> json_lines(const std::string& text) {
   std::vector<json> v;
@@ -69,7 +45,7 @@ bool have_data() {
 
 // A piece of a real corpus file: `bytes` bytes from `from`, cut at paragraph ends.
 std::string excerpt(const std::string& path, size_t from, size_t bytes) {
-  const std::string text = slurp(path);
+  const std::string text = mbtest::read_file(path);
   size_t b = text.find("\n\n", from);
   b = b == std::string::npos ? 0 : b + 2;
   size_t e = text.find("\n\n", b + bytes);
@@ -103,7 +79,7 @@ const Fixture& fixture() {
                          {"layer_norm_eps", 1e-12},
                          {"pad_token_id", 0}};
     std::ofstream(f.root + "/config.json") << config.dump(2);
-    const Run r = cli("init --config " + f.root + "/config.json --out " + f.model + " --vocab " + f.vocab);
+    const mbtest::CliRun r = mbtest::run_cli("init --config " + f.root + "/config.json --out " + f.model + " --vocab " + f.vocab);
     REQUIRE_MESSAGE(r.status == 0, r.err);
 
     // Three documents (one is held out for evaluation): two books and Wikipedia articles.
@@ -136,7 +112,7 @@ std::string common_args(const std::string& out, int seq_len = 32) {
 const std::string& baseline() {
   static const std::string out = [] {
     const std::string o = fixture().root + "/baseline";
-    const Run r = cli(common_args(o));
+    const mbtest::CliRun r = mbtest::run_cli(common_args(o));
     REQUIRE_MESSAGE(r.status == 0, r.err);
     return o;
   }();
@@ -147,7 +123,7 @@ const std::string& baseline() {
 // every eval line's (step, eval_mlm_loss), in order.
 std::vector<json> trajectory(const std::string& out) {
   std::vector<json> v;
-  for (const json& j : json_lines(slurp(out + "/train_log.jsonl"))) {
+  for (const json& j : json_lines(mbtest::read_file(out + "/train_log.jsonl"))) {
     if (!j.contains("step")) continue;
     if (j.contains("loss")) v.push_back({j["step"], j["loss"], j["lr"], j["grad_norm"]});
     else v.push_back({j["step"], j["eval_mlm_loss"]});
@@ -199,7 +175,7 @@ int signal_when(pid_t pid, int sig, Pred ready) {
 }
 
 bool log_has_step(const std::string& out, int64_t step) {
-  return slurp(out + "/train_log.jsonl").find("\"step\":" + std::to_string(step) + ",") != std::string::npos;
+  return mbtest::read_file(out + "/train_log.jsonl").find("\"step\":" + std::to_string(step) + ",") != std::string::npos;
 }
 
 int64_t checkpoint_step(const std::string& out) {
@@ -219,9 +195,9 @@ TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint,
   CHECK(mb::checkpoint_exists(out + "/checkpoint"));
   CHECK(checkpoint_step(out) == 30);
 
-  const json config = json::parse(slurp(out + "/config.json"));
+  const json config = json::parse(mbtest::read_file(out + "/config.json"));
   CHECK(config["architectures"] == json::array({"BertForMaskedLM"}));
-  CHECK(slurp(out + "/vocab.txt") == slurp(fixture().model + "/vocab.txt"));
+  CHECK(mbtest::read_file(out + "/vocab.txt") == mbtest::read_file(fixture().model + "/vocab.txt"));
 
   // HF BertForMaskedLM names; the decoder is tied to the word embeddings (not stored); no classifier.
   const std::map<std::string, mb::Tensor> tensors = mb::read_model_weights(out);
@@ -237,7 +213,7 @@ TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint,
   CHECK_FALSE(m.has_classifier());
 
   // The log: a start line, train lines every 2 steps, eval lines at 0, 10, 20, 30, a done line.
-  const std::vector<json> lines = json_lines(slurp(out + "/train_log.jsonl"));
+  const std::vector<json> lines = json_lines(mbtest::read_file(out + "/train_log.jsonl"));
   REQUIRE(lines.size() >= 2);
   CHECK(lines.front()["event"] == "start");
   CHECK(lines.front()["options"]["streams"] == 2);  // batches mix the two training documents
@@ -266,13 +242,13 @@ TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint,
   CHECK(evals.back() < evals.front() - 0.3);
 
   // Resuming a finished run reports it and changes nothing.
-  const std::string model_bytes = slurp(out + "/model.safetensors");
-  const std::string log_bytes = slurp(out + "/train_log.jsonl");
-  const Run again = cli(common_args(out) + " --resume");
+  const std::string model_bytes = mbtest::read_file(out + "/model.safetensors");
+  const std::string log_bytes = mbtest::read_file(out + "/train_log.jsonl");
+  const mbtest::CliRun again = mbtest::run_cli(common_args(out) + " --resume");
   CHECK_MESSAGE(again.status == 0, again.err);
   CHECK(json::parse(again.out)["status"] == "already_done");
-  CHECK(slurp(out + "/model.safetensors") == model_bytes);
-  CHECK(slurp(out + "/train_log.jsonl") == log_bytes);
+  CHECK(mbtest::read_file(out + "/model.safetensors") == model_bytes);
+  CHECK(mbtest::read_file(out + "/train_log.jsonl") == log_bytes);
 }
 
 TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninterrupted run") {
@@ -287,22 +263,22 @@ TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninter
     return mb::checkpoint_exists(out + "/checkpoint") && log_has_step(out, 12);
   });
   REQUIRE_MESSAGE(WIFSIGNALED(status),
-                  "the run ended before it could be killed: " << slurp(fixture().root + "/killed.err"));
+                  "the run ended before it could be killed: " << mbtest::read_file(fixture().root + "/killed.err"));
   CHECK(WTERMSIG(status) == SIGKILL);
   const int64_t at = checkpoint_step(out);
   CHECK(at >= 10);
   CHECK(at < 30);
   CHECK(trajectory(out) != trajectory(ref));  // it really stopped part-way
 
-  const Run r = cli(common_args(out) + " --resume");
+  const mbtest::CliRun r = mbtest::run_cli(common_args(out) + " --resume");
   REQUIRE_MESSAGE(r.status == 0, r.err);
   CHECK(json::parse(r.out)["status"] == "done");
   CHECK(trajectory(out) == trajectory(ref));
-  CHECK(slurp(out + "/model.safetensors") == slurp(ref + "/model.safetensors"));
-  CHECK(slurp(out + "/config.json") == slurp(ref + "/config.json"));
+  CHECK(mbtest::read_file(out + "/model.safetensors") == mbtest::read_file(ref + "/model.safetensors"));
+  CHECK(mbtest::read_file(out + "/config.json") == mbtest::read_file(ref + "/config.json"));
   // The log tells the story: a start line and a resume line.
   int starts = 0, resumes = 0;
-  for (const json& j : json_lines(slurp(out + "/train_log.jsonl"))) {
+  for (const json& j : json_lines(mbtest::read_file(out + "/train_log.jsonl"))) {
     starts += j.value("event", "") == "start";
     resumes += j.value("event", "") == "resume";
   }
@@ -319,18 +295,18 @@ TEST_CASE("pretrain stopped with SIGINT saves a checkpoint at once; resuming giv
   const int status = signal_when(pid, SIGINT, [&] { return log_has_step(out, 12); });
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
-  const json result = json::parse(slurp(fixture().root + "/interrupted.out"));
-  REQUIRE_MESSAGE(result["status"] == "interrupted", slurp(fixture().root + "/interrupted.err"));
+  const json result = json::parse(mbtest::read_file(fixture().root + "/interrupted.out"));
+  REQUIRE_MESSAGE(result["status"] == "interrupted", mbtest::read_file(fixture().root + "/interrupted.err"));
   const int64_t at = checkpoint_step(out);
   CHECK(at == result["steps"].get<int64_t>());
   CHECK(at >= 12);
   CHECK(at < 30);
   CHECK(fs::exists(out + "/model.safetensors"));  // a usable model at the point it stopped
 
-  const Run r = cli(common_args(out) + " --resume");
+  const mbtest::CliRun r = mbtest::run_cli(common_args(out) + " --resume");
   REQUIRE_MESSAGE(r.status == 0, r.err);
   CHECK(trajectory(out) == trajectory(ref));
-  CHECK(slurp(out + "/model.safetensors") == slurp(ref + "/model.safetensors"));
+  CHECK(mbtest::read_file(out + "/model.safetensors") == mbtest::read_file(ref + "/model.safetensors"));
 }
 
 TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
@@ -342,7 +318,7 @@ TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
     std::ofstream(empty + "/empty.txt");             // an empty .txt counts as no text
     std::ofstream(empty + "/README.md") << "hello";  // not a .txt
     const std::string out = f.root + "/out_empty";
-    const Run r = cli("pretrain --model " + f.model + " --corpus " + empty + " --out " + out + " --max-steps 5");
+    const mbtest::CliRun r = mbtest::run_cli("pretrain --model " + f.model + " --corpus " + empty + " --out " + out + " --max-steps 5");
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find(empty) != std::string::npos, r.err);
     CHECK_MESSAGE(r.err.find("no text") != std::string::npos, r.err);
@@ -354,7 +330,7 @@ TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
     std::ofstream(blank + "/a.txt") << "\n\n   \n";
     std::ofstream(blank + "/b.txt") << "\n \t\n";
     const std::string out = f.root + "/out_blank";
-    const Run r = cli("pretrain --model " + f.model + " --corpus " + blank + " --out " + out +
+    const mbtest::CliRun r = mbtest::run_cli("pretrain --model " + f.model + " --corpus " + blank + " --out " + out +
                       " --max-steps 5 --seq-len 32");
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find("minibridge: error: " + blank + ": no ") == 0, r.err);
@@ -362,14 +338,14 @@ TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
   }
   SUBCASE("a corpus directory that does not exist") {
     const std::string out = f.root + "/out_missing";
-    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.root + "/nope --out " + out + " --max-steps 5");
+    const mbtest::CliRun r = mbtest::run_cli("pretrain --model " + f.model + " --corpus " + f.root + "/nope --out " + out + " --max-steps 5");
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find(f.root + "/nope") != std::string::npos, r.err);
     CHECK_FALSE(fs::exists(out));
   }
   SUBCASE("--resume without a checkpoint") {
     const std::string out = f.root + "/out_noresume";
-    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
+    const mbtest::CliRun r = mbtest::run_cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
                       " --max-steps 5 --seq-len 32 --resume");
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find("no checkpoint to resume from") != std::string::npos, r.err);
@@ -377,14 +353,14 @@ TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
     CHECK_FALSE(fs::exists(out));
   }
   SUBCASE("missing --max-steps") {
-    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + f.root + "/out_nomax");
+    const mbtest::CliRun r = mbtest::run_cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + f.root + "/out_nomax");
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find("--max-steps") != std::string::npos, r.err);
     CHECK_FALSE(fs::exists(f.root + "/out_nomax"));
   }
   SUBCASE("--seq-len beyond max_position_embeddings") {
     const std::string out = f.root + "/out_seqlen";
-    const Run r = cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
+    const mbtest::CliRun r = mbtest::run_cli("pretrain --model " + f.model + " --corpus " + f.corpus + " --out " + out +
                       " --max-steps 5 --seq-len 128");
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find("max_position_embeddings") != std::string::npos, r.err);
@@ -392,13 +368,13 @@ TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
   }
   SUBCASE("a fresh run over an earlier run's checkpoint, and a resume with other options") {
     const std::string ref = baseline();
-    const std::string model_bytes = slurp(ref + "/model.safetensors");
-    Run r = cli(common_args(ref));
+    const std::string model_bytes = mbtest::read_file(ref + "/model.safetensors");
+    mbtest::CliRun r = mbtest::run_cli(common_args(ref));
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find("--resume") != std::string::npos, r.err);
-    r = cli(common_args(ref, 16) + " --resume");
+    r = mbtest::run_cli(common_args(ref, 16) + " --resume");
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find("--seq-len 32") != std::string::npos, r.err);
-    CHECK(slurp(ref + "/model.safetensors") == model_bytes);
+    CHECK(mbtest::read_file(ref + "/model.safetensors") == model_bytes);
   }
 }

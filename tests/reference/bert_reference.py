@@ -84,17 +84,24 @@ def act(cfg, x):
     raise ValueError(a)
 
 
-def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask):
+def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask, train=False):
     """HF BertModel + BertForSequenceClassification head on a padded batch [B, L].
-    Returns last_hidden_state [B, L, H], pooled [B, H] (or None), logits [B, C] (or None)."""
+    Returns last_hidden_state [B, L, H], pooled [B, H] (or None), logits [B, C] (or None).
+    train=True applies dropout where Hugging Face has it (the config's probabilities)."""
     H, A = cfg["hidden_size"], cfg["num_attention_heads"]
     dh, eps = H // A, cfg.get("layer_norm_eps", 1e-12)
+    p_h, p_a = cfg.get("hidden_dropout_prob", 0.1), cfg.get("attention_probs_dropout_prob", 0.1)
+    p_c = cfg.get("classifier_dropout") or p_h
+
+    def drop(t, p):
+        return F.dropout(t, p, training=train)
+
     B, L = input_ids.shape
     dt = w["embeddings.LayerNorm.weight"].dtype
     pos = torch.arange(L).unsqueeze(0).expand(B, L)
     x = (w["embeddings.word_embeddings.weight"][input_ids] + w["embeddings.position_embeddings.weight"][pos]
          + w["embeddings.token_type_embeddings.weight"][token_type_ids])
-    x = F.layer_norm(x, (H,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
+    x = drop(F.layer_norm(x, (H,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps), p_h)
     ext = (1.0 - attention_mask[:, None, None, :].to(dt)) * torch.finfo(dt).min
     for l in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{l}."
@@ -107,15 +114,15 @@ def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask):
 
         q, k, v = (heads(lin(x, f"attention.self.{n}")) for n in ("query", "key", "value"))
         scores = q @ k.transpose(-1, -2) / math.sqrt(dh) + ext
-        ctx = (scores.softmax(-1) @ v).permute(0, 2, 1, 3).reshape(B, L, H)
-        x = F.layer_norm(lin(ctx, "attention.output.dense") + x, (H,), w[p + "attention.output.LayerNorm.weight"],
-                         w[p + "attention.output.LayerNorm.bias"], eps)
+        ctx = (drop(scores.softmax(-1), p_a) @ v).permute(0, 2, 1, 3).reshape(B, L, H)
+        x = F.layer_norm(drop(lin(ctx, "attention.output.dense"), p_h) + x, (H,),
+                         w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)
         h = act(cfg, lin(x, "intermediate.dense"))
-        x = F.layer_norm(lin(h, "output.dense") + x, (H,), w[p + "output.LayerNorm.weight"],
+        x = F.layer_norm(drop(lin(h, "output.dense"), p_h) + x, (H,), w[p + "output.LayerNorm.weight"],
                          w[p + "output.LayerNorm.bias"], eps)
     pooled = logits = None
     if "pooler.dense.weight" in w:
         pooled = torch.tanh(F.linear(x[:, 0], w["pooler.dense.weight"], w["pooler.dense.bias"]))
         if "classifier.weight" in w:
-            logits = F.linear(pooled, w["classifier.weight"], w["classifier.bias"])
+            logits = F.linear(drop(pooled, p_c), w["classifier.weight"], w["classifier.bias"])
     return x, pooled, logits
