@@ -77,13 +77,6 @@ Tensor Tensor::reshape(Shape shape) const {
   return t;
 }
 
-Tensor Tensor::prefix(Shape shape) const {
-  MB_CHECK(shape_numel(shape) <= numel(), "prefix " + shape_str(shape) + " of " + shape_str(shape_) + ": too large");
-  Tensor t = *this;
-  t.shape_ = std::move(shape);
-  return t;
-}
-
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, dtype_);
   if (nbytes()) std::memcpy(t.data_, data_, nbytes());

@@ -50,8 +50,6 @@ class Tensor {
 
   // Same storage, new shape (same numel).
   Tensor reshape(Shape shape) const;
-  // Same storage, the first numel(shape) elements seen with `shape` (numel(shape) <= numel()).
-  Tensor prefix(Shape shape) const;
   // Deep copy into owned memory.
   Tensor clone() const;
   // F32 tensors are returned as they are (no copy); F16/BF16 are converted into a new F32 tensor.

@@ -1,0 +1,59 @@
+// Tensors: dtype conversions (F16/BF16 rounding), views and copies, and the recycling allocator.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "engine/allocator.h"
+#include "engine/dtype.h"
+#include "engine/error.h"
+#include "engine/tensor.h"
+
+TEST_CASE("F16 and BF16 conversions round to nearest even and keep specials") {
+  for (float v : {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f, 3.14159265f}) {
+    CHECK(mb::f16_to_f32(mb::f32_to_f16(v)) == doctest::Approx(v).epsilon(1e-3));
+    CHECK(mb::bf16_to_f32(mb::f32_to_bf16(v)) == doctest::Approx(v).epsilon(1e-2));
+  }
+  CHECK(mb::f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00);  // halfway: even mantissa stays
+  CHECK(mb::f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02);  // halfway: rounds up to even
+  CHECK(std::isinf(mb::f16_to_f32(mb::f32_to_f16(1e6f))));
+  CHECK(std::isnan(mb::f16_to_f32(mb::f32_to_f16(std::numeric_limits<float>::quiet_NaN()))));
+  CHECK(std::isnan(mb::bf16_to_f32(mb::f32_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+  CHECK(mb::f32_to_bf16(1.0f + 1.0f / 256) == 0x3f80);  // halfway between bf16 neighbours: even
+}
+
+TEST_CASE("views, clones, reshapes, dtype round trips") {
+  const mb::Tensor a = mb::Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  const mb::Tensor r = a.reshape({3, 2});
+  CHECK(r.raw() == a.raw());
+  const mb::Tensor c = a.clone();
+  CHECK(c.raw() != a.raw());
+  CHECK(std::memcmp(c.raw(), a.raw(), a.nbytes()) == 0);
+  CHECK(a.to_f32().raw() == a.raw());  // F32 -> F32: no copy
+  const mb::Tensor h = a.to_dtype(mb::DType::BF16);
+  CHECK(h.dtype() == mb::DType::BF16);
+  CHECK(h.to_f32().f32()[5] == 6.0f);
+  CHECK_THROWS_AS(a.reshape({4, 2}), mb::Error);
+  CHECK_THROWS_AS(h.f32(), mb::Error);
+  CHECK(mb::Tensor().numel() == 0);
+  CHECK_FALSE(mb::Tensor().defined());
+}
+
+TEST_CASE("large blocks are recycled, not returned to the system") {
+  mb::tensor_cache_clear();
+  const mb::Shape big{1024, 1024};  // 4 MiB
+  void* first = nullptr;
+  {
+    mb::Tensor t = mb::Tensor::empty(big);
+    first = t.raw();
+  }
+  CHECK(mb::tensor_cache_bytes() >= 4u << 20);
+  {
+    mb::Tensor t = mb::Tensor::empty(big);
+    CHECK(t.raw() == first);  // the same block again
+    CHECK(mb::tensor_cache_bytes() == 0);
+  }
+  mb::tensor_cache_clear();
+  CHECK(mb::tensor_cache_bytes() == 0);
+}
