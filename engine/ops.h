@@ -43,9 +43,9 @@ void softmax_forward(float* x, int64_t T, int64_t C);
 // Multi-head self-attention over packed sequences (no padding anywhere).
 // q, k, v: [T, W] with row strides ld_q/ld_k/ld_v, W = heads·head_dim. Sequence i occupies rows
 // [offsets[i], offsets[i+1]). ctx: [T, W] = softmax(Q·Kᵀ/√d)·V per head.
-// probs (optional): receives every (sequence, head) probability matrix, laid out by
-// attention_probs_offset(); keep = optional dropout scale per probability (0 or 1/(1-p)),
-// applied to probs before they multiply V.
+// probs (optional): receives every (sequence, head) probability matrix, sequence by sequence
+// and head by head (attention_probs_size() floats); keep = optional dropout scale per
+// probability (0 or 1/(1-p)), applied to probs before they multiply V.
 void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k, int64_t ld_k, const float* v,
                        int64_t ld_v, const int32_t* offsets, int64_t num_seqs, int64_t heads, int64_t head_dim,
                        float* probs = nullptr, const float* keep = nullptr);
