@@ -22,13 +22,6 @@ using nlohmann::json;
 
 namespace {
 
-std::vector<json> json_lines(const std::string& text) {
-  std::vector<json> v;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) v.push_back(json::parse(line));
-  return v;
-}
-
 const std::string kLines = "Hello, world!\nThe quick brown fox jumps over the lazy dog.\nA pair?\tYes, a pair.\nx\n";
 
 std::string tiny() { return mbtest::fixtures_dir() + "/bert/tiny_f32"; }
@@ -72,13 +65,13 @@ TEST_CASE("tokenize prints the tokenizer's ids") {
   const Reference ref = reference(tiny(), kLines);
   const mbtest::CliRun r = mbtest::run_cli("tokenize --model " + tiny(), kLines);
   REQUIRE(r.status == 0);
-  const auto out = json_lines(r.out);
+  const auto out = mbtest::json_lines(r.out);
   REQUIRE(out.size() == ref.enc.size());
   for (size_t i = 0; i < out.size(); ++i) {
     CHECK(out[i]["input_ids"].get<std::vector<int32_t>>() == ref.enc[i].input_ids);
     CHECK(out[i]["token_type_ids"].get<std::vector<int32_t>>() == ref.enc[i].token_type_ids);
   }
-  const auto cut = json_lines(mbtest::run_cli("tokenize --max-len 5 --model " + tiny(), kLines).out);
+  const auto cut = mbtest::json_lines(mbtest::run_cli("tokenize --max-len 5 --model " + tiny(), kLines).out);
   CHECK(cut[1]["input_ids"].size() == 5);
   CHECK(cut[1]["input_ids"].back() == 102);  // [SEP] survives truncation
 }
@@ -88,7 +81,7 @@ TEST_CASE("encode: every pooling, any batch size, any thread count") {
   const int64_t H = 128;
   for (const std::string batch : {"1", "3", "64"}) {
     CAPTURE(batch);
-    const auto none = json_lines(mbtest::run_cli("encode --pooling none --batch " + batch + " --model " + tiny(), kLines).out);
+    const auto none = mbtest::json_lines(mbtest::run_cli("encode --pooling none --batch " + batch + " --model " + tiny(), kLines).out);
     REQUIRE(none.size() == 4);
     for (int64_t s = 0; s < 4; ++s) {
       const auto& rows = none[size_t(s)]["last_hidden_state"];
@@ -97,9 +90,9 @@ TEST_CASE("encode: every pooling, any batch size, any thread count") {
         check_floats(rows[size_t(t)], ref.hidden.f32() + (ref.batch.offsets[s] + t) * H, H);
     }
   }
-  const auto cls = json_lines(mbtest::run_cli("encode --threads 1 --model " + tiny(), kLines).out);
-  const auto pooler = json_lines(mbtest::run_cli("encode --pooling pooler --threads 2 --model " + tiny(), kLines).out);
-  const auto mean = json_lines(mbtest::run_cli("encode --pooling mean --model " + tiny(), kLines).out);
+  const auto cls = mbtest::json_lines(mbtest::run_cli("encode --threads 1 --model " + tiny(), kLines).out);
+  const auto pooler = mbtest::json_lines(mbtest::run_cli("encode --pooling pooler --threads 2 --model " + tiny(), kLines).out);
+  const auto mean = mbtest::json_lines(mbtest::run_cli("encode --pooling mean --model " + tiny(), kLines).out);
   REQUIRE(cls.size() == 4);
   REQUIRE(mean.size() == 4);
   for (int64_t s = 0; s < 4; ++s) {
@@ -116,7 +109,7 @@ TEST_CASE("encode: every pooling, any batch size, any thread count") {
 
 TEST_CASE("classify: logits, the id2label name of the argmax, its softmax probability") {
   const Reference ref = reference(tiny(), kLines);
-  const auto out = json_lines(mbtest::run_cli("classify --model " + tiny(), kLines).out);
+  const auto out = mbtest::json_lines(mbtest::run_cli("classify --model " + tiny(), kLines).out);
   REQUIRE(out.size() == 4);
   for (int64_t s = 0; s < 4; ++s) {
     const float* z = ref.logits.f32() + s * 2;
@@ -141,7 +134,7 @@ TEST_CASE("init writes a model that info, encode and classify accept") {
   CHECK(info["flops"]["total"].get<double>() == doctest::Approx(c.flops()));
   CHECK(info["dtype"] == "F32");
   CHECK(mbtest::run_cli("info --model " + dir).out.find("total") != std::string::npos);
-  CHECK(json_lines(mbtest::run_cli("classify --model " + dir, kLines).out).size() == 4);
+  CHECK(mbtest::json_lines(mbtest::run_cli("classify --model " + dir, kLines).out).size() == 4);
 
   const std::string bf = mbtest::scratch_dir("cli_init_bf16") + "/m";
   REQUIRE(mbtest::run_cli("init --config tiny --dtype bf16 --out " + bf).status == 0);

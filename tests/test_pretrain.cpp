@@ -30,14 +30,6 @@ using nlohmann::json;
 namespace {
 
 
-std::vector<json> json_lines(const std::string& text) {
-  std::vector<json> v;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) v.push_back(json::parse(line));
-  return v;
-}
-
 bool have_data() {
   const std::string data = mbtest::data_dir();
   return fs::exists(data + "/corpus/gutenberg") && fs::exists(data + "/vocab/bert-base-uncased");
@@ -123,7 +115,7 @@ const std::string& baseline() {
 // every eval line's (step, eval_mlm_loss), in order.
 std::vector<json> trajectory(const std::string& out) {
   std::vector<json> v;
-  for (const json& j : json_lines(mbtest::read_file(out + "/train_log.jsonl"))) {
+  for (const json& j : mbtest::json_lines(mbtest::read_file(out + "/train_log.jsonl"))) {
     if (!j.contains("step")) continue;
     if (j.contains("loss")) v.push_back({j["step"], j["loss"], j["lr"], j["grad_norm"]});
     else v.push_back({j["step"], j["eval_mlm_loss"]});
@@ -213,7 +205,7 @@ TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint,
   CHECK_FALSE(m.has_classifier());
 
   // The log: a start line, train lines every 2 steps, eval lines at 0, 10, 20, 30, a done line.
-  const std::vector<json> lines = json_lines(mbtest::read_file(out + "/train_log.jsonl"));
+  const std::vector<json> lines = mbtest::json_lines(mbtest::read_file(out + "/train_log.jsonl"));
   REQUIRE(lines.size() >= 2);
   CHECK(lines.front()["event"] == "start");
   CHECK(lines.front()["options"]["streams"] == 2);  // batches mix the two training documents
@@ -278,7 +270,7 @@ TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninter
   CHECK(mbtest::read_file(out + "/config.json") == mbtest::read_file(ref + "/config.json"));
   // The log tells the story: a start line and a resume line.
   int starts = 0, resumes = 0;
-  for (const json& j : json_lines(mbtest::read_file(out + "/train_log.jsonl"))) {
+  for (const json& j : mbtest::json_lines(mbtest::read_file(out + "/train_log.jsonl"))) {
     starts += j.value("event", "") == "start";
     resumes += j.value("event", "") == "resume";
   }

@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "engine/error.h"
 
@@ -54,6 +56,14 @@ std::string error_of(Fn&& fn) {
     return e.what();
   }
   return "";
+}
+
+// One JSON value per line (JSON-lines output and logs); an empty or malformed line throws.
+inline std::vector<nlohmann::json> json_lines(const std::string& text) {
+  std::vector<nlohmann::json> v;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) v.push_back(nlohmann::json::parse(line));
+  return v;
 }
 
 struct CliRun {
