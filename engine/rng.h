@@ -50,4 +50,9 @@ class Rng {
   bool has_spare_ = false;
 };
 
+// BERT's weight initialisation: n values ~ normal(0, stddev).
+inline void fill_normal(float* p, int64_t n, double stddev, Rng& rng) {
+  for (int64_t i = 0; i < n; ++i) p[i] = float(rng.normal() * stddev);
+}
+
 }  // namespace mb

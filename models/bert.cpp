@@ -170,15 +170,13 @@ BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
   m.config = config;
   init_layers(m);
   Rng rng(seed);
-  const float stddev = float(config.initializer_range);
   for (Slot& s : slots_of(m, true, true)) {
     *s.var = Var(Tensor::empty(s.shape));
     float* p = s.var->mutable_data();
     const int64_t n = s.var->numel();
     if (ends_with(s.name, "LayerNorm.weight")) std::fill(p, p + n, 1.0f);
     else if (ends_with(s.name, ".bias")) std::fill(p, p + n, 0.0f);
-    else
-      for (int64_t i = 0; i < n; ++i) p[i] = float(rng.normal()) * stddev;
+    else fill_normal(p, n, config.initializer_range, rng);
   }
   // nn.Embedding(padding_idx=pad_token_id) zeroes that row.
   std::fill_n(m.word_emb.mutable_data() + config.pad_token_id * config.hidden_size, config.hidden_size, 0.0f);
@@ -218,7 +216,7 @@ void BertModel::save(const std::string& dir, DType dtype, const std::string& tok
     for (auto& [name, t] : tensors) t = t.to_dtype(dtype);
   write_safetensors((target / "model.safetensors").string(), tensors, {{"format", "pt"}});
   std::error_code ec;
-  fs::remove(target / "model.safetensors.index.json", ec);  // a stale shard index would shadow nothing, but confuse
+  fs::remove(target / "model.safetensors.index.json", ec);  // a shard index from an earlier save would be stale
 
   BertConfig c = config;
   const char* arch = has_classifier() ? "BertForSequenceClassification" : extra.empty() ? "BertModel" : "BertForMaskedLM";

@@ -23,7 +23,7 @@ namespace {
 
 Var init_normal(Shape shape, double stddev, Rng& rng) {
   Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = float(rng.normal() * stddev);
+  fill_normal(t.f32(), t.numel(), stddev, rng);
   return Var(t);
 }
 

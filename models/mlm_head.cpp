@@ -1,5 +1,7 @@
 #include "models/mlm_head.h"
 
+#include <algorithm>
+
 #include "engine/error.h"
 #include "engine/functional.h"
 
@@ -17,9 +19,8 @@ MlmHead MlmHead::attach(BertModel& m, uint64_t seed) {
       return it->second;
     }
     Tensor t = Tensor::empty(shape);
-    float* d = t.f32();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      d[i] = init == 'n' ? float(rng.normal() * m.config.initializer_range) : init == '1' ? 1.0f : 0.0f;
+    if (init == 'n') fill_normal(t.f32(), t.numel(), m.config.initializer_range, rng);
+    else std::fill_n(t.f32(), t.numel(), init == '1' ? 1.0f : 0.0f);
     return m.extra[p + name] = Var(t);
   };
   MlmHead h;
