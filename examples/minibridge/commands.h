@@ -11,5 +11,6 @@ void add_init_command(CLI::App& app);
 void add_train_commands(CLI::App& app);  // finetune, eval
 void add_pretrain_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_compress_command(CLI::App& app);  // compress <method>: registers each method's subcommand
 
 }  // namespace mbcli

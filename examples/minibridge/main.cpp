@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   mbcli::add_train_commands(app);
   mbcli::add_pretrain_command(app);
   mbcli::add_bench_command(app);
+  mbcli::add_compress_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
