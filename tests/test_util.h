@@ -2,6 +2,7 @@
 // error messages, and running the CLI.
 #pragma once
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -73,7 +74,8 @@ struct CliRun {
 
 // Runs `minibridge ARGS < input`, capturing stdout and stderr.
 inline CliRun run_cli(const std::string& args, const std::string& input = "") {
-  const std::string dir = scratch_dir("cli_run");
+  // One directory per test process: CTest runs test executables side by side.
+  const std::string dir = scratch_dir("cli_run_" + std::to_string(getpid()));
   write_file(dir + "/in", input);
   const std::string cmd = cli_path() + " " + args + " < " + dir + "/in > " + dir + "/out 2> " + dir + "/err";
   const int raw = std::system(cmd.c_str());
