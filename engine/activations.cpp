@@ -1,8 +1,17 @@
-// Element-wise activations used by BERT: GELU (exact and tanh form) and tanh (pooler).
-#include <cmath>
+// Element-wise activations used by BERT: GELU (exact and tanh form) and tanh (pooler), plus the
+// bias + GELU pass that follows the FFN's first GEMM.
+//
+// The kernels are Eigen array expressions: Eigen evaluates erf, exp and tanh with its vectorised
+// (SIMD packet) approximations, accurate to a few ulp, where libm's scalar erff costs ~10% of a
+// BERT-base forward.
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
 
+#include "engine/error.h"
 #include "engine/functional.h"
+#include "engine/gemm.h"
 #include "engine/ops.h"
+#include "engine/threads.h"
 
 namespace mb {
 
@@ -10,49 +19,73 @@ namespace {
 constexpr float kInvSqrt2 = 0.70710678118654752440f;
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
 constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+constexpr int64_t kGrain = 16384;  // elements per thread below which threading does not pay
+
+using Arr = Eigen::Map<Eigen::ArrayXf>;
+using ConstArr = Eigen::Map<const Eigen::ArrayXf>;
+
+// Φ(x) = ½(1 + erf(x/√2)) and its tanh approximation's argument u(x) = √(2/π)(x + 0.044715x³).
+template <class X> auto normal_cdf(const X& x) { return 0.5f * (1.0f + (x * kInvSqrt2).erf()); }
+template <class X> auto tanh_arg(const X& x) { return kSqrt2OverPi * (x + 0.044715f * x.cube()); }
 }  // namespace
 
 void gelu_forward(float* x, int64_t n) {
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
+    Arr v(x + a, b - a);
+    v = v * normal_cdf(v);
+  });
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
   // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float cdf = 0.5f * (1.0f + std::erf(x * kInvSqrt2));
-    const float pdf = kInvSqrt2Pi * std::exp(-0.5f * x * x);
-    dinp[i] += dout[i] * (cdf + x * pdf);
-  }
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
+    ConstArr x(inp + a, b - a), g(dout + a, b - a);
+    Arr(dinp + a, b - a) += g * (normal_cdf(x) + x * kInvSqrt2Pi * (-0.5f * x.square()).exp());
+  });
 }
 
 void gelu_tanh_forward(float* x, int64_t n) {
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    x[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
-  }
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
+    Arr v(x + a, b - a);
+    v = 0.5f * v * (1.0f + tanh_arg(v).tanh());
+  });
 }
 
 void gelu_tanh_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    const float u = kSqrt2OverPi * (x + 0.044715f * x * x * x);
-    const float th = std::tanh(u);
-    const float du = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
-    dinp[i] += dout[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
-  }
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
+    ConstArr x(inp + a, b - a), g(dout + a, b - a);
+    const Eigen::ArrayXf th = tanh_arg(x).tanh();
+    const auto du = kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x.square());
+    Arr(dinp + a, b - a) += g * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th.square()) * du);
+  });
 }
 
 void tanh_forward(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = std::tanh(x[i]);
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
+    Arr v(x + a, b - a);
+    v = v.tanh();
+  });
 }
 
 void tanh_backward(float* dinp, const float* out, const float* dout, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
+    ConstArr y(out + a, b - a), g(dout + a, b - a);
+    Arr(dinp + a, b - a) += g * (1.0f - y.square());
+  });
+}
+
+void bias_gelu_forward(float* out, float* pre, const float* bias, int64_t T, int64_t N, bool tanh_form) {
+  // Row by row: add the bias, keep the sum in `pre` when asked (backward needs it), activate.
+  parallel_chunks(T, std::max<int64_t>(1, kGrain / std::max<int64_t>(N, 1)), [&](int64_t a, int64_t b) {
+    ConstArr bv(bias, N);
+    for (int64_t t = a; t < b; ++t) {
+      Arr y(out + t * N, N);
+      y += bv;
+      if (pre) Arr(pre + t * N, N) = y;
+      if (tanh_form) y = 0.5f * y * (1.0f + tanh_arg(y).tanh());
+      else y = y * normal_cdf(y);
+    }
+  });
 }
 
 namespace {
@@ -76,5 +109,28 @@ Var unary(const Var& x, Fwd fwd, Bwd bwd, bool backward_from_output) {
 Var gelu(const Var& x) { return unary(x, gelu_forward, gelu_backward, false); }
 Var gelu_tanh(const Var& x) { return unary(x, gelu_tanh_forward, gelu_tanh_backward, false); }
 Var tanh(const Var& x) { return unary(x, tanh_forward, tanh_backward, true); }
+
+Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form) {
+  const int64_t T = x.dim(0), K = x.dim(1), N = W.dim(0);
+  MB_CHECK(W.dim(1) == K, "linear_gelu: input has " + std::to_string(K) + " features, weight expects " +
+                              std::to_string(W.dim(1)));
+  MB_CHECK(b.defined() && b.numel() == N, "linear_gelu: needs a bias of the output's size");
+  const bool rec = needs_grad({&x, &W, &b});
+  // The GEMM writes x·Wᵀ; one pass then adds the bias and applies GELU. Training keeps the
+  // pre-activation for the backward pass; inference needs no second buffer.
+  Var out = make_output(Tensor::empty({T, N}), rec);
+  Tensor pre = rec ? Tensor::empty({T, N}) : Tensor();
+  sgemm(false, true, T, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, out.mutable_data(), N);
+  bias_gelu_forward(out.mutable_data(), rec ? pre.f32() : nullptr, b.data(), T, N, tanh_form);
+  if (rec)
+    record_backward([x, W, b, out, pre, T, K, N, tanh_form] {
+      if (!out.has_grad()) return;
+      Tensor dpre = Tensor::zeros({T, N});
+      (tanh_form ? gelu_tanh_backward : gelu_backward)(dpre.f32(), pre.f32(), out.grad().f32(), T * N);
+      linear_backward(x.requires_grad() ? x.grad().f32() : nullptr, W.requires_grad() ? W.grad().f32() : nullptr,
+                      b.requires_grad() ? b.grad().f32() : nullptr, dpre.f32(), x.data(), W.data(), T, K, N);
+    });
+  return out;
+}
 
 }  // namespace mb

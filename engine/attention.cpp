@@ -126,9 +126,7 @@ Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_
   if (rec || drop) probs = Tensor::empty({attention_probs_size(offsets.data(), n, heads)});
   if (drop) {
     keep = Tensor::empty(probs.shape());
-    const float s = 1.0f / (1.0f - p);
-    float* kp = keep.f32();
-    for (int64_t i = 0; i < keep.numel(); ++i) kp[i] = rng->uniform() < p ? 0.0f : s;
+    fill_dropout_mask(keep.f32(), keep.numel(), p, *rng);
   }
   Var out = make_output(Tensor::empty({T, W}), rec);
   attention_forward(out.mutable_data(), q.data(), W, k.data(), W, v.data(), W, offsets.data(), n, heads, dh,

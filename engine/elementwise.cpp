@@ -1,8 +1,19 @@
 // Element-wise add, scale and dropout.
 #include "engine/error.h"
 #include "engine/functional.h"
+#include "engine/ops.h"
+#include "engine/threads.h"
 
 namespace mb {
+
+void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng) {
+  const uint64_t base = rng.skip(uint64_t(n));
+  const float s = 1.0f / (1.0f - p);
+  parallel_chunks(n, 16384, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i)
+      keep[i] = Rng::uniform_of(Rng::mix(base + uint64_t(i + 1) * Rng::kGamma)) < p ? 0.0f : s;
+  });
+}
 
 Var add(const Var& a, const Var& b) {
   MB_CHECK(a.shape() == b.shape(), "add: shapes " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " differ");
@@ -48,11 +59,13 @@ Var dropout(const Var& x, float p, bool train, Rng* rng) {
   const bool rec = needs_grad({&x});
   const int64_t n = x.numel();
   Tensor keep = Tensor::empty(x.shape());
-  float* k = keep.f32();
-  const float s = 1.0f / (1.0f - p);
-  for (int64_t i = 0; i < n; ++i) k[i] = rng->uniform() < p ? 0.0f : s;
+  fill_dropout_mask(keep.f32(), n, p, *rng);
   Var out = make_output(Tensor::empty(x.shape()), rec);
-  for (int64_t i = 0; i < n; ++i) out.mutable_data()[i] = x.data()[i] * k[i];
+  const float *k = keep.f32(), *xd = x.data();
+  float* o = out.mutable_data();
+  parallel_chunks(n, 16384, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) o[i] = xd[i] * k[i];
+  });
   if (rec)
     record_backward([x, out, keep, n] {
       if (!out.has_grad()) return;

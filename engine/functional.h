@@ -22,6 +22,8 @@ Var layernorm(const Var& x, const Var& w, const Var& b, float eps, const Var& re
 Var gelu(const Var& x);
 Var gelu_tanh(const Var& x);
 Var tanh(const Var& x);
+// GELU(x·Wᵀ + b) in one GEMM and one pass (exact GELU, or the tanh form when tanh_form).
+Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form = false);
 // Inverted dropout: zero with probability p, scale the rest by 1/(1-p). Identity when p == 0 or
 // !train. Masks are drawn from rng (serially, so results do not depend on the thread count).
 Var dropout(const Var& x, float p, bool train, Rng* rng);

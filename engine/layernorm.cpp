@@ -1,39 +1,33 @@
 // LayerNorm over the last dimension, optionally fused with the residual add before it.
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/ops.h"
+#include "engine/threads.h"
 
 namespace mb {
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* residual, const float* w,
                        const float* b, int64_t T, int64_t C, float eps) {
-#pragma omp parallel for if (T * C > 32768)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* x = inp + t * C;
-    float* y = out + t * C;
-    if (residual) {
-      const float* r = residual + t * C;
-      for (int64_t c = 0; c < C; ++c) y[c] = x[c] + r[c];
-      x = y;
+  using Arr = Eigen::Map<Eigen::ArrayXf>;
+  using ConstArr = Eigen::Map<const Eigen::ArrayXf>;
+  const ConstArr wv(w, C), bv(b, C);
+  parallel_chunks(T, std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1)), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      Arr y(out + t * C, C);
+      if (residual) y = ConstArr(inp + t * C, C) + ConstArr(residual + t * C, C);
+      else y = ConstArr(inp + t * C, C);
+      // Two passes (mean, then centred variance): as accurate as PyTorch's Welford in f32.
+      const float m = y.sum() / float(C);
+      const float s = 1.0f / std::sqrt((y - m).square().sum() / float(C) + eps);
+      y = (y - m) * s * wv + bv;
+      if (mean) mean[t] = m;
+      if (rstd) rstd[t] = s;
     }
-    // Two passes (mean, then centred variance): as accurate as PyTorch's Welford in f32.
-    float m = 0.0f;
-    for (int64_t c = 0; c < C; ++c) m += x[c];
-    m /= float(C);
-    float v = 0.0f;
-    for (int64_t c = 0; c < C; ++c) {
-      float d = x[c] - m;
-      v += d * d;
-    }
-    v /= float(C);
-    const float s = 1.0f / std::sqrt(v + eps);
-    for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - m) * s * w[c] + b[c];
-    if (mean) mean[t] = m;
-    if (rstd) rstd[t] = s;
-  }
+  });
 }
 
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "engine/rng.h"
+
 namespace mb {
 
 // out[t, :] = table[ids[t], :]   (table is [V, C]; ids are checked by the caller)
@@ -28,6 +30,10 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int64_t T, int64_t C);
 
+// Inverted-dropout scales: keep[i] = 0 with probability p, else 1/(1-p). Draws n uniforms from rng
+// in parallel; the values equal n serial rng.uniform() calls, whatever the thread count.
+void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng);
+
 // In place, n elements. Exact GELU: 0.5·x·(1 + erf(x/√2)); tanh GELU: HF "gelu_new".
 void gelu_forward(float* x, int64_t n);
 void gelu_tanh_forward(float* x, int64_t n);
@@ -36,6 +42,9 @@ void tanh_forward(float* x, int64_t n);
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 void gelu_tanh_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 void tanh_backward(float* dinp, const float* out, const float* dout, int64_t n);
+// out[T, N] = GELU(out + bias) row by row (the pass after the FFN's first GEMM); when pre is given
+// it receives out + bias, the activation's input, for the backward pass.
+void bias_gelu_forward(float* out, float* pre, const float* bias, int64_t T, int64_t N, bool tanh_form);
 
 // Row-wise softmax in place over T rows of C.
 void softmax_forward(float* x, int64_t T, int64_t C);

@@ -10,15 +10,26 @@ class Rng {
  public:
   explicit Rng(uint64_t seed = 0) : state_(seed) {}
 
-  // splitmix64: small, fast, statistically solid for initialisation and sampling.
-  uint64_t next_u64() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+  static constexpr uint64_t kGamma = 0x9e3779b97f4a7c15ull;
+
+  // splitmix64: small, fast, statistically solid for initialisation and sampling. The i-th draw
+  // is a pure function of (state, i), which lets skip() hand a block of draws to many threads.
+  static uint64_t mix(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
   }
+  uint64_t next_u64() { return mix(state_ += kGamma); }
   // Uniform in [0, 1) with 53 random bits.
   double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
+  static double uniform_of(uint64_t u64) { return double(u64 >> 11) * 0x1.0p-53; }
+  // Reserves the next n draws and returns the state before them: draw i (0-based) of the block is
+  // mix(base + (i + 1)·kGamma), exactly what n calls of next_u64() would have returned.
+  uint64_t skip(uint64_t n) {
+    const uint64_t base = state_;
+    state_ += n * kGamma;
+    return base;
+  }
   // Uniform integer in [0, n).
   uint64_t below(uint64_t n) { return n ? next_u64() % n : 0; }
   // Standard normal by Box–Muller (both values used).

@@ -279,8 +279,7 @@ Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, c
   Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
   Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b), p, opt.train, opt.rng);
   Var h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);
-  Var inter = linear(h, L.ffn_in_w, L.ffn_in_b);
-  inter = config.hidden_act == "gelu" ? gelu(inter) : gelu_tanh(inter);
+  Var inter = linear_gelu(h, L.ffn_in_w, L.ffn_in_b, config.hidden_act != "gelu");
   Var out = dropout(linear(inter, L.ffn_out_w, L.ffn_out_b), p, opt.train, opt.rng);
   return layernorm(out, L.ffn_ln_w, L.ffn_ln_b, eps, h);
 }
