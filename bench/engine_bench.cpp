@@ -1,17 +1,23 @@
-// engine_bench: GEMM back-ends, one encoder layer and whole-model forward at the standard shapes.
-// Counters: tokens/s and GFLOP/s (FLOPs as docs/METHODS.md counts them, for the model rows).
+// engine_bench: GEMM back-ends, the element-wise and attention ops, one encoder layer, and
+// whole-model forward and training step at the standard shapes.
+// Counters: tokens/s and GFLOP/s (FLOPs as docs/METHODS.md counts them, for the layer and model
+// rows; a training step counts 3× the forward's FLOPs), GB/s for the memory-bound ops.
 #include <benchmark/benchmark.h>
 
 #include <map>
 #include <memory>
 #include <vector>
 
+#include "engine/functional.h"
 #include "engine/gemm.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
 #include "models/bert.h"
 #include "models/counting.h"
 #include "models/shipped_configs.h"
+#include "models/training.h"
 
 namespace {
 
@@ -51,9 +57,7 @@ const mb::BertModel& model_for(const std::string& shape) {
 
 const char* kShapes[] = {"tiny", "mini", "small", "medium", "base"};
 
-void BM_forward(benchmark::State& st) {
-  const mb::BertModel& m = model_for(kShapes[st.range(0)]);
-  const int64_t batch = st.range(1), seq = st.range(2);
+mb::Batch random_batch(const mb::BertModel& m, int64_t batch, int64_t seq) {
   mb::Batch b;
   mb::Rng rng(7);
   for (int64_t i = 0; i < batch; ++i) {
@@ -61,14 +65,120 @@ void BM_forward(benchmark::State& st) {
     for (auto& id : ids) id = int32_t(1 + rng.below(uint64_t(m.config.vocab_size - 1)));
     b.add(ids, {});
   }
+  return b;
+}
+
+void set_token_counters(benchmark::State& st, double tokens, double flops) {
+  st.counters["tokens/s"] = benchmark::Counter(tokens * double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["GFLOP/s"] = benchmark::Counter(flops * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_forward(benchmark::State& st) {
+  const mb::BertModel& m = model_for(kShapes[st.range(0)]);
+  const int64_t batch = st.range(1), seq = st.range(2);
+  const mb::Batch b = random_batch(m, batch, seq);
   for (auto _ : st) {
     const mb::Tensor h = m.encode(b);
     benchmark::DoNotOptimize(h.raw());
   }
-  const double flops = mb::count_model(m, double(seq)).flops() * double(batch);
   st.SetLabel(kShapes[st.range(0)]);
-  st.counters["tokens/s"] = benchmark::Counter(double(batch * seq) * double(st.iterations()), benchmark::Counter::kIsRate);
-  st.counters["GFLOP/s"] = benchmark::Counter(flops * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  set_token_counters(st, double(batch * seq), mb::count_model(m, double(seq)).flops() * double(batch));
+}
+
+// --- Ops at BERT-base widths over T tokens (arg 0). Memory-bound: GB/s of the bytes they touch.
+void set_bytes_counter(benchmark::State& st, double bytes) {
+  st.counters["GB/s"] = benchmark::Counter(bytes * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_op_bias_gelu(benchmark::State& st) {  // after the FFN's first GEMM: [T, 3072]
+  const int64_t T = st.range(0), N = 3072;
+  auto x = random_vec(size_t(T * N), 1), bias = random_vec(size_t(N), 2);
+  std::vector<float> y(x.size());
+  for (auto _ : st) {
+    std::copy(x.begin(), x.end(), y.begin());
+    mb::bias_gelu_forward(y.data(), nullptr, bias.data(), T, N, false);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bytes_counter(st, 2.0 * 4.0 * double(T * N));
+}
+
+void BM_op_layernorm_residual(benchmark::State& st) {  // residual + LayerNorm: [T, 768]
+  const int64_t T = st.range(0), C = 768;
+  auto x = random_vec(size_t(T * C), 1), r = random_vec(size_t(T * C), 2), w = random_vec(size_t(C), 3),
+       b = random_vec(size_t(C), 4);
+  std::vector<float> y(x.size());
+  for (auto _ : st) {
+    mb::layernorm_forward(y.data(), nullptr, nullptr, x.data(), r.data(), w.data(), b.data(), T, C, 1e-12f);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bytes_counter(st, 3.0 * 4.0 * double(T * C));
+}
+
+void BM_op_attention(benchmark::State& st) {  // 12 heads of 64 over sequences of 128
+  const int64_t T = st.range(0), L = 128, heads = 12, dh = 64, W = heads * dh;
+  auto q = random_vec(size_t(T * W), 1), k = random_vec(size_t(T * W), 2), v = random_vec(size_t(T * W), 3);
+  std::vector<float> ctx(size_t(T * W));
+  std::vector<int32_t> offsets;
+  for (int64_t t = 0; t <= T; t += L) offsets.push_back(int32_t(t));
+  const int64_t n = int64_t(offsets.size()) - 1;
+  for (auto _ : st) {
+    mb::attention_forward(ctx.data(), q.data(), W, k.data(), W, v.data(), W, offsets.data(), n, heads, dh);
+    benchmark::DoNotOptimize(ctx.data());
+  }
+  set_token_counters(st, double(T), double(n) * 4.0 * double(L * L * W));
+}
+
+void BM_op_dropout_mask(benchmark::State& st) {  // attention-probability masks of one base layer
+  const int64_t n = st.range(0) * 12 * 128;
+  std::vector<float> keep(static_cast<size_t>(n));
+  mb::Rng rng(1);
+  for (auto _ : st) {
+    mb::fill_dropout_mask(keep.data(), n, 0.1f, rng);
+    benchmark::DoNotOptimize(keep.data());
+  }
+  set_bytes_counter(st, 4.0 * double(n));
+}
+
+// --- One encoder layer (forward, inference) of a shape at batch × 128.
+void BM_layer(benchmark::State& st) {
+  const mb::BertModel& m = model_for(kShapes[st.range(0)]);
+  const int64_t batch = st.range(1), seq = 128;
+  const mb::Batch b = random_batch(m, batch, seq);
+  mb::NoGrad no_grad;
+  const mb::Var x(mb::Tensor::from_vector(random_vec(size_t(batch * seq * m.config.hidden_size), 5),
+                                          {batch * seq, m.config.hidden_size}));
+  for (auto _ : st) {
+    const mb::Var y = m.layer_forward(m.layers[0], x, b);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const mb::ModelCounts c = mb::count_model(m, double(seq));
+  st.SetLabel(kShapes[st.range(0)]);
+  set_token_counters(st, double(batch * seq), (c.layers[0].mha_flops + c.layers[0].ffn_flops) * double(batch));
+}
+
+// --- Training step: forward with dropout, cross-entropy, backward, clipping, AdamW.
+void BM_train_step(benchmark::State& st) {
+  const std::string shape = kShapes[st.range(0)];
+  mb::BertConfig c = mb::bert_config_from_json(nlohmann::json::parse(mb::shipped_configs().at(shape)), shape);
+  mb::BertModel m = mb::BertModel::init_random(c, 0);  // its own copy: the step changes the weights
+  m.set_requires_grad(true);
+  const int64_t batch = st.range(1), seq = 128;
+  const mb::Batch b = random_batch(m, batch, seq);
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = int32_t(i % 2);
+  const std::vector<mb::ParamRef> params = mb::trainable_params(m);
+  mb::AdamW adam(params, mb::AdamWConfig{0.9, 0.999, 1e-8, 0.01});
+  mb::Rng dropout_rng(3);
+  const mb::ForwardOptions train{true, &dropout_rng};
+  for (auto _ : st) {
+    const mb::Var logits = m.classifier_logits(m.pooled_output(b, m.hidden_states(b, train)), train);
+    const mb::Var loss = mb::cross_entropy(logits, labels);
+    mb::backward(loss);
+    mb::optimizer_step(adam, params, 1e-5, 1.0);
+    benchmark::DoNotOptimize(loss.data());
+  }
+  st.SetLabel(shape);
+  set_token_counters(st, double(batch * seq), 3.0 * mb::count_model(m, double(seq)).flops() * double(batch));
 }
 
 void gemm_args(benchmark::internal::Benchmark* b) {
@@ -83,10 +193,21 @@ void forward_args(benchmark::internal::Benchmark* b) {
     for (int64_t batch : {1, 8}) b->Args({shape, batch, 128});
 }
 
+void shape_batch_args(benchmark::internal::Benchmark* b) {
+  for (int64_t shape : {0, 1, 4})
+    for (int64_t batch : {1, 8}) b->Args({shape, batch});
+}
+
 }  // namespace
 
 BENCHMARK(BM_sgemm)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_op_bias_gelu)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_op_layernorm_residual)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_op_attention)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_op_dropout_mask)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_layer)->Apply(shape_batch_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward)->Apply(forward_args)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_train_step)->Args({0, 8})->Args({1, 8})->Args({4, 8})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char** argv) {
   mb::set_num_threads(0);

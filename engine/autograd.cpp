@@ -61,7 +61,9 @@ void backward(const Var& out, const Tensor& grad_out) {
   MB_CHECK(grad_out.shape() == out.shape(), "backward(): gradient shape " + shape_str(grad_out.shape()) +
                                                 " differs from the output's " + shape_str(out.shape()));
   float* g = out.grad().f32();
-  for (int64_t i = 0; i < out.numel(); ++i) g[i] += grad_out.f32()[i];
+  const float* src = grad_out.f32();
+  const int64_t n = out.numel();
+  for (int64_t i = 0; i < n; ++i) g[i] += src[i];
   run_tape();
 }
 

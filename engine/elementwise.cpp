@@ -41,7 +41,9 @@ Var scale(const Var& x, float s) {
   const bool rec = needs_grad({&x});
   Var out = make_output(Tensor::empty(x.shape()), rec);
   const int64_t n = x.numel();
-  for (int64_t i = 0; i < n; ++i) out.mutable_data()[i] = x.data()[i] * s;
+  const float* xd = x.data();
+  float* o = out.mutable_data();
+  for (int64_t i = 0; i < n; ++i) o[i] = xd[i] * s;
   if (rec)
     record_backward([x, out, s, n] {
       if (!out.has_grad()) return;
