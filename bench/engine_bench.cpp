@@ -85,6 +85,27 @@ void BM_forward(benchmark::State& st) {
   set_token_counters(st, double(batch * seq), mb::count_model(m, double(seq)).flops() * double(batch));
 }
 
+// Q, K and V projections of BERT-base: three GEMMs (arg 1 = 0, what the engine runs: the
+// checkpoint's three weight tensors used in place) or one GEMM over the weights packed [3W, H]
+// (arg 1 = 1, what a fused QKV projection would run after copying them at load time).
+void BM_qkv(benchmark::State& st) {
+  const int64_t T = st.range(0), H = 768, W = 768;
+  const bool packed = st.range(1) != 0;
+  auto x = random_vec(size_t(T * H), 1), w = random_vec(size_t(3 * W * H), 2);
+  std::vector<float> out(static_cast<size_t>(T * 3 * W));
+  for (auto _ : st) {
+    if (packed) {
+      mb::sgemm(false, true, T, 3 * W, H, 1.0f, x.data(), H, w.data(), H, 0.0f, out.data(), 3 * W);
+    } else {
+      for (int64_t j = 0; j < 3; ++j)
+        mb::sgemm(false, true, T, W, H, 1.0f, x.data(), H, w.data() + j * W * H, H, 0.0f, out.data() + j * W, 3 * W);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetLabel(packed ? "one GEMM, packed weights" : "three GEMMs");
+  set_token_counters(st, double(T), 2.0 * double(T * 3 * W * H));
+}
+
 // --- Ops at BERT-base widths over T tokens (arg 0). Memory-bound: GB/s of the bytes they touch.
 void set_bytes_counter(benchmark::State& st, double bytes) {
   st.counters["GB/s"] = benchmark::Counter(bytes * double(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
@@ -201,6 +222,7 @@ void shape_batch_args(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_sgemm)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_qkv)->Args({128, 0})->Args({128, 1})->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_op_bias_gelu)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_op_layernorm_residual)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_op_attention)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
