@@ -3,6 +3,7 @@
 // with keep the attention-dropout scale (absent at inference). No padding is ever computed.
 #include <Eigen/Core>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "engine/error.h"
@@ -44,7 +45,9 @@ void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k,
   // One task per (sequence, head): each is independent and touches only its own ctx columns.
 #pragma omp parallel
   {
-    std::vector<float> scratch;  // per-thread L×L buffers when probs are not kept
+    // Per-thread L×L buffers when probs are not kept; 64-byte aligned so that the vectorised
+    // softmax needs no scalar head.
+    std::vector<float> scratch_storage;
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < num_seqs * heads; ++task) {
       const int64_t s = task / heads, h = task % heads;
@@ -56,15 +59,16 @@ void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k,
       const int64_t at = pstart[size_t(s)] + h * L * L;
       // Probabilities go to `probs` when kept for backward, else to scratch; the dropped copy
       // (training) always to scratch.
-      const size_t need = size_t((probs ? 0 : L * L) + (keep ? L * L : 0));
-      if (scratch.size() < need) scratch.resize(need);
-      float* p = probs ? probs + at : scratch.data();
+      const size_t need = size_t((probs ? 0 : L * L) + (keep ? L * L : 0)) + 16;
+      if (scratch_storage.size() < need) scratch_storage.resize(need);
+      float* scratch = scratch_storage.data() + (16 - (reinterpret_cast<uintptr_t>(scratch_storage.data()) / 4) % 16) % 16;
+      float* p = probs ? probs + at : scratch;
       Square pm(p, L, L);
       pm.noalias() = (qh * scale) * kh.transpose();
       softmax_forward(p, L, L);
       RowsOut out(ctx + begin * W + h * head_dim, L, head_dim, Eigen::OuterStride<>(W));
       if (keep) {
-        Square dropped(scratch.data() + (probs ? 0 : L * L), L, L);
+        Square dropped(scratch + (probs ? 0 : L * L), L, L);
         dropped = pm.cwiseProduct(ConstSquare(keep + at, L, L));
         out.noalias() = dropped * vh;
       } else {
