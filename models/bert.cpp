@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "models/bridge.h"
 
 namespace mb {
 
@@ -42,7 +43,7 @@ struct Slot {
 
 std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier) {
   const BertConfig& c = m.config;
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t H = c.hidden_size;
   std::vector<Slot> s = {
       {"embeddings.word_embeddings.weight", &m.word_emb, {c.vocab_size, H}, true},
       {"embeddings.position_embeddings.weight", &m.pos_emb, {c.max_position_embeddings, H}, true},
@@ -52,8 +53,19 @@ std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier)
   };
   for (size_t l = 0; l < m.layers.size(); ++l) {
     BertLayer& L = m.layers[l];
-    const int64_t W = L.num_heads * c.head_dim();
     const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    if (L.kind == LayerKind::Bridge) {
+      const int64_t r = L.bridge_rank;
+      s.push_back({p + "bridge.down.weight", &L.bridge_down_w, {r, H}, true});
+      s.push_back({p + "bridge.up.weight", &L.bridge_up_w, {H, r}, true});
+      s.push_back({p + "bridge.up.bias", &L.bridge_up_b, {H}, true});
+      if (L.bridge_form == BridgeForm::ResidualLayerNorm) {
+        s.push_back({p + "bridge.LayerNorm.weight", &L.bridge_ln_w, {H}, true});
+        s.push_back({p + "bridge.LayerNorm.bias", &L.bridge_ln_b, {H}, true});
+      }
+      continue;
+    }
+    const int64_t W = L.num_heads * c.head_dim(), I = L.intermediate_size;
     std::vector<Slot> ls = {
         {p + "attention.self.query.weight", &L.q_w, {W, H}, true},
         {p + "attention.self.query.bias", &L.q_b, {W}, true},
@@ -99,9 +111,18 @@ std::string canonical_name(std::string n) {
   return n;
 }
 
-void init_layers(BertModel& m) {
-  m.layers.assign(size_t(m.config.num_hidden_layers), BertLayer{});
-  for (BertLayer& L : m.layers) L.num_heads = m.config.num_attention_heads;
+// Layers as config.json describes them (its "minibridge" key, or plain BERT layers); tensors unset.
+void init_layers(BertModel& m, const std::string& source) {
+  m.layers.clear();
+  for (const LayerStructure& ls : read_layer_structure(m.config, source)) {
+    BertLayer L;
+    L.kind = ls.kind;
+    L.num_heads = ls.num_heads;
+    L.intermediate_size = ls.intermediate_size;
+    L.bridge_form = ls.form;
+    L.bridge_rank = ls.rank;
+    m.layers.push_back(L);
+  }
 }
 
 }  // namespace
@@ -110,7 +131,7 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
                                   const std::string& source) {
   BertModel m;
   m.config = config;
-  init_layers(m);
+  init_layers(m, source + "/config.json");
 
   std::map<std::string, const Tensor*> by_name;
   std::vector<std::string> unknown;
@@ -168,7 +189,7 @@ BertModel BertModel::load(const std::string& dir) {
 BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
   BertModel m;
   m.config = config;
-  init_layers(m);
+  init_layers(m, "config");
   Rng rng(seed);
   for (Slot& s : slots_of(m, true, true)) {
     *s.var = Var(Tensor::empty(s.shape));
@@ -181,6 +202,18 @@ BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
   // nn.Embedding(padding_idx=pad_token_id) zeroes that row.
   std::fill_n(m.word_emb.mutable_data() + config.pad_token_id * config.hidden_size, config.hidden_size, 0.0f);
   return m;
+}
+
+LayerStructure BertLayer::structure() const {
+  if (kind == LayerKind::Bridge)
+    return LayerStructure::bridge(bridge_rank, bridge_form);
+  return LayerStructure::encoder(num_heads, intermediate_size);
+}
+
+std::vector<LayerStructure> BertModel::layer_structure() const {
+  std::vector<LayerStructure> out;
+  for (const BertLayer& L : layers) out.push_back(L.structure());
+  return out;
 }
 
 std::vector<std::pair<std::string, Var>> BertModel::named_parameters() const {
@@ -219,6 +252,7 @@ void BertModel::save(const std::string& dir, DType dtype, const std::string& tok
   fs::remove(target / "model.safetensors.index.json", ec);  // a shard index from an earlier save would be stale
 
   BertConfig c = config;
+  write_layer_structure(c, layer_structure());
   const char* arch = has_classifier() ? "BertForSequenceClassification" : extra.empty() ? "BertModel" : "BertForMaskedLM";
   c.raw["architectures"] = nlohmann::json::array({arch});
   c.raw["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
@@ -274,6 +308,7 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
 }
 
 Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, const ForwardOptions& opt) const {
+  if (L.kind == LayerKind::Bridge) return bridge_forward(L, x, config, opt);
   const float eps = float(config.layer_norm_eps), p = float(config.hidden_dropout_prob);
   Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
   Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);

@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 #include "engine/tensor.h"
 #include "io/config.h"
+#include "models/layer_structure.h"
 
 namespace mb {
 
@@ -30,14 +31,28 @@ struct Batch {
   int64_t length(int64_t i) const { return offsets[i + 1] - offsets[i]; }
 };
 
+// One encoder position. kind Encoder: a BERT layer; kind Bridge: MB-BERT's Low-Rank Bridge that
+// replaces a whole layer (models/bridge.h), LN(x + (x·A)·B + b) or x·A·B + b. The structure is
+// recorded in config.json's "minibridge" key (models/layer_structure.h).
 struct BertLayer {
+  LayerKind kind = LayerKind::Encoder;
   int64_t num_heads = 0;  // may differ per layer in pruned models (width = num_heads · head_dim)
+  int64_t intermediate_size = 0;  // may differ per layer in pruned models
   Var q_w, q_b, k_w, k_b, v_w, v_b;   // [heads·d_h, H], [heads·d_h]
   Var attn_out_w, attn_out_b;         // [H, heads·d_h], [H]
   Var attn_ln_w, attn_ln_b;           // [H]
   Var ffn_in_w, ffn_in_b;             // [I, H], [I]
   Var ffn_out_w, ffn_out_b;           // [H, I], [H]
   Var ffn_ln_w, ffn_ln_b;             // [H]
+
+  // kind == Bridge only.
+  BridgeForm bridge_form = BridgeForm::ResidualLayerNorm;
+  int64_t bridge_rank = 0;            // r
+  Var bridge_down_w;                  // [r, H] = Aᵀ
+  Var bridge_up_w, bridge_up_b;       // [H, r] = Bᵀ, [H]
+  Var bridge_ln_w, bridge_ln_b;       // [H] (residual_layernorm only)
+
+  LayerStructure structure() const;
 };
 
 // Training-time behaviour of a forward pass: dropout (config's probabilities) when train is set.
@@ -56,6 +71,8 @@ class BertModel {
   std::map<std::string, Var> extra; // stored tensors the encoder does not use (e.g. "cls.predictions.*")
 
   bool has_pooler() const { return pooler_w.defined(); }
+  // Every layer's kind and size (what save() records under config.json's "minibridge").
+  std::vector<LayerStructure> layer_structure() const;
   bool has_classifier() const { return classifier_w.defined(); }
   int64_t head_dim() const { return config.head_dim(); }
 

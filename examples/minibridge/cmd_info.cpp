@@ -45,9 +45,15 @@ void run_info(const InfoOptions& o) {
   const mb::ModelCounts c = mb::count_model(m, o.seq_len);
 
   nlohmann::json layers = nlohmann::json::array();
-  for (const mb::LayerCounts& l : c.layers)
-    layers.push_back({{"params", l.params}, {"heads", l.heads}, {"neurons", l.neurons}, {"mha_flops", l.mha_flops},
-                      {"ffn_flops", l.ffn_flops}});
+  for (size_t i = 0; i < c.layers.size(); ++i) {
+    const mb::LayerCounts& l = c.layers[i];
+    if (m.layers[i].kind == mb::LayerKind::Bridge)
+      layers.push_back({{"kind", "bridge"}, {"params", l.params}, {"rank", l.bridge_rank},
+                        {"form", mb::bridge_form_name(m.layers[i].bridge_form)}, {"bridge_flops", l.bridge_flops}});
+    else
+      layers.push_back({{"kind", "encoder"}, {"params", l.params}, {"heads", l.heads}, {"neurons", l.neurons},
+                        {"mha_flops", l.mha_flops}, {"ffn_flops", l.ffn_flops}});
+  }
   nlohmann::json j = {
       {"model", o.model},
       {"dtype", dtype},
@@ -85,6 +91,11 @@ void run_info(const InfoOptions& o) {
               o.seq_len, c.flops() / 1e9, c.flops() / o.seq_len / 1e6);
   for (size_t i = 0; i < c.layers.size(); ++i) {
     const mb::LayerCounts& l = c.layers[i];
+    if (m.layers[i].kind == mb::LayerKind::Bridge) {
+      std::printf("  layer %-3zu bridge rank %-5lld %-19s params %12s  bridge %5.3f GFLOP\n", i, (long long)l.bridge_rank,
+                  mb::bridge_form_name(m.layers[i].bridge_form), grouped(l.params).c_str(), l.bridge_flops / 1e9);
+      continue;
+    }
     std::printf("  layer %-3zu heads %-3lld neurons %-6lld params %12s  MHA %8.3f GFLOP  FFN %8.3f GFLOP\n", i,
                 (long long)l.heads, (long long)l.neurons, grouped(l.params).c_str(), l.mha_flops / 1e9, l.ffn_flops / 1e9);
   }

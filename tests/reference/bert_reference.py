@@ -103,8 +103,18 @@ def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask, train=False)
          + w["embeddings.token_type_embeddings.weight"][token_type_ids])
     x = drop(F.layer_norm(x, (H,), w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps), p_h)
     ext = (1.0 - attention_mask[:, None, None, :].to(dt)) * torch.finfo(dt).min
+    specs = cfg.get("minibridge", {}).get("layers") or [{"kind": "encoder"}] * cfg["num_hidden_layers"]
     for l in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{l}."
+        if specs[l]["kind"] == "bridge":
+            # MB-BERT's Low-Rank Bridge: LN(x + (x·A)·B + b), or x·A·B + b for the "linear" form.
+            up = drop(F.linear(F.linear(x, w[p + "bridge.down.weight"]), w[p + "bridge.up.weight"],
+                               w[p + "bridge.up.bias"]), p_h)
+            if specs[l].get("form", "residual_layernorm") == "linear":
+                x = up
+            else:
+                x = F.layer_norm(up + x, (H,), w[p + "bridge.LayerNorm.weight"], w[p + "bridge.LayerNorm.bias"], eps)
+            continue
 
         def lin(t, name):
             return F.linear(t, w[p + name + ".weight"], w[p + name + ".bias"])

@@ -1,0 +1,248 @@
+#include "compress/distill.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <numeric>
+
+#include "engine/error.h"
+#include "engine/functional.h"
+#include "engine/progress.h"
+#include "io/jsonl_log.h"
+#include "models/finetune.h"
+
+namespace mb {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A permutation of 0..n-1 fixed by (seed, salt).
+std::vector<int32_t> shuffled(size_t n, uint64_t seed, uint64_t salt) {
+  std::vector<int32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  Rng rng(seed * 1000003u + salt + 1);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng.below(i)]);
+  return order;
+}
+
+std::vector<std::pair<std::string, Tensor>> snapshot(const BertModel& m) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& [name, v] : m.named_parameters()) out.emplace_back(name, v.value().clone());
+  return out;
+}
+
+void restore(const BertModel& m, const std::vector<std::pair<std::string, Tensor>>& snap) {
+  const auto params = m.named_parameters();
+  MB_CHECK(params.size() == snap.size(), "distill: model changed shape during training");
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor& dst = params[i].second.value();
+    dst.make_owned();
+    std::memcpy(dst.raw(), snap[i].second.raw(), snap[i].second.nbytes());
+  }
+}
+
+}  // namespace
+
+DistillData load_distill_data(const std::string& glue_dir, const std::string& task_name, const std::string& tokenizer_dir,
+                              int max_len, int64_t max_train_examples, uint64_t seed) {
+  const GlueTask& task = glue_task(task_name);
+  DistillData d{task, Tokenizer::from_model_dir(tokenizer_dir), {}, {}, {}, read_glue_split(glue_dir, task, "dev")};
+  const GlueSplit train = read_glue_split(glue_dir, task, "train");
+  MB_CHECK(!train.examples.empty(), train.path + ": no training examples");
+  MB_CHECK(d.dev.labeled && !d.dev.examples.empty(), d.dev.path + ": no labelled dev examples");
+  std::vector<int32_t> pick(train.examples.size());
+  std::iota(pick.begin(), pick.end(), 0);
+  if (max_train_examples > 0 && size_t(max_train_examples) < pick.size()) {
+    pick = shuffled(train.examples.size(), seed, 0x5b5e7ull);
+    pick.resize(size_t(max_train_examples));
+    std::sort(pick.begin(), pick.end());  // keep the file's order within the subset
+  }
+  for (int32_t i : pick) {
+    const GlueExample& e = train.examples[size_t(i)];
+    d.train.push_back(task.pair ? d.tokenizer.encode_pair(e.a, e.b, max_len) : d.tokenizer.encode(e.a, max_len));
+    d.train_labels.push_back(e.label);
+    d.train_scores.push_back(e.score);
+  }
+  return d;
+}
+
+BertModel clone_model(const BertModel& m) {
+  std::map<std::string, Tensor> tensors;
+  for (const auto& [name, t] : m.named_tensors()) tensors[name] = t.clone();
+  BertConfig c = m.config;
+  write_layer_structure(c, m.layer_structure());
+  return BertModel::from_tensors(c, tensors, "model copy");
+}
+
+uint64_t weights_fingerprint(const BertModel& m) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const void* p, size_t n) {
+    const unsigned char* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  for (const auto& [name, v] : m.named_parameters()) {
+    mix(name.data(), name.size());
+    mix(v.value().raw(), v.value().nbytes());
+  }
+  return h;
+}
+
+DistillResult distill(BertModel& student, const BertModel* teacher, const DistillData& data, const DistillOptions& o,
+                      const std::string& out_dir) {
+  const bool use_teacher = o.alpha > 0 || (o.beta > 0 && !o.hidden_pairs.empty());
+  MB_CHECK(!use_teacher || teacher, "distill: alpha > 0 or beta > 0 needs a teacher");
+  MB_CHECK(o.alpha >= 0 && o.alpha <= 1, "distill: alpha must be in [0, 1]");
+  MB_CHECK(o.temperature > 0, "distill: temperature must be > 0");
+  MB_CHECK(o.epochs >= 1, "distill: epochs must be >= 1");
+  MB_CHECK(student.has_classifier() && student.config.num_labels() == data.task.num_labels(),
+           "distill: the student needs a " + data.task.name + " classifier");
+  for (const HiddenPair& p : o.hidden_pairs) {
+    MB_CHECK(p.student >= 0 && p.student <= int(student.layers.size()),
+             "distill: hidden pair names student layer " + std::to_string(p.student) + " of " +
+                 std::to_string(student.layers.size()));
+    MB_CHECK(!teacher || (p.teacher >= 0 && p.teacher <= int(teacher->layers.size())),
+             "distill: hidden pair names teacher layer " + std::to_string(p.teacher));
+  }
+  const bool regression = data.task.regression;
+  const TrainOptions& t = o.train;
+  const int64_t n = int64_t(data.train.size()), B = t.batch_size;
+  MB_CHECK(n > 0, "distill: no training examples");
+  const int64_t steps_per_epoch = (n + B - 1) / B;
+  const int64_t total = t.max_steps > 0 ? std::min<int64_t>(t.max_steps, steps_per_epoch * o.epochs)
+                                        : steps_per_epoch * o.epochs;
+  const int64_t warmup = t.warmup_for(total);
+
+  fs::create_directories(out_dir);
+  const std::string log_path = (fs::path(out_dir) / "train_log.jsonl").string();
+  fs::remove(log_path);  // a step is redone from its start, so its log starts afresh
+  JsonlLog log(log_path);
+  log.write({{"event", "start"},
+             {"examples", n},
+             {"epochs", o.epochs},
+             {"steps", total},
+             {"alpha", o.alpha},
+             {"temperature", o.temperature},
+             {"beta", o.beta},
+             {"lr", t.lr},
+             {"batch_size", B},
+             {"teacher", teacher != nullptr && use_teacher}});
+
+  const std::vector<ParamRef> params = trainable_params(student);
+  AdamW opt(params, AdamWConfig{0.9, 0.999, 1e-8, t.weight_decay});
+  Rng dropout_rng(t.seed);
+  const ForwardOptions train_mode{true, &dropout_rng};
+
+  DistillResult result;
+  result.best_metric = -std::numeric_limits<double>::infinity();
+  std::vector<std::pair<std::string, Tensor>> best_weights;
+  const auto t0 = std::chrono::steady_clock::now();
+
+  ProgressOptions popt;
+  popt.every_steps = std::max<int64_t>(1, t.log_steps);
+  if (!o.progress) popt.interval_s = 0, popt.every_steps = 0, popt.tty = 0;
+  Progress progress(total, popt);
+  double sums[4] = {0, 0, 0, 0};  // loss, ce, kd, mse since the last log line
+  int64_t count = 0, tokens_since_log = 0;
+  auto since_log = t0;
+  std::vector<int32_t> order;
+
+  for (int64_t step = 0; step < total;) {
+    const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
+    if (k == 0) order = shuffled(size_t(n), t.seed, uint64_t(epoch));
+    Batch b;
+    std::vector<int32_t> labels;
+    std::vector<float> scores;
+    for (int64_t i = k * B; i < std::min(n, (k + 1) * B); ++i) {
+      const size_t ex = size_t(order[size_t(i)]);
+      b.add(data.train[ex].input_ids, data.train[ex].token_type_ids);
+      labels.push_back(data.train_labels[ex]);
+      scores.push_back(data.train_scores[ex]);
+    }
+
+    // Teacher: eval mode, no tape.
+    Tensor t_logits;
+    std::vector<Tensor> t_hidden;
+    if (use_teacher) {
+      NoGrad no_grad;
+      std::vector<Var> all;
+      const Var h = teacher->hidden_states(b, {}, o.hidden_pairs.empty() ? nullptr : &all);
+      t_logits = teacher->classifier_logits(teacher->pooled_output(b, h)).value();
+      for (const HiddenPair& p : o.hidden_pairs) t_hidden.push_back(all[size_t(p.teacher)].value());
+    }
+
+    std::vector<Var> s_all;
+    const Var s_h = student.hidden_states(b, train_mode, o.hidden_pairs.empty() ? nullptr : &s_all);
+    const Var logits = student.classifier_logits(student.pooled_output(b, s_h), train_mode);
+    const Var ce = regression ? mse_loss(logits, Tensor::from_vector(scores, {int64_t(scores.size()), 1}))
+                              : cross_entropy(logits, labels);
+    Var loss = o.alpha < 1 ? scale(ce, float(1 - o.alpha)) : Var();
+    double kd_value = 0, mse_value = 0;
+    auto accumulate = [&loss](const Var& term) { loss = loss.defined() ? add(loss, term) : term; };
+    if (use_teacher && o.alpha > 0) {
+      const Var kd = regression ? mse_loss(logits, t_logits) : kl_div_with_temperature(logits, t_logits, float(o.temperature));
+      kd_value = kd.data()[0];
+      accumulate(scale(kd, float(o.alpha)));
+    }
+    if (use_teacher && o.beta > 0) {
+      for (size_t i = 0; i < o.hidden_pairs.size(); ++i) {
+        const Var mse = mse_loss(s_all[size_t(o.hidden_pairs[i].student)], t_hidden[i]);
+        mse_value += mse.data()[0];
+        accumulate(scale(mse, float(o.beta)));
+      }
+    }
+    backward(loss);
+    const double lr = linear_warmup_decay(step, warmup, total, t.lr);
+    const double norm = optimizer_step(opt, params, lr, t.max_grad_norm);
+    ++step;
+    sums[0] += loss.data()[0];
+    sums[1] += ce.data()[0];
+    sums[2] += kd_value;
+    sums[3] += mse_value;
+    ++count;
+    tokens_since_log += b.num_tokens();
+    progress.update(step, {{"epoch", std::to_string(epoch + 1)}, {"loss", fmt_num(loss.data()[0])}, {"lr", fmt_num(lr, 2)}},
+                    b.num_tokens());
+
+    const auto now = std::chrono::steady_clock::now();
+    if (step % t.log_steps == 0 || step == total) {
+      const double secs = std::chrono::duration<double>(now - since_log).count();
+      nlohmann::json line = train_log_line(step, sums[0] / double(count), lr, norm,
+                                           secs > 0 ? double(tokens_since_log) / secs : 0.0,
+                                           std::chrono::duration<double>(now - t0).count());
+      line["ce"] = sums[1] / double(count);
+      line["kd"] = sums[2] / double(count);
+      line["hidden_mse"] = sums[3] / double(count);
+      line["epoch"] = double(step) / double(steps_per_epoch);
+      log.write(line);
+      std::fill(std::begin(sums), std::end(sums), 0.0);
+      count = tokens_since_log = 0;
+      since_log = now;
+    }
+    if (step % steps_per_epoch == 0 || step == total) {
+      const auto metrics = evaluate_glue(student, data.tokenizer, data.task, data.dev, o.max_len, o.eval_batch_size);
+      const double m = metrics.at(data.task.main_metric);
+      log.write({{"step", step}, {"epoch", double(step) / double(steps_per_epoch)}, {"eval", metrics}});
+      if (!(m <= result.best_metric)) {  // also takes the first epoch when the metric is NaN
+        result.best_metric = m;
+        result.best_metrics = metrics;
+        result.best_epoch = int(epoch + 1);
+        best_weights = snapshot(student);
+      }
+    }
+  }
+  progress.finish();
+  restore(student, best_weights);
+  student.set_requires_grad(false);
+  for (const auto& [name, v] : student.named_parameters()) v.zero_grad();
+  student.save(out_dir, DType::F32, o.tokenizer_dir);
+  result.steps = total;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log.write({{"event", "done"}, {"best_epoch", result.best_epoch}, {"best", result.best_metrics}, {"seconds", result.seconds}});
+  return result;
+}
+
+}  // namespace mb
