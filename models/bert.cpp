@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "models/layer_structure.h"
 
 namespace mb {
 
@@ -33,6 +34,8 @@ void Batch::add(const std::vector<int32_t>& ids, const std::vector<int32_t>& typ
 
 namespace {
 
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+
 struct Slot {
   std::string name;
   Var* var;
@@ -42,7 +45,7 @@ struct Slot {
 
 std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier) {
   const BertConfig& c = m.config;
-  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t H = c.hidden_size;
   std::vector<Slot> s = {
       {"embeddings.word_embeddings.weight", &m.word_emb, {c.vocab_size, H}, true},
       {"embeddings.position_embeddings.weight", &m.pos_emb, {c.max_position_embeddings, H}, true},
@@ -52,7 +55,7 @@ std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier)
   };
   for (size_t l = 0; l < m.layers.size(); ++l) {
     BertLayer& L = m.layers[l];
-    const int64_t W = L.num_heads * c.head_dim();
+    const int64_t W = L.num_heads * c.head_dim(), I = L.intermediate_size;
     const std::string p = "encoder.layer." + std::to_string(l) + ".";
     std::vector<Slot> ls = {
         {p + "attention.self.query.weight", &L.q_w, {W, H}, true},
@@ -72,7 +75,14 @@ std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier)
         {p + "output.LayerNorm.weight", &L.ffn_ln_w, {H}, true},
         {p + "output.LayerNorm.bias", &L.ffn_ln_b, {H}, true},
     };
-    s.insert(s.end(), ls.begin(), ls.end());
+    // A removed sublayer (width 0) keeps only its output bias and LayerNorm.
+    for (Slot& slot : ls) {
+      const bool mha_weight = slot.name.find(".attention.self.") != std::string::npos ||
+                              slot.name == p + "attention.output.dense.weight";
+      const bool ffn_weight = starts_with(slot.name, p + "intermediate.") || slot.name == p + "output.dense.weight";
+      if ((W == 0 && mha_weight) || (I == 0 && ffn_weight)) continue;
+      s.push_back(slot);
+    }
   }
   if (with_pooler) {
     s.push_back({"pooler.dense.weight", &m.pooler_w, {H, H}, false});
@@ -85,7 +95,6 @@ std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier)
   return s;
 }
 
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
@@ -99,9 +108,14 @@ std::string canonical_name(std::string n) {
   return n;
 }
 
-void init_layers(BertModel& m) {
+// Per-layer widths: the config's, or those its "minibridge" key records (pruned models).
+void init_layers(BertModel& m, const std::string& source) {
   m.layers.assign(size_t(m.config.num_hidden_layers), BertLayer{});
-  for (BertLayer& L : m.layers) L.num_heads = m.config.num_attention_heads;
+  for (BertLayer& L : m.layers) {
+    L.num_heads = m.config.num_attention_heads;
+    L.intermediate_size = m.config.intermediate_size;
+  }
+  apply_layer_structure(m, source);
 }
 
 }  // namespace
@@ -110,7 +124,7 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
                                   const std::string& source) {
   BertModel m;
   m.config = config;
-  init_layers(m);
+  init_layers(m, source + "/config.json");
 
   std::map<std::string, const Tensor*> by_name;
   std::vector<std::string> unknown;
@@ -168,7 +182,7 @@ BertModel BertModel::load(const std::string& dir) {
 BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
   BertModel m;
   m.config = config;
-  init_layers(m);
+  init_layers(m, "config");
   Rng rng(seed);
   for (Slot& s : slots_of(m, true, true)) {
     *s.var = Var(Tensor::empty(s.shape));
@@ -219,6 +233,7 @@ void BertModel::save(const std::string& dir, DType dtype, const std::string& tok
   fs::remove(target / "model.safetensors.index.json", ec);  // a shard index from an earlier save would be stale
 
   BertConfig c = config;
+  record_layer_structure(*this, c.raw);
   const char* arch = has_classifier() ? "BertForSequenceClassification" : extra.empty() ? "BertModel" : "BertForMaskedLM";
   c.raw["architectures"] = nlohmann::json::array({arch});
   c.raw["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
@@ -275,6 +290,7 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
 
 Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, const ForwardOptions& opt) const {
   const float eps = float(config.layer_norm_eps), p = float(config.hidden_dropout_prob);
+  if (L.num_heads == 0 || L.intermediate_size == 0) return pruned_layer_forward(*this, L, x, b, opt);
   Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
   Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
   Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b), p, opt.train, opt.rng);

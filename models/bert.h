@@ -30,8 +30,13 @@ struct Batch {
   int64_t length(int64_t i) const { return offsets[i + 1] - offsets[i]; }
 };
 
+// One encoder layer. Pruned models (K-prune) give each layer its own head count and FFN width
+// (config.json's "minibridge" key, models/layer_structure.h). A width of 0 removes that sublayer:
+// its weights are absent and it computes LN(x + b_out) with its LayerNorm and the surviving output
+// bias (what the full layer computes with every unit masked).
 struct BertLayer {
-  int64_t num_heads = 0;  // may differ per layer in pruned models (width = num_heads · head_dim)
+  int64_t num_heads = 0;          // may differ per layer in pruned models (width = num_heads · head_dim)
+  int64_t intermediate_size = 0;  // FFN width; may differ per layer in pruned models
   Var q_w, q_b, k_w, k_b, v_w, v_b;   // [heads·d_h, H], [heads·d_h]
   Var attn_out_w, attn_out_b;         // [H, heads·d_h], [H]
   Var attn_ln_w, attn_ln_b;           // [H]

@@ -8,7 +8,7 @@ void add_compress_command(CLI::App& app) {
   CLI::App* compress = app.add_subcommand("compress", "make a smaller model from a fine-tuned teacher");
   compress->require_subcommand(1);
   // Methods register here: add_compress_<method>_command(*compress);
-  (void)compress;
+  add_compress_kprune_command(*compress);
 }
 
 }  // namespace mbcli

@@ -12,5 +12,6 @@ void add_train_commands(CLI::App& app);  // finetune, eval
 void add_pretrain_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_compress_command(CLI::App& app);  // compress <method>: registers each method's subcommand
+void add_compress_kprune_command(CLI::App& compress);
 
 }  // namespace mbcli
