@@ -349,3 +349,32 @@ TEST_CASE("compress kprune CLI: results.json within budget, a loadable model dir
   CHECK(wrong_task.err.find("not a fine-tuned STS-B model") != std::string::npos);
   CHECK(!fs::exists(dir + "/bad/results.json"));
 }
+
+TEST_CASE("KPWT fits the original sublayer output better than keeping the old columns") {
+  const mb::BertModel m = tiny_model(3);
+  const std::vector<mb::Batch> batches = random_batches(4, 21);
+  for (int64_t j : {0, 1}) {
+    CAPTURE(j);
+    const std::vector<int64_t> kept = j == 0 ? std::vector<int64_t>{0, 2} : std::vector<int64_t>{1, 5, 8, 13, 21, 34, 40};
+    mb::BertModel tuned = m, masked = m;
+    mb::prune_sublayer(tuned, j, kept, mb::kpwt_solve(m, m, j, kept, batches));
+    mb::prune_sublayer(masked, j, kept);
+    // Squared error of each pruned sublayer's pre-LN sum against the original's.
+    auto error = [&](const mb::BertModel& p) {
+      double e = 0;
+      for (const mb::Batch& b : batches) {
+        mb::SublayerCapture got, want;
+        mb::masked_forward(p, b, {{}, nullptr, j, &got});
+        mb::masked_forward(m, b, {{}, nullptr, j, &want});
+        for (int64_t i = 0; i < got.sum.numel(); ++i) {
+          const double d = double(got.sum.f32()[i]) - double(want.sum.f32()[i]);
+          e += d * d;
+        }
+      }
+      return e;
+    };
+    const double e_tuned = error(tuned), e_masked = error(masked);
+    CHECK(e_masked > 0);
+    CHECK(e_tuned < 0.9 * e_masked);
+  }
+}
