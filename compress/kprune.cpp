@@ -82,7 +82,8 @@ Var masked_forward(const BertModel& m, const Batch& b, const MaskedForward& f) {
   if (f.proj_inputs) f.proj_inputs->assign(size_t(n_sub), Var());
   auto mask_of = [&](int64_t j) { return f.masks.empty() ? Var() : f.masks[size_t(j)]; };
 
-  // One sublayer: x -> LN(x + W_out·mask(a) + b_out), with a = make_a(x) (undefined: removed).
+  // One sublayer: x -> LN(x + W_out·mask(a) + b_out), where a is the output projection's input
+  // (context or post-GELU activations); an undefined a means the sublayer was removed: LN(x + b_out).
   auto sublayer = [&](int64_t j, const Var& x, const Var& a, const Var& w_out, const Var& b_out, const Var& ln_w,
                       const Var& ln_b) -> Var {
     if (!a.defined()) {
