@@ -1,4 +1,6 @@
-// Element-wise add, scale and dropout.
+// Element-wise add, scale, per-column bias and mask, and dropout.
+#include <vector>
+
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/ops.h"
@@ -50,6 +52,65 @@ Var scale(const Var& x, float s) {
       float* d = x.grad().f32();
       const float* g = out.grad().f32();
       for (int64_t i = 0; i < n; ++i) d[i] += g[i] * s;
+    });
+  return out;
+}
+
+Var add_bias(const Var& x, const Var& b) {
+  MB_CHECK(x.shape().size() == 2 && b.shape().size() == 1 && b.dim(0) == x.dim(1),
+           "add_bias: shapes " + shape_str(x.shape()) + " and " + shape_str(b.shape()) + " do not fit");
+  const bool rec = needs_grad({&x, &b});
+  const int64_t T = x.dim(0), C = x.dim(1);
+  Var out = make_output(Tensor::empty(x.shape()), rec);
+  const float *px = x.data(), *pb = b.data();
+  float* po = out.mutable_data();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < C; ++c) po[t * C + c] = px[t * C + c] + pb[c];
+  if (rec)
+    record_backward([x, b, out, T, C] {
+      if (!out.has_grad()) return;
+      const float* g = out.grad().f32();
+      if (x.requires_grad()) {
+        float* d = x.grad().f32();
+        for (int64_t i = 0; i < T * C; ++i) d[i] += g[i];
+      }
+      if (b.requires_grad()) {
+        float* d = b.grad().f32();
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < C; ++c) d[c] += g[t * C + c];
+      }
+    });
+  return out;
+}
+
+Var mask_columns(const Var& x, const Var& m) {
+  MB_CHECK(x.shape().size() == 2 && m.shape().size() == 1 && m.dim(0) == x.dim(1),
+           "mask_columns: shapes " + shape_str(x.shape()) + " and " + shape_str(m.shape()) + " do not fit");
+  const bool rec = needs_grad({&x, &m});
+  const int64_t T = x.dim(0), C = x.dim(1);
+  Var out = make_output(Tensor::empty(x.shape()), rec);
+  const float *px = x.data(), *pm = m.data();
+  float* po = out.mutable_data();
+#pragma omp parallel for if (T * C > 65536)
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < C; ++c) po[t * C + c] = px[t * C + c] * pm[c];
+  if (rec)
+    record_backward([x, m, out, T, C] {
+      if (!out.has_grad()) return;
+      const float *g = out.grad().f32(), *px = x.data(), *pm = m.data();
+      if (x.requires_grad()) {
+        float* d = x.grad().f32();
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < C; ++c) d[t * C + c] += g[t * C + c] * pm[c];
+      }
+      if (m.requires_grad()) {
+        // Summed in double over the rows: scores are sums of many small products.
+        std::vector<double> acc(size_t(C), 0.0);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += double(g[t * C + c]) * double(px[t * C + c]);
+        float* d = m.grad().f32();
+        for (int64_t c = 0; c < C; ++c) d[c] += float(acc[size_t(c)]);
+      }
     });
   return out;
 }

@@ -15,6 +15,11 @@ Var embedding(const Var& table, const std::vector<int32_t>& ids);
 Var add(const Var& a, const Var& b);
 // x·s
 Var scale(const Var& x, float s);
+// x[T, C] + b[C] on every row.
+Var add_bias(const Var& x, const Var& b);
+// x[T, C] · m[C] column by column (K-prune's masks on the inputs of an output projection; the
+// gradient with respect to m is what scores the units).
+Var mask_columns(const Var& x, const Var& m);
 // x[T, K] · W[N, K]ᵀ + b[N]; b may be undefined.
 Var linear(const Var& x, const Var& W, const Var& b);
 // LayerNorm(x + residual)·w + b over the last dimension; residual may be undefined.

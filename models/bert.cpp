@@ -34,6 +34,8 @@ void Batch::add(const std::vector<int32_t>& ids, const std::vector<int32_t>& typ
 
 namespace {
 
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+
 struct Slot {
   std::string name;
   Var* var;
@@ -84,7 +86,14 @@ std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier)
         {p + "output.LayerNorm.weight", &L.ffn_ln_w, {H}, true},
         {p + "output.LayerNorm.bias", &L.ffn_ln_b, {H}, true},
     };
-    s.insert(s.end(), ls.begin(), ls.end());
+    // A removed sublayer (width 0) keeps only its output bias and LayerNorm.
+    for (Slot& slot : ls) {
+      const bool mha_weight = slot.name.find(".attention.self.") != std::string::npos ||
+                              slot.name == p + "attention.output.dense.weight";
+      const bool ffn_weight = starts_with(slot.name, p + "intermediate.") || slot.name == p + "output.dense.weight";
+      if ((W == 0 && mha_weight) || (I == 0 && ffn_weight)) continue;
+      s.push_back(slot);
+    }
   }
   if (with_pooler) {
     s.push_back({"pooler.dense.weight", &m.pooler_w, {H, H}, false});
@@ -97,7 +106,6 @@ std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier)
   return s;
 }
 
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 bool ends_with(const std::string& s, const std::string& p) {
   return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
@@ -310,10 +318,18 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
 Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, const ForwardOptions& opt) const {
   if (L.kind == LayerKind::Bridge) return bridge_forward(L, x, config, opt);
   const float eps = float(config.layer_norm_eps), p = float(config.hidden_dropout_prob);
-  Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
-  Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
-  Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b), p, opt.train, opt.rng);
-  Var h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);
+  // A sublayer K-prune removed entirely (0 heads or 0 neurons) is LN(x + b_out): what the full
+  // sublayer computes with every unit masked.
+  Var h;
+  if (L.num_heads == 0) {
+    h = layernorm(add_bias(x, L.attn_out_b), L.attn_ln_w, L.attn_ln_b, eps);
+  } else {
+    Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
+    Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
+    Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b), p, opt.train, opt.rng);
+    h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);
+  }
+  if (L.intermediate_size == 0) return layernorm(add_bias(h, L.ffn_out_b), L.ffn_ln_w, L.ffn_ln_b, eps);
   Var inter = linear_gelu(h, L.ffn_in_w, L.ffn_in_b, config.hidden_act != "gelu");
   Var out = dropout(linear(inter, L.ffn_out_w, L.ffn_out_b), p, opt.train, opt.rng);
   return layernorm(out, L.ffn_ln_w, L.ffn_ln_b, eps, h);

@@ -31,13 +31,16 @@ struct Batch {
   int64_t length(int64_t i) const { return offsets[i + 1] - offsets[i]; }
 };
 
-// One encoder position. kind Encoder: a BERT layer; kind Bridge: MB-BERT's Low-Rank Bridge that
-// replaces a whole layer (models/bridge.h), LN(x + (x·A)·B + b) or x·A·B + b. The structure is
-// recorded in config.json's "minibridge" key (models/layer_structure.h).
+// One encoder position. kind Encoder: a BERT layer, whose head count and FFN width may differ per
+// layer in pruned models (K-prune); a width of 0 removes that sublayer: its weights are absent and
+// it computes LN(x + b_out) with its LayerNorm and the surviving output bias (what the full layer
+// computes with every unit masked). kind Bridge: MB-BERT's Low-Rank Bridge that replaces a whole
+// layer (models/bridge.h), LN(x + (x·A)·B + b) or x·A·B + b. The structure is recorded in
+// config.json's "minibridge" key (models/layer_structure.h).
 struct BertLayer {
   LayerKind kind = LayerKind::Encoder;
-  int64_t num_heads = 0;  // may differ per layer in pruned models (width = num_heads · head_dim)
-  int64_t intermediate_size = 0;  // may differ per layer in pruned models
+  int64_t num_heads = 0;          // width = num_heads · head_dim
+  int64_t intermediate_size = 0;  // FFN width
   Var q_w, q_b, k_w, k_b, v_w, v_b;   // [heads·d_h, H], [heads·d_h]
   Var attn_out_w, attn_out_b;         // [H, heads·d_h], [H]
   Var attn_ln_w, attn_ln_b;           // [H]

@@ -48,9 +48,7 @@ std::vector<LayerStructure> read_layer_structure(const BertConfig& c, const std:
       const int64_t dh = c.head_dim();
       const int64_t h = positive_int(e, "num_heads", where, 0, c.hidden_size / dh);
       const int64_t i = positive_int(e, "intermediate_size", where, 0, int64_t(1) << 30);
-      // A removed sublayer (h = 0 or i = 0, K-prune) is part of the agreed schema but not run by
-      // this build yet: refuse it clearly rather than mis-run it.
-      MB_CHECK(h > 0 && i > 0, where + ": encoder layers without attention heads or FFN neurons are not supported yet");
+      // h = 0 or i = 0: K-prune removed that sublayer entirely (see BertLayer).
       out.push_back(LayerStructure::encoder(h, i));
     } else if (kind == "bridge") {
       const int64_t r = positive_int(e, "rank", where, 1, int64_t(1) << 20);

@@ -72,6 +72,12 @@ TEST_CASE("op gradients match PyTorch") {
     f.check("gelu_tanh", mb::gelu_tanh(b), {{"x", b}});
     f.check("tanh", mb::tanh(c), {{"x", c}});
   }
+  SUBCASE("add_bias, mask_columns (K-prune's masks)") {
+    mb::Var x = f.input("add_bias.x"), b = f.input("add_bias.b");
+    f.check("add_bias", mb::add_bias(x, b), {{"x", x}, {"b", b}});
+    mb::Var y = f.input("mask_columns.x"), m = f.input("mask_columns.m");
+    f.check("mask_columns", mb::mask_columns(y, m), {{"x", y}, {"m", m}});
+  }
   SUBCASE("embedding with repeated ids (scatter-add)") {
     mb::Var table = f.input("embedding.table");
     f.check("embedding", mb::embedding(table, f.ints("embedding.ids")), {{"table", table}});

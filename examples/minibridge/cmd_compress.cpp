@@ -9,6 +9,7 @@ void add_compress_command(CLI::App& app) {
   compress->require_subcommand(1);
   // Methods register here: add_compress_<method>_command(*compress);
   add_compress_mbbert_command(*compress);
+  add_compress_kprune_command(*compress);
 }
 
 }  // namespace mbcli

@@ -13,5 +13,6 @@ void add_pretrain_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_compress_command(CLI::App& app);  // compress <method>: registers each method's subcommand
 void add_compress_mbbert_command(CLI::App& compress);
+void add_compress_kprune_command(CLI::App& compress);
 
 }  // namespace mbcli

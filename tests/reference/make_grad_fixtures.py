@@ -79,6 +79,11 @@ def ops(out):
         x = leaf(rnd(T, K, std=2.0))
         record(out, name, {"x": x}, fn(x), rnd(T, K))
 
+    x, b = leaf(rnd(T, K)), leaf(rnd(K))
+    record(out, "add_bias", {"x": x, "b": b}, x + b, rnd(T, K))
+    x, m = leaf(rnd(T, K)), leaf(rnd(K))
+    record(out, "mask_columns", {"x": x, "m": m}, x * m, rnd(T, K))
+
     ids = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5])
     table = leaf(rnd(10, K))
     out["embedding.ids"] = ids.to(torch.int32)
