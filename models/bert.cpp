@@ -56,6 +56,7 @@ std::vector<Slot> slots_of(BertModel& m, bool with_pooler, bool with_classifier)
   for (size_t l = 0; l < m.layers.size(); ++l) {
     BertLayer& L = m.layers[l];
     const std::string p = "encoder.layer." + std::to_string(l) + ".";
+    if (L.kind == LayerKind::Shared) continue;  // its tensors are stored once, under its source layer
     if (L.kind == LayerKind::Bridge) {
       const int64_t r = L.bridge_rank;
       s.push_back({p + "bridge.down.weight", &L.bridge_down_w, {r, H}, true});
@@ -129,7 +130,23 @@ void init_layers(BertModel& m, const std::string& source) {
     L.intermediate_size = ls.intermediate_size;
     L.bridge_form = ls.form;
     L.bridge_rank = ls.rank;
+    L.shared_source = ls.source;
+    L.swap_qk = ls.swap_qk;
     m.layers.push_back(L);
+  }
+}
+
+// Points every shared layer at its source layer's tensors (once they are loaded or initialised).
+void link_shared_layers(BertModel& m) {
+  for (BertLayer& L : m.layers) {
+    if (L.kind != LayerKind::Shared) continue;
+    const BertLayer& src = m.layers[size_t(L.shared_source)];
+    const int64_t source = L.shared_source;
+    const bool swap = L.swap_qk;
+    L = src;  // the same Vars (shared nodes), heads and widths
+    L.kind = LayerKind::Shared;
+    L.shared_source = source;
+    L.swap_qk = swap;
   }
 }
 
@@ -185,6 +202,7 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
     for (const auto& n : unknown) std::cerr << ' ' << n;
     std::cerr << '\n';
   }
+  link_shared_layers(m);
   return m;
 }
 
@@ -209,10 +227,12 @@ BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
   }
   // nn.Embedding(padding_idx=pad_token_id) zeroes that row.
   std::fill_n(m.word_emb.mutable_data() + config.pad_token_id * config.hidden_size, config.hidden_size, 0.0f);
+  link_shared_layers(m);
   return m;
 }
 
 LayerStructure BertLayer::structure() const {
+  if (kind == LayerKind::Shared) return LayerStructure::shared(shared_source, swap_qk);
   if (kind == LayerKind::Bridge)
     return LayerStructure::bridge(bridge_rank, bridge_form);
   return LayerStructure::encoder(num_heads, intermediate_size);
@@ -315,6 +335,11 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
   return dropout(x, float(config.hidden_dropout_prob), opt.train, opt.rng);
 }
 
+std::pair<Var, Var> query_key(const BertLayer& L, const Var& x) {
+  if (L.swap_qk) return {linear(x, L.k_w, L.k_b), linear(x, L.q_w, L.q_b)};
+  return {linear(x, L.q_w, L.q_b), linear(x, L.k_w, L.k_b)};
+}
+
 Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, const ForwardOptions& opt) const {
   if (L.kind == LayerKind::Bridge) return bridge_forward(L, x, config, opt);
   const float eps = float(config.layer_norm_eps), p = float(config.hidden_dropout_prob);
@@ -324,7 +349,8 @@ Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, c
   if (L.num_heads == 0) {
     h = layernorm(add_bias(x, L.attn_out_b), L.attn_ln_w, L.attn_ln_b, eps);
   } else {
-    Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
+    const auto [q, k] = query_key(L, x);
+    Var v = linear(x, L.v_w, L.v_b);
     Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
     Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b), p, opt.train, opt.rng);
     h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);

@@ -48,6 +48,11 @@ struct BertLayer {
   Var ffn_out_w, ffn_out_b;           // [H, I], [H]
   Var ffn_ln_w, ffn_ln_b;             // [H]
 
+  // kind == Shared only (Pea-KD's SPS): the tensors above are layer shared_source's own Vars (the
+  // same nodes, so gradients from both uses add up); swap_qk exchanges the query and key roles.
+  int64_t shared_source = -1;
+  bool swap_qk = false;
+
   // kind == Bridge only.
   BridgeForm bridge_form = BridgeForm::ResidualLayerNorm;
   int64_t bridge_rank = 0;            // r
@@ -57,6 +62,10 @@ struct BertLayer {
 
   LayerStructure structure() const;
 };
+
+// The query and key projections of x [tokens, H] as the layer runs them: a shared layer with
+// swap_qk takes its query from W_K, b_K and its key from W_Q, b_Q.
+std::pair<Var, Var> query_key(const BertLayer& layer, const Var& x);
 
 // Training-time behaviour of a forward pass: dropout (config's probabilities) when train is set.
 struct ForwardOptions {

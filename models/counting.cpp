@@ -36,6 +36,7 @@ ModelCounts count_model(const BertModel& m, double seq_len) {
                             &L.attn_ln_b, &L.ffn_in_w, &L.ffn_in_b, &L.ffn_out_w, &L.ffn_out_b, &L.ffn_ln_w, &L.ffn_ln_b,
                             &L.bridge_down_w, &L.bridge_up_w, &L.bridge_up_b, &L.bridge_ln_w, &L.bridge_ln_b})
       lc.params += t->numel();
+    if (L.kind == LayerKind::Shared) lc.params = 0;  // its tensors are its source layer's, counted there
     lc.heads = L.kind == LayerKind::Encoder ? L.num_heads : 0;
     lc.neurons = L.ffn_in_w.numel() ? L.ffn_in_w.dim(0) : 0;
     lc.bridge_rank = L.bridge_down_w.numel() ? L.bridge_down_w.dim(0) : 0;
@@ -54,8 +55,11 @@ ModelCounts count_config(const BertConfig& cfg, double seq_len) {
   c.embedding_params = (cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * H + 2 * H;
   c.pooler_params = H * H + H;
   c.classifier_params = cfg.num_labels() * H + cfg.num_labels();
-  for (const LayerStructure& ls : read_layer_structure(cfg, "config")) {
+  const std::vector<LayerStructure> structure = read_layer_structure(cfg, "config");
+  for (const LayerStructure& layer : structure) {
     LayerCounts lc;
+    // A shared layer computes what its source does, with no tensors of its own.
+    const LayerStructure& ls = layer.kind == LayerKind::Shared ? structure[size_t(layer.source)] : layer;
     if (ls.kind == LayerKind::Bridge) {
       // A [H, r], B [r, H], b [H], LayerNorm 2H (residual_layernorm only).
       lc.params = 2 * H * ls.rank + H + (ls.form == BridgeForm::ResidualLayerNorm ? 2 * H : 0);
@@ -70,6 +74,7 @@ ModelCounts count_config(const BertConfig& cfg, double seq_len) {
       lc.mha_flops = double(lc.heads) * flops_per_head(seq_len, H, dh);
       lc.ffn_flops = double(lc.neurons) * flops_per_neuron(seq_len, H);
     }
+    if (layer.kind == LayerKind::Shared) lc.params = 0;
     c.layers.push_back(lc);
   }
   return c;

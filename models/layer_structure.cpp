@@ -62,8 +62,19 @@ std::vector<LayerStructure> read_layer_structure(const BertConfig& c, const std:
         }
       }
       out.push_back(LayerStructure::bridge(r, form));
+    } else if (kind == "shared") {
+      MB_CHECK(l > 0, where + ": a shared layer runs an earlier layer's tensors, and layer 0 has none before it");
+      const int64_t src = positive_int(e, "source", where, 0, int64_t(l) - 1);
+      MB_CHECK(out[size_t(src)].kind == LayerKind::Encoder,
+               where + ": \"source\" " + std::to_string(src) + " is not an encoder layer (a shared layer runs an encoder layer's tensors)");
+      bool swap = false;
+      if (e.contains("swap_qk")) {
+        MB_CHECK(e["swap_qk"].is_boolean(), where + ": \"swap_qk\" must be true or false");
+        swap = e["swap_qk"].get<bool>();
+      }
+      out.push_back(LayerStructure::shared(src, swap));
     } else {
-      throw Error(where + ": layer kind \"" + kind + "\" is not supported (encoder, bridge)");
+      throw Error(where + ": layer kind \"" + kind + "\" is not supported (encoder, bridge, shared)");
     }
   }
   return out;
@@ -88,6 +99,8 @@ void write_layer_structure(BertConfig& c, const std::vector<LayerStructure>& lay
   for (const LayerStructure& l : layers) {
     if (l.kind == LayerKind::Bridge)
       arr.push_back({{"kind", "bridge"}, {"rank", l.rank}, {"form", bridge_form_name(l.form)}});
+    else if (l.kind == LayerKind::Shared)
+      arr.push_back({{"kind", "shared"}, {"source", l.source}, {"swap_qk", l.swap_qk}});
     else
       arr.push_back({{"kind", "encoder"}, {"num_heads", l.num_heads}, {"intermediate_size", l.intermediate_size}});
   }

@@ -50,6 +50,10 @@ void run_info(const InfoOptions& o) {
     if (m.layers[i].kind == mb::LayerKind::Bridge)
       layers.push_back({{"kind", "bridge"}, {"params", l.params}, {"rank", l.bridge_rank},
                         {"form", mb::bridge_form_name(m.layers[i].bridge_form)}, {"bridge_flops", l.bridge_flops}});
+    else if (m.layers[i].kind == mb::LayerKind::Shared)
+      layers.push_back({{"kind", "shared"}, {"source", m.layers[i].shared_source}, {"swap_qk", m.layers[i].swap_qk},
+                        {"params", l.params}, {"heads", l.heads}, {"neurons", l.neurons},
+                        {"mha_flops", l.mha_flops}, {"ffn_flops", l.ffn_flops}});
     else
       layers.push_back({{"kind", "encoder"}, {"params", l.params}, {"heads", l.heads}, {"neurons", l.neurons},
                         {"mha_flops", l.mha_flops}, {"ffn_flops", l.ffn_flops}});
@@ -96,8 +100,12 @@ void run_info(const InfoOptions& o) {
                   mb::bridge_form_name(m.layers[i].bridge_form), grouped(l.params).c_str(), l.bridge_flops / 1e9);
       continue;
     }
-    std::printf("  layer %-3zu heads %-3lld neurons %-6lld params %12s  MHA %8.3f GFLOP  FFN %8.3f GFLOP\n", i,
+    std::printf("  layer %-3zu heads %-3lld neurons %-6lld params %12s  MHA %8.3f GFLOP  FFN %8.3f GFLOP", i,
                 (long long)l.heads, (long long)l.neurons, grouped(l.params).c_str(), l.mha_flops / 1e9, l.ffn_flops / 1e9);
+    if (m.layers[i].kind == mb::LayerKind::Shared)
+      std::printf("  (layer %lld's tensors%s)", (long long)m.layers[i].shared_source,
+                  m.layers[i].swap_qk ? ", query/key swapped" : "");
+    std::printf("\n");
   }
 }
 

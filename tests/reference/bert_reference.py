@@ -106,6 +106,11 @@ def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask, train=False)
     specs = cfg.get("minibridge", {}).get("layers") or [{"kind": "encoder"}] * cfg["num_hidden_layers"]
     for l in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{l}."
+        swap = False
+        if specs[l]["kind"] == "shared":
+            # Pea-KD's shared layer: layer `source`'s tensors, query and key roles exchanged if swap_qk.
+            p = f"encoder.layer.{specs[l]['source']}."
+            swap = specs[l].get("swap_qk", False)
         if specs[l]["kind"] == "bridge":
             # MB-BERT's Low-Rank Bridge: LN(x + (x·A)·B + b), or x·A·B + b for the "linear" form.
             up = drop(F.linear(F.linear(x, w[p + "bridge.down.weight"]), w[p + "bridge.up.weight"],
@@ -122,7 +127,8 @@ def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask, train=False)
         def heads(t):
             return t.view(B, L, A, dh).permute(0, 2, 1, 3)
 
-        q, k, v = (heads(lin(x, f"attention.self.{n}")) for n in ("query", "key", "value"))
+        roles = ("key", "query", "value") if swap else ("query", "key", "value")
+        q, k, v = (heads(lin(x, f"attention.self.{n}")) for n in roles)
         scores = q @ k.transpose(-1, -2) / math.sqrt(dh) + ext
         ctx = (drop(scores.softmax(-1), p_a) @ v).permute(0, 2, 1, 3).reshape(B, L, H)
         x = F.layer_norm(drop(lin(ctx, "attention.output.dense"), p_h) + x, (H,),

@@ -9,6 +9,8 @@ OUT_DIR/bert_step/        a small random BertForSequenceClassification model dir
                           batch.safetensors (packed ids, types, offsets, labels) and
                           grads.safetensors (loss + the gradient of every parameter, HF names),
                           dropout off.
+OUT_DIR/sps_step/         the same for a Pea-KD shared-layer (SPS) student: 2 unique layers run
+                          as L0 L1 L0* L1*; grads.safetensors also holds the logits.
 """
 import json
 import math
@@ -147,6 +149,50 @@ def bert_step(root):
     write_safetensors(os.path.join(root, "grads.safetensors"), grads)
 
 
+def sps_step(root):
+    """A Pea-KD Shuffled-Parameter-Sharing student: 2 unique layers run as L0 L1 L0* L1* (the starred
+    ones with query and key exchanged), one cross-entropy step in float64; the gradient of each
+    tensor is the sum over both of its uses."""
+    unique = {"model_type": "bert", "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "intermediate_size": 48, "max_position_embeddings": 32,
+              "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0, "pad_token_id": 0}
+    cfg = dict(unique, num_hidden_layers=4, minibridge={"layers": [
+        {"kind": "encoder", "num_heads": 4, "intermediate_size": 48},
+        {"kind": "encoder", "num_heads": 4, "intermediate_size": 48},
+        {"kind": "shared", "source": 0, "swap_qk": True},
+        {"kind": "shared", "source": 1, "swap_qk": True}]})
+    os.makedirs(root, exist_ok=True)
+    w32 = random_weights(unique, 21, with_pooler=True, num_labels=2)
+    stored = {("bert." + k if not k.startswith("classifier.") else k): v for k, v in w32.items()}
+    write_safetensors(os.path.join(root, "model.safetensors"), stored)
+    with open(os.path.join(root, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+
+    lengths = [9, 4, 13]
+    g = torch.Generator().manual_seed(6)
+    B, L = len(lengths), max(lengths)
+    ids, types, mask = (torch.zeros(B, L, dtype=torch.long) for _ in range(3))
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(1, cfg["vocab_size"], (n,), generator=g)
+        types[i, n // 2:n] = 1
+        mask[i, :n] = 1
+    labels = torch.tensor([1, 0, 1])
+    w = {k: v.to(D).requires_grad_(True) for k, v in w32.items()}
+    _, _, logits = bert_forward(cfg, w, ids, types, mask)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+
+    packed = lambda t: torch.cat([t[i, :n] for i, n in enumerate(lengths)]).to(torch.int32)  # noqa: E731
+    write_safetensors(os.path.join(root, "batch.safetensors"), {
+        "input_ids": packed(ids), "token_type_ids": packed(types), "labels": labels.to(torch.int32),
+        "offsets": torch.tensor([0] + list(torch.tensor(lengths).cumsum(0)), dtype=torch.int32)})
+    grads = {"loss": loss.detach().reshape(1).to(torch.float32), "logits": logits.detach().to(torch.float32)}
+    for k, v in w.items():
+        grads[("bert." + k if not k.startswith("classifier.") else k)] = v.grad.to(torch.float32)
+    write_safetensors(os.path.join(root, "grads.safetensors"), grads)
+
+
 def trajectory(root):
     """20 AdamW steps (weight decay 0.01 except biases/LayerNorm, clip 1.0, 2 warm-up steps then
     linear decay) on the bert_step model in float32, cycling through 4 batches; records each
@@ -202,6 +248,7 @@ def main():
     ops(out)
     write_safetensors(os.path.join(root, "ops.safetensors"), out)
     bert_step(os.path.join(root, "bert_step"))
+    sps_step(os.path.join(root, "sps_step"))
     trajectory(root)
     print("gradient fixtures written", flush=True)
 
