@@ -37,7 +37,7 @@ ModelCounts count_model(const BertModel& m, double seq_len) {
                             &L.bridge_down_w, &L.bridge_up_w, &L.bridge_up_b, &L.bridge_ln_w, &L.bridge_ln_b})
       lc.params += t->numel();
     if (L.kind == LayerKind::Shared) lc.params = 0;  // its tensors are its source layer's, counted there
-    lc.heads = L.kind == LayerKind::Encoder ? L.num_heads : 0;
+    lc.heads = L.kind == LayerKind::Bridge ? 0 : L.num_heads;  // a shared layer runs its source's heads
     lc.neurons = L.ffn_in_w.numel() ? L.ffn_in_w.dim(0) : 0;
     lc.bridge_rank = L.bridge_down_w.numel() ? L.bridge_down_w.dim(0) : 0;
     lc.mha_flops = double(lc.heads) * flops_per_head(seq_len, H, dh);
