@@ -175,20 +175,12 @@ TEST_CASE("bridge forward and gradients match PyTorch") {
   REQUIRE(m.layers[2].bridge_form == mb::BridgeForm::Linear);
   const mb::SafeTensorsFile batch = mb::read_safetensors(root + "/batch.safetensors");
   const mb::SafeTensorsFile want = mb::read_safetensors(root + "/expected.safetensors");
-  auto ints = [&](const std::string& n) {
-    const mb::Tensor& t = batch.tensors.at(n);
-    return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-  };
-  const std::vector<int32_t> ids = ints("input_ids"), types = ints("token_type_ids"), off = ints("offsets");
-  mb::Batch b;
-  for (size_t s = 0; s + 1 < off.size(); ++s)
-    b.add(std::vector<int32_t>(ids.begin() + off[s], ids.begin() + off[s + 1]),
-          std::vector<int32_t>(types.begin() + off[s], types.begin() + off[s + 1]));
+  const mb::Batch b = mbtest::fixture_batch(batch);
 
   const std::vector<mb::ParamRef> params = mb::trainable_params(m);
   const mb::Var hidden = m.hidden_states(b);
   const mb::Var logits = m.classifier_logits(m.pooled_output(b, hidden));
-  const mb::Var loss = mb::cross_entropy(logits, ints("labels"));
+  const mb::Var loss = mb::cross_entropy(logits, mbtest::fixture_ints(batch, "labels"));
   CHECK(max_abs_diff(hidden.data(), want.tensors.at("hidden").f32(), hidden.numel()) < 1e-4);
   CHECK(max_abs_diff(logits.data(), want.tensors.at("logits").f32(), logits.numel()) < 1e-5);
   CHECK(loss.data()[0] == doctest::Approx(want.tensors.at("loss").f32()[0]).epsilon(1e-5));

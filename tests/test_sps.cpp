@@ -32,19 +32,6 @@ mb::BertConfig sps_base_config(int unique, int first_shared) {
   return mb::bert_config_from_json(j, "sps config");
 }
 
-mb::Batch fixture_batch(const mb::SafeTensorsFile& f) {
-  auto ints = [&](const std::string& n) {
-    const mb::Tensor& t = f.tensors.at(n);
-    return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-  };
-  const std::vector<int32_t> ids = ints("input_ids"), types = ints("token_type_ids"), off = ints("offsets");
-  mb::Batch b;
-  for (size_t s = 0; s + 1 < off.size(); ++s)
-    b.add(std::vector<int32_t>(ids.begin() + off[s], ids.begin() + off[s + 1]),
-          std::vector<int32_t>(types.begin() + off[s], types.begin() + off[s + 1]));
-  return b;
-}
-
 double rel_error(const float* got, const float* want, int64_t n) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -117,9 +104,8 @@ TEST_CASE("gradients from both uses of a shared tensor add up, as in PyTorch") {
   const mb::BertModel m = mb::BertModel::load(root);
   const mb::SafeTensorsFile batch_file = mb::read_safetensors(root + "/batch.safetensors");
   const mb::SafeTensorsFile grads = mb::read_safetensors(root + "/grads.safetensors");
-  const mb::Batch b = fixture_batch(batch_file);
-  const mb::Tensor& labels_t = batch_file.tensors.at("labels");
-  const std::vector<int32_t> labels(labels_t.data<int32_t>(), labels_t.data<int32_t>() + labels_t.numel());
+  const mb::Batch b = mbtest::fixture_batch(batch_file);
+  const std::vector<int32_t> labels = mbtest::fixture_ints(batch_file, "labels");
 
   // The shared layers own no tensors: each parameter appears once, under its source layer.
   const auto params = m.named_parameters();

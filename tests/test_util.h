@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "io/safetensors.h"
+#include "models/bert.h"
 
 namespace mbtest {
 
@@ -84,6 +86,22 @@ inline CliRun run_cli(const std::string& args, const std::string& input = "") {
   r.out = read_file(dir + "/out");
   r.err = read_file(dir + "/err");
   return r;
+}
+
+// The packed batch a PyTorch fixture stores: int32 "input_ids", "token_type_ids" and "offsets".
+inline std::vector<int32_t> fixture_ints(const mb::SafeTensorsFile& f, const std::string& name) {
+  const mb::Tensor& t = f.tensors.at(name);
+  return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+}
+
+inline mb::Batch fixture_batch(const mb::SafeTensorsFile& f) {
+  const std::vector<int32_t> ids = fixture_ints(f, "input_ids"), types = fixture_ints(f, "token_type_ids"),
+                             off = fixture_ints(f, "offsets");
+  mb::Batch b;
+  for (size_t s = 0; s + 1 < off.size(); ++s)
+    b.add(std::vector<int32_t>(ids.begin() + off[s], ids.begin() + off[s + 1]),
+          std::vector<int32_t>(types.begin() + off[s], types.begin() + off[s + 1]));
+  return b;
 }
 
 }  // namespace mbtest
