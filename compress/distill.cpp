@@ -11,6 +11,8 @@
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/progress.h"
+#include "io/atomic_file.h"
+#include "io/config.h"
 #include "io/jsonl_log.h"
 #include "models/finetune.h"
 
@@ -45,7 +47,77 @@ void restore(const BertModel& m, const std::vector<std::pair<std::string, Tensor
   }
 }
 
+// Rows `rows` of a [n, C] tensor.
+Tensor take_rows(const Tensor& t, const std::vector<int32_t>& rows) {
+  const int64_t C = t.dim(1);
+  Tensor out = Tensor::empty({int64_t(rows.size()), C});
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::memcpy(out.f32() + int64_t(i) * C, t.f32() + int64_t(rows[i]) * C, size_t(C) * sizeof(float));
+  return out;
+}
+
+// The row of each sequence's first token ([CLS]) in a packed batch.
+std::vector<int32_t> cls_rows(const Batch& b) { return std::vector<int32_t>(b.offsets.begin(), b.offsets.end() - 1); }
+
+Tensor l2_normalized(const Tensor& t) {
+  NoGrad no_grad;
+  return l2_normalize_rows(Var(t, false)).value();
+}
+
 }  // namespace
+
+TeacherOutputs teacher_outputs(const BertModel& teacher, const std::vector<Encoding>& examples,
+                               const std::vector<int>& cls_layers, int batch_size) {
+  MB_CHECK(teacher.has_classifier(), "teacher outputs: the teacher has no classifier");
+  for (int l : cls_layers)
+    MB_CHECK(l >= 0 && l <= int(teacher.layers.size()), "teacher outputs: no hidden state " + std::to_string(l));
+  const int64_t n = int64_t(examples.size()), C = teacher.config.num_labels(), H = teacher.config.hidden_size;
+  TeacherOutputs out;
+  out.logits = Tensor::empty({n, C});
+  for (int l : cls_layers) out.cls[l] = Tensor::empty({n, H});
+  NoGrad no_grad;
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const int64_t end = std::min(n, start + int64_t(batch_size));
+    Batch b;
+    for (int64_t i = start; i < end; ++i) b.add(examples[size_t(i)].input_ids, examples[size_t(i)].token_type_ids);
+    std::vector<Var> all;
+    const Var h = teacher.hidden_states(b, {}, cls_layers.empty() ? nullptr : &all);
+    const Tensor z = teacher.classifier_logits(teacher.pooled_output(b, h)).value();
+    std::memcpy(out.logits.f32() + start * C, z.f32(), size_t((end - start) * C) * sizeof(float));
+    for (auto& [l, t] : out.cls) {
+      const Tensor rows = take_rows(all[size_t(l)].value(), cls_rows(b));
+      std::memcpy(t.f32() + start * H, rows.f32(), size_t((end - start) * H) * sizeof(float));
+    }
+  }
+  return out;
+}
+
+void check_teacher(const BertModel& teacher, const GlueTask& task, const std::string& dir) {
+  MB_CHECK(teacher.has_classifier() && teacher.config.num_labels() == task.num_labels(),
+           dir + ": not a fine-tuned " + task.name + " model (needs a classifier with " +
+               std::to_string(task.num_labels()) + " outputs; run `minibridge finetune` first)");
+  if (auto it = teacher.config.raw.find("finetuning_task"); it != teacher.config.raw.end() && it->is_string()) {
+    const std::string tuned = it->get<std::string>();
+    bool same = false;
+    try {
+      same = glue_task(tuned).name == task.name;
+    } catch (const Error&) {
+    }
+    MB_CHECK(same, dir + ": the teacher was fine-tuned on " + tuned + ", not " + task.name);
+  }
+}
+
+void claim_run_dir(const std::string& out_dir, const nlohmann::json& options) {
+  fs::create_directories(out_dir);
+  const std::string path = (fs::path(out_dir) / "options.json").string();
+  if (fs::exists(path)) {
+    const nlohmann::json old = read_json_file(path);
+    MB_CHECK(old == options, path + ": this directory holds a run with other options (" + old.dump() +
+                                 "); choose another --out");
+  } else {
+    write_file_atomic(path, options.dump(2) + "\n");
+  }
+}
 
 DistillData load_distill_data(const std::string& glue_dir, const std::string& task_name, const std::string& tokenizer_dir,
                               int max_len, int64_t max_train_examples, uint64_t seed) {
@@ -92,9 +164,19 @@ uint64_t weights_fingerprint(const BertModel& m) {
 }
 
 DistillResult distill(BertModel& student, const BertModel* teacher, const DistillData& data, const DistillOptions& o,
-                      const std::string& out_dir) {
+                      const std::string& out_dir, const TeacherOutputs* targets) {
   const bool use_teacher = o.alpha > 0 || (o.beta > 0 && !o.hidden_pairs.empty());
-  MB_CHECK(!use_teacher || teacher, "distill: alpha > 0 or beta > 0 needs a teacher");
+  MB_CHECK(!use_teacher || teacher || targets, "distill: alpha > 0 or beta > 0 needs a teacher");
+  if (use_teacher && targets) {
+    MB_CHECK(targets->logits.dim(0) == int64_t(data.train.size()),
+             "distill: teacher outputs for " + std::to_string(targets->logits.dim(0)) + " examples, not " +
+                 std::to_string(data.train.size()));
+    MB_CHECK(o.hidden_pairs.empty() || o.hidden_loss == HiddenLoss::ClsNormalized,
+             "distill: precomputed teacher outputs hold [CLS] vectors only");
+    for (const HiddenPair& p : o.hidden_pairs)
+      MB_CHECK(targets->cls.count(p.teacher), "distill: no precomputed teacher hidden state " + std::to_string(p.teacher));
+  }
+  MB_CHECK(o.evals_per_epoch >= 1, "distill: evals_per_epoch must be >= 1");
   MB_CHECK(o.alpha >= 0 && o.alpha <= 1, "distill: alpha must be in [0, 1]");
   MB_CHECK(o.temperature > 0, "distill: temperature must be > 0");
   MB_CHECK(o.epochs >= 1, "distill: epochs must be >= 1");
@@ -104,7 +186,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
     MB_CHECK(p.student >= 0 && p.student <= int(student.layers.size()),
              "distill: hidden pair names student layer " + std::to_string(p.student) + " of " +
                  std::to_string(student.layers.size()));
-    MB_CHECK(!teacher || (p.teacher >= 0 && p.teacher <= int(teacher->layers.size())),
+    MB_CHECK(!teacher || targets || (p.teacher >= 0 && p.teacher <= int(teacher->layers.size())),
              "distill: hidden pair names teacher layer " + std::to_string(p.teacher));
   }
   const bool regression = data.task.regression;
@@ -129,15 +211,25 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
              {"beta", o.beta},
              {"lr", t.lr},
              {"batch_size", B},
-             {"teacher", teacher != nullptr && use_teacher}});
+             {"teacher", use_teacher},
+             {"hidden_loss", o.hidden_loss == HiddenLoss::ClsNormalized ? "cls_normalized" : "all_tokens"}});
 
   const std::vector<ParamRef> params = trainable_params(student);
   AdamW opt(params, AdamWConfig{0.9, 0.999, 1e-8, t.weight_decay});
   Rng dropout_rng(t.seed);
   const ForwardOptions train_mode{true, &dropout_rng};
 
+  const std::string select = o.select_metric.empty() ? data.task.main_metric : o.select_metric;
+  // Evaluation points inside an epoch: after update ⌊j·steps_per_epoch / evals_per_epoch⌋, j = 1..E.
+  auto evaluates_at = [&](int64_t step) {
+    if (step == total) return true;
+    const int64_t k = (step - 1) % steps_per_epoch + 1;
+    for (int64_t j = 1; j <= o.evals_per_epoch; ++j)
+      if (k == j * steps_per_epoch / o.evals_per_epoch) return true;
+    return false;
+  };
   DistillResult result;
-  result.best_metric = -std::numeric_limits<double>::infinity();
+  bool have_best = false;
   std::vector<std::pair<std::string, Tensor>> best_weights;
   const auto t0 = std::chrono::steady_clock::now();
 
@@ -154,24 +246,33 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
     const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
     if (k == 0) order = shuffled(size_t(n), t.seed, uint64_t(epoch));
     Batch b;
-    std::vector<int32_t> labels;
+    std::vector<int32_t> labels, examples;
     std::vector<float> scores;
     for (int64_t i = k * B; i < std::min(n, (k + 1) * B); ++i) {
-      const size_t ex = size_t(order[size_t(i)]);
-      b.add(data.train[ex].input_ids, data.train[ex].token_type_ids);
-      labels.push_back(data.train_labels[ex]);
-      scores.push_back(data.train_scores[ex]);
+      const int32_t ex = order[size_t(i)];
+      b.add(data.train[size_t(ex)].input_ids, data.train[size_t(ex)].token_type_ids);
+      labels.push_back(data.train_labels[size_t(ex)]);
+      scores.push_back(data.train_scores[size_t(ex)]);
+      examples.push_back(ex);
     }
+    const bool cls_only = o.hidden_loss == HiddenLoss::ClsNormalized;
 
-    // Teacher: eval mode, no tape.
+    // Teacher: precomputed, or run now in eval mode without a tape. For the [CLS] loss t_hidden
+    // holds the normalised [CLS] vectors, otherwise every token's hidden state.
     Tensor t_logits;
     std::vector<Tensor> t_hidden;
-    if (use_teacher) {
+    if (use_teacher && targets) {
+      t_logits = take_rows(targets->logits, examples);
+      for (const HiddenPair& p : o.hidden_pairs) t_hidden.push_back(l2_normalized(take_rows(targets->cls.at(p.teacher), examples)));
+    } else if (use_teacher) {
       NoGrad no_grad;
       std::vector<Var> all;
       const Var h = teacher->hidden_states(b, {}, o.hidden_pairs.empty() ? nullptr : &all);
       t_logits = teacher->classifier_logits(teacher->pooled_output(b, h)).value();
-      for (const HiddenPair& p : o.hidden_pairs) t_hidden.push_back(all[size_t(p.teacher)].value());
+      for (const HiddenPair& p : o.hidden_pairs) {
+        const Tensor& t = all[size_t(p.teacher)].value();
+        t_hidden.push_back(cls_only ? l2_normalized(take_rows(t, cls_rows(b))) : t);
+      }
     }
 
     std::vector<Var> s_all;
@@ -187,11 +288,14 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       kd_value = kd.data()[0];
       accumulate(scale(kd, float(o.alpha)));
     }
-    if (use_teacher && o.beta > 0) {
+    if (use_teacher && o.beta > 0 && !o.hidden_pairs.empty()) {
+      // AllTokens: β·Σ_pairs MSE; ClsNormalized: β·mean over pairs (PKD's mse over the stack).
+      const float w = cls_only ? float(o.beta / double(o.hidden_pairs.size())) : float(o.beta);
       for (size_t i = 0; i < o.hidden_pairs.size(); ++i) {
-        const Var mse = mse_loss(s_all[size_t(o.hidden_pairs[i].student)], t_hidden[i]);
-        mse_value += mse.data()[0];
-        accumulate(scale(mse, float(o.beta)));
+        const Var& h = s_all[size_t(o.hidden_pairs[i].student)];
+        const Var mse = mse_loss(cls_only ? l2_normalize_rows(gather_rows(h, cls_rows(b))) : h, t_hidden[i]);
+        mse_value += mse.data()[0] * (cls_only ? 1.0 / double(o.hidden_pairs.size()) : 1.0);
+        accumulate(scale(mse, w));
       }
     }
     backward(loss);
@@ -222,14 +326,19 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       count = tokens_since_log = 0;
       since_log = now;
     }
-    if (step % steps_per_epoch == 0 || step == total) {
-      const auto metrics = evaluate_glue(student, data.tokenizer, data.task, data.dev, o.max_len, o.eval_batch_size);
-      const double m = metrics.at(data.task.main_metric);
+    if (evaluates_at(step)) {
+      const auto metrics = o.evaluate ? o.evaluate(student)
+                                      : evaluate_glue(student, data.tokenizer, data.task, data.dev, o.max_len, o.eval_batch_size);
+      MB_CHECK(metrics.count(select), "distill: the evaluation gives no metric " + select);
+      const double m = metrics.at(select);
       log.write({{"step", step}, {"epoch", double(step) / double(steps_per_epoch)}, {"eval", metrics}});
-      if (!(m <= result.best_metric)) {  // also takes the first epoch when the metric is NaN
+      const bool better = o.select_lower ? m < result.best_metric : m > result.best_metric;
+      if (!have_best || better) {  // the first evaluation is kept even when its metric is NaN
+        have_best = true;
         result.best_metric = m;
         result.best_metrics = metrics;
         result.best_epoch = int(epoch + 1);
+        result.best_step = step;
         best_weights = snapshot(student);
       }
     }
@@ -241,7 +350,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
   student.save(out_dir, DType::F32, o.tokenizer_dir);
   result.steps = total;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log.write({{"event", "done"}, {"best_epoch", result.best_epoch}, {"best", result.best_metrics}, {"seconds", result.seconds}});
+  log.write({{"event", "done"}, {"best_epoch", result.best_epoch}, {"best_step", result.best_step}, {"best", result.best_metrics}, {"seconds", result.seconds}});
   return result;
 }
 

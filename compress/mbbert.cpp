@@ -229,18 +229,7 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
   const auto run_start = std::chrono::steady_clock::now();
   BertModel teacher0 = BertModel::load(o.teacher_dir);
   const GlueTask& task = glue_task(o.task);
-  MB_CHECK(teacher0.has_classifier() && teacher0.config.num_labels() == task.num_labels(),
-           o.teacher_dir + ": not a fine-tuned " + task.name + " model (needs a classifier with " +
-               std::to_string(task.num_labels()) + " outputs; run `minibridge finetune` first)");
-  if (auto it = teacher0.config.raw.find("finetuning_task"); it != teacher0.config.raw.end() && it->is_string()) {
-    const std::string tuned = it->get<std::string>();
-    bool same = false;
-    try {
-      same = glue_task(tuned).name == task.name;
-    } catch (const Error&) {
-    }
-    MB_CHECK(same, o.teacher_dir + ": the teacher was fine-tuned on " + tuned + ", not " + task.name);
-  }
+  check_teacher(teacher0, task, o.teacher_dir);
   for (const BertLayer& L : teacher0.layers)
     MB_CHECK(L.kind == LayerKind::Encoder, o.teacher_dir + ": the teacher already has bridges");
   const std::vector<int> blocks = mbbert_blocks(int64_t(teacher0.layers.size()), o.steps, o.top_down);
@@ -249,17 +238,8 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
   MB_CHECK(o.epochs_per_step >= 1, "MB-BERT: --epochs-per-step must be >= 1");
 
   // The output directory belongs to one run: resuming with other options would mix two runs.
-  fs::create_directories(o.out_dir);
+  claim_run_dir(o.out_dir, options_json(o));
   const fs::path out = o.out_dir;
-  const json options = options_json(o);
-  const std::string options_path = (out / "options.json").string();
-  if (fs::exists(options_path)) {
-    const json old = read_json_file(options_path);
-    MB_CHECK(old == options, options_path + ": this directory holds a run with other options (" + old.dump() +
-                                 "); choose another --out");
-  } else {
-    write_file_atomic(options_path, options.dump(2) + "\n");
-  }
 
   const DistillData data =
       load_distill_data(o.data_dir, o.task, o.teacher_dir, o.max_len, o.max_train_examples, o.train.seed);

@@ -38,6 +38,8 @@ Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_
               float p = 0.0f, bool train = false, Rng* rng = nullptr);
 // Rows of x: [rows.size(), C].
 Var gather_rows(const Var& x, const std::vector<int32_t>& rows);
+// x[R, C] with each row divided by max(‖row‖₂, eps) (PyTorch's F.normalize(x, dim=-1)).
+Var l2_normalize_rows(const Var& x, float eps = 1e-12f);
 
 // Losses (scalar Vars). Labels equal to -100 are ignored, as in PyTorch.
 Var cross_entropy(const Var& logits, const std::vector<int32_t>& labels);

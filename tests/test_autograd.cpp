@@ -98,6 +98,13 @@ TEST_CASE("op gradients match PyTorch") {
     mb::Var s = f.input("kl.s");
     f.check("kl", mb::kl_div_with_temperature(s, f.t("kl.teacher"), 2.0f), {{"s", s}});
   }
+  SUBCASE("L2-normalised rows, and Pea-KD's patience term built from them") {
+    mb::Var x = f.input("l2_normalize.x");
+    f.check("l2_normalize", mb::l2_normalize_rows(x), {{"x", x}});
+    mb::Var s = f.input("patience.s");
+    const mb::Tensor t = mb::l2_normalize_rows(mb::Var(f.t("patience.teacher").clone(), false)).value();
+    f.check("patience", mb::mse_loss(mb::l2_normalize_rows(s), t), {{"s", s}});
+  }
 }
 
 TEST_CASE("a whole BERT classification step matches PyTorch's gradients") {
@@ -105,14 +112,8 @@ TEST_CASE("a whole BERT classification step matches PyTorch's gradients") {
   const mb::BertModel model = mb::BertModel::load(dir);
   const mb::SafeTensorsFile batch_file = mb::read_safetensors(dir + "/batch.safetensors");
   const mb::SafeTensorsFile grads = mb::read_safetensors(dir + "/grads.safetensors");
-  const auto& bt = batch_file.tensors;
-  mb::Batch batch;
-  const int32_t* off = bt.at("offsets").data<int32_t>();
-  for (int64_t s = 0; s + 1 < bt.at("offsets").numel(); ++s)
-    batch.add(std::vector<int32_t>(bt.at("input_ids").data<int32_t>() + off[s], bt.at("input_ids").data<int32_t>() + off[s + 1]),
-              std::vector<int32_t>(bt.at("token_type_ids").data<int32_t>() + off[s],
-                                   bt.at("token_type_ids").data<int32_t>() + off[s + 1]));
-  const std::vector<int32_t> labels(bt.at("labels").data<int32_t>(), bt.at("labels").data<int32_t>() + bt.at("labels").numel());
+  const mb::Batch batch = mbtest::fixture_batch(batch_file);
+  const std::vector<int32_t> labels = mbtest::fixture_ints(batch_file, "labels");
 
   model.set_requires_grad(true);
   mb::Rng rng(0);
@@ -181,4 +182,20 @@ TEST_CASE("dropout: identity at inference, inverted scaling and matching gradien
   CHECK(zeros == doctest::Approx(1000).epsilon(0.15));
   mb::backward(y, mb::Tensor::from_vector(std::vector<float>(10000, 1.0f), {100, 100}));
   for (int64_t i = 0; i < y.numel(); ++i) CHECK(x.grad().f32()[i] == y.data()[i]);
+}
+
+TEST_CASE("l2_normalize_rows: unit rows, and a zero row stays zero with a finite gradient") {
+  mb::Var x(mb::Tensor::from_vector({3, 4, 0, 0}, {2, 2}), true);
+  const mb::Var y = mb::l2_normalize_rows(x);
+  CHECK(y.data()[0] == doctest::Approx(0.6));
+  CHECK(y.data()[1] == doctest::Approx(0.8));
+  CHECK(y.data()[2] == 0.0f);
+  CHECK(y.data()[3] == 0.0f);
+  mb::backward(y, mb::Tensor::from_vector({1, 0, 1, 1}, {2, 2}));
+  // Row 1: d(x/‖x‖)/dx·[1, 0] = (e₀ − y·y₀)/‖x‖ = ([1, 0] − 0.6·[0.6, 0.8])/5.
+  CHECK(x.grad().f32()[0] == doctest::Approx(0.64 / 5));
+  CHECK(x.grad().f32()[1] == doctest::Approx(-0.48 / 5));
+  // Row 2: the norm is clamped to eps, so y = x/eps and the gradient is dy/eps (PyTorch's too).
+  CHECK(std::isfinite(x.grad().f32()[2]));
+  CHECK(x.grad().f32()[2] == doctest::Approx(1e12));
 }

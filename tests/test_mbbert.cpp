@@ -98,18 +98,7 @@ bool same_weights(const mb::BertModel& a, const mb::BertModel& b) {
   return true;
 }
 
-// A small SST-2 directory: the first rows of the real train/dev files.
-std::string small_glue(const std::string& name, size_t train_rows, size_t dev_rows) {
-  const std::string dir = mbtest::scratch_dir(name);
-  fs::create_directories(dir + "/SST-2");
-  for (auto [split, rows] : {std::pair<const char*, size_t>{"train", train_rows}, {"dev", dev_rows}}) {
-    std::ifstream in(mbtest::data_dir() + "/glue/SST-2/" + split + ".tsv");
-    std::ofstream out(dir + "/SST-2/" + split + ".tsv");
-    std::string line;
-    for (size_t i = 0; i <= rows && std::getline(in, line); ++i) out << line << "\n";  // header + rows
-  }
-  return dir;
-}
+using mbtest::small_glue;
 
 // A random 4-layer SST-2 "teacher" directory (a classifier with the task's labels).
 std::string tiny_teacher(const std::string& name) {

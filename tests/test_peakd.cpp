@@ -1,13 +1,23 @@
-// Pea-KD pieces that need no training: PTP labels from hand-made teacher outputs, and the SPS
-// student built from a teacher.
+// Pea-KD: PTP labels from hand-made teacher outputs, the SPS student built from a teacher, the
+// PKD layer pairs, the patience loss with precomputed teacher outputs, and the whole comparison
+// (library and CLI) on a tiny teacher.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 
+#include "compress/distill.h"
 #include "compress/peakd.h"
+#include "io/data_dir.h"
 #include "models/counting.h"
+#include "models/finetune.h"
+#include "models/shipped_configs.h"
 #include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
 
 namespace {
 
@@ -15,6 +25,30 @@ mb::BertConfig small_config(int layers) {
   const nlohmann::json j = {{"vocab_size", 64}, {"hidden_size", 16}, {"num_hidden_layers", layers},
                             {"num_attention_heads", 2}, {"intermediate_size", 24}, {"max_position_embeddings", 16}};
   return mb::bert_config_from_json(j, "small config");
+}
+
+// A random 4-layer SST-2 "teacher" directory over the real vocabulary (so the data tokenizes).
+std::string tiny_teacher(const std::string& name) {
+  mb::BertConfig c = mb::bert_config_from_json(json::parse(mb::shipped_configs().at("tiny")), "tiny");
+  c.hidden_size = 32;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 4;
+  c.max_position_embeddings = 128;
+  c.raw["hidden_size"] = 32;
+  c.id2label = {"0", "1"};
+  c.raw["finetuning_task"] = "SST-2";
+  const std::string dir = mbtest::scratch_dir(name) + "/teacher";
+  mb::BertModel::init_random(c, 3).save(dir, mb::DType::F32, mb::default_vocab_dir());
+  return dir;
+}
+
+// The "eval" lines of a train_log.jsonl.
+std::vector<json> eval_lines(const std::string& path) {
+  std::vector<json> out;
+  for (const json& j : mbtest::json_lines(mbtest::read_file(path)))
+    if (j.contains("eval")) out.push_back(j);
+  return out;
 }
 
 }  // namespace
@@ -94,4 +128,179 @@ TEST_CASE("an SPS student is the teacher's first layers, copied, run twice with 
 
   CHECK(!mbtest::error_of([&] { mb::make_sps_student(teacher, 7, true, 0); }).empty());
   CHECK(!mbtest::error_of([&] { mb::make_sps_student(teacher, 3, true, 3); }).empty());
+}
+
+TEST_CASE("PKD pairs: student layer i learns from teacher layer i*L/M") {
+  using P = std::vector<std::pair<int, int>>;
+  auto pairs = [](int m, int l) {
+    P out;
+    for (const mb::HiddenPair& p : mb::pkd_pairs(m, l)) out.emplace_back(p.student, p.teacher);
+    return out;
+  };
+  CHECK(pairs(6, 12) == P{{1, 2}, {2, 4}, {3, 6}, {4, 8}, {5, 10}});  // SPS, N = 3: the paper's 2,4,6,8,10
+  CHECK(pairs(3, 12) == P{{1, 4}, {2, 8}});                           // plain 3 layers (PKD-skip)
+  CHECK(pairs(9, 12) == P{{1, 1}, {2, 3}, {3, 4}, {4, 5}, {5, 7}, {6, 8}, {7, 9}, {8, 11}});
+  CHECK(pairs(4, 4) == P{{1, 1}, {2, 2}, {3, 3}});
+  CHECK(pairs(1, 12).empty());
+  CHECK(mb::default_first_shared(3) == 0);
+  CHECK(mb::default_first_shared(6) == 3);
+  CHECK(mb::peakd_student(true, true).name == "sps_ptp");
+  CHECK(mb::peakd_student(false, false).name == "kd");
+}
+
+TEST_CASE("the patience loss trains the same from precomputed teacher outputs as from the live teacher") {
+  const std::string glue = mbtest::small_glue("peakd_cache_glue", 24, 8);
+  const std::string tdir = tiny_teacher("peakd_cache");
+  const mb::BertModel teacher = mb::BertModel::load(tdir);
+  const mb::DistillData data = mb::load_distill_data(glue, "SST-2", tdir, 64, 0, 1);
+  mb::DistillOptions o;
+  o.train.batch_size = 8;
+  o.train.log_steps = 1;
+  o.train.lr = 1e-3;
+  o.temperature = 10;
+  o.beta = 100;
+  o.hidden_loss = mb::HiddenLoss::ClsNormalized;
+  o.hidden_pairs = mb::pkd_pairs(4, 4);
+  o.progress = false;
+  std::vector<int> layers;
+  for (const mb::HiddenPair& p : o.hidden_pairs) layers.push_back(p.teacher);
+  const mb::TeacherOutputs targets = mb::teacher_outputs(teacher, data.train, layers, 5);
+  REQUIRE(targets.logits.dim(0) == 24);
+  REQUIRE(targets.cls.at(2).dim(1) == 32);
+
+  // The precomputed [CLS] rows are the teacher's own, batch by batch (batch size 5 vs one at a time).
+  {
+    mb::Batch b;
+    b.add(data.train[7].input_ids, data.train[7].token_type_ids);
+    std::vector<mb::Var> all;
+    const mb::Var h = teacher.hidden_states(b, {}, &all);
+    const mb::Tensor z = teacher.classify(teacher.pool(b, h.value()));
+    for (int c = 0; c < 2; ++c) CHECK(targets.logits.f32()[7 * 2 + c] == doctest::Approx(z.f32()[c]).epsilon(1e-5));
+    for (int k = 0; k < 32; ++k) CHECK(targets.cls.at(3).f32()[7 * 32 + k] == doctest::Approx(all[3].data()[k]).epsilon(1e-5));
+  }
+
+  const std::string root = mbtest::scratch_dir("peakd_cache");
+  mb::BertModel live = mb::make_sps_student(teacher, 2, true, 0), cached = mb::make_sps_student(teacher, 2, true, 0);
+  mb::distill(live, &teacher, data, o, root + "/live");
+  mb::distill(cached, nullptr, data, o, root + "/cached", &targets);
+  std::vector<json> a, b;
+  for (const json& j : mbtest::json_lines(mbtest::read_file(root + "/live/train_log.jsonl")))
+    if (j.contains("loss")) a.push_back(j);
+  for (const json& j : mbtest::json_lines(mbtest::read_file(root + "/cached/train_log.jsonl")))
+    if (j.contains("loss")) b.push_back(j);
+  REQUIRE(a.size() == 3);
+  REQUIRE(b.size() == 3);
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(i);
+    CHECK(a[i]["hidden_mse"].get<double>() > 0);
+    CHECK(b[i]["hidden_mse"].get<double>() == doctest::Approx(a[i]["hidden_mse"].get<double>()).epsilon(1e-4));
+    CHECK(b[i]["loss"].get<double>() == doctest::Approx(a[i]["loss"].get<double>()).epsilon(1e-4));
+  }
+  // The patience term is bounded: normalised vectors differ by at most 2 per element pair.
+  CHECK(a[0]["hidden_mse"].get<double>() < 4.0 / 32 * 32);
+
+  // Precomputed outputs must cover the training set and every pair's layer.
+  o.hidden_pairs = {{1, 4}};
+  CHECK(!mbtest::error_of([&] { mb::distill(cached, nullptr, data, o, root + "/bad", &targets); }).empty());
+}
+
+TEST_CASE("run_peakd: plain KD, SPS and SPS + PTP students, results.json, resume") {
+  const std::string glue = mbtest::small_glue("peakd_run_glue", 48, 16);
+  const std::string tdir = tiny_teacher("peakd_run");
+  const std::string out = mbtest::scratch_dir("peakd_run_out") + "/out";
+  mb::PeakdOptions o;
+  o.teacher_dir = tdir;
+  o.task = "SST-2";
+  o.data_dir = glue;
+  o.out_dir = out;
+  o.student_layers = 2;
+  o.epochs = 2;
+  o.ptp_epochs = 2;
+  o.ptp_evals_per_epoch = 3;
+  o.t1 = 0.6;  // the random teacher's confidence is near 0.5: thresholds that split it
+  o.t2 = 0.5;
+  o.train.batch_size = 8;
+  o.train.lr = 1e-3;
+  o.max_len = 64;
+  o.progress = false;
+  const json r = mb::run_peakd(o);
+  CHECK(r == json::parse(mbtest::read_file(out + "/results.json")));
+  for (const char* name : {"kd", "sps", "sps_ptp"}) {
+    CAPTURE(name);
+    REQUIRE(r["students"].contains(name));
+    const json& s = r["students"][name];
+    for (const char* key : {"params", "flops_seq128", "metric", "seconds"}) CHECK(s.contains(key));
+    // The saved student is the kept one: reloaded, it scores the recorded metric.
+    const mb::BertModel m = mb::BertModel::load(out + "/" + name);
+    const mb::DistillData d = mb::load_distill_data(glue, "SST-2", tdir, 64, 0, 1);
+    const auto metrics = mb::evaluate_glue(m, d.tokenizer, d.task, d.dev, 64, 16);
+    CHECK(metrics.at("accuracy") == doctest::Approx(s["metric"].get<double>()));
+    CHECK(m.layers.size() == (std::string(name) == "kd" ? 2u : 4u));
+    CHECK(m.config.num_labels() == 2);
+  }
+  const json &kd = r["students"]["kd"], &sps = r["students"]["sps"], &ptp = r["students"]["sps_ptp"];
+  CHECK(r["teacher"]["layers_run"] == 4);
+  CHECK(kd["params"] == sps["params"]);
+  CHECK(sps["flops_seq128"].get<double>() == doctest::Approx(2 * kd["flops_seq128"].get<double>()));
+  CHECK(sps["flops_seq128"] == r["teacher"]["flops_seq128"]);  // 4 layers run, like the teacher
+  CHECK(kd["patience_pairs"] == json::parse("[[1, 2]]"));
+  CHECK(sps["patience_pairs"] == json::parse("[[1, 1], [2, 2], [3, 3]]"));
+  CHECK(!kd.contains("ptp_stage"));
+
+  // PTP: labels over every training example, and the kept checkpoint is the lowest dev PTP loss of
+  // the 2 × 3 evaluations.
+  const json& st = ptp["ptp_stage"];
+  int64_t n = 0;
+  for (const json& c : st["train_label_counts"]) n += c.get<int64_t>();
+  CHECK(n == 48);
+  const std::vector<json> evals = eval_lines(out + "/sps_ptp/ptp/train_log.jsonl");
+  REQUIRE(evals.size() == 6);
+  double lowest = std::numeric_limits<double>::infinity();
+  for (const json& e : evals) lowest = std::min(lowest, e["eval"]["ptp_loss"].get<double>());
+  CHECK(st["best"]["ptp_loss"].get<double>() == lowest);
+  const mb::BertModel ptp_model = mb::BertModel::load(out + "/sps_ptp/ptp");
+  CHECK(ptp_model.config.num_labels() == 4);
+  // The KD stage starts from the PTP body: with the same seed, data order and classifier, its first
+  // loss differs from the plain SPS student's only because the body does.
+  auto first_loss = [&](const std::string& name) {
+    for (const json& j : mbtest::json_lines(mbtest::read_file(out + "/" + name + "/train_log.jsonl")))
+      if (j.contains("loss")) return j["loss"].get<double>();
+    return 0.0;
+  };
+  CHECK(first_loss("sps_ptp") != first_loss("sps"));
+  CHECK(first_loss("sps") != 0.0);
+
+  // A rerun with the same options redoes nothing; other options are refused.
+  const std::string before = mbtest::read_file(out + "/sps/student.json");
+  const json again = mb::run_peakd(o);
+  CHECK(again["students"] == r["students"]);
+  CHECK(mbtest::read_file(out + "/sps/student.json") == before);
+  o.beta = 1;
+  const std::string err = mbtest::error_of([&] { mb::run_peakd(o); });
+  CHECK_MESSAGE(err.find("other options") != std::string::npos, err);
+}
+
+TEST_CASE("compress peakd runs one student through the CLI; bad input is one error") {
+  const std::string glue = mbtest::small_glue("peakd_cli_glue", 32, 12);
+  const std::string tdir = tiny_teacher("peakd_cli");
+  const std::string root = mbtest::scratch_dir("peakd_cli_out");
+  const std::string base = "compress peakd --teacher " + tdir + " --task SST-2 --data " + glue +
+                           " --student-layers 2 --epochs 1 --ptp-epochs 1 --batch-size 8 --max-len 64 --threads 1 --no-progress";
+  mbtest::CliRun r = mbtest::run_cli(base + " --out " + root + "/sps --sps on --ptp off");
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  const json j = json::parse(r.out);
+  CHECK(j["students"].size() == 1);
+  CHECK(j["students"].contains("sps"));
+  CHECK(fs::exists(root + "/sps/sps/model.safetensors"));
+  const mbtest::CliRun ev = mbtest::run_cli("eval --model " + root + "/sps/sps --task SST-2 --data " + glue);
+  REQUIRE_MESSAGE(ev.status == 0, ev.err);
+  CHECK(json::parse(ev.out)["accuracy"].get<double>() == doctest::Approx(j["students"]["sps"]["metric"].get<double>()));
+
+  // PTP on a task the paper gives no thresholds for, without --t1/--t2: one error, exit 1.
+  r = mbtest::run_cli("compress peakd --teacher " + tdir + " --task CoLA --data " + glue + " --out " + root + "/bad");
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("SST-2") != std::string::npos, r.err);  // the teacher was tuned on SST-2
+  r = mbtest::run_cli("compress peakd --teacher " + root + "/missing --task SST-2 --data " + glue + " --out " + root + "/bad2");
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("missing") != std::string::npos, r.err);
 }

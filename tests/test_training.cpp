@@ -29,18 +29,7 @@ int run(const std::string& args, std::string* err = nullptr) {
   return r.status;
 }
 
-// A small SST-2 directory: the first rows of the real train/dev files.
-std::string small_glue(const std::string& name, size_t train_rows, size_t dev_rows) {
-  const std::string dir = mbtest::scratch_dir(name);
-  fs::create_directories(dir + "/SST-2");
-  for (auto [split, rows] : {std::pair<const char*, size_t>{"train", train_rows}, {"dev", dev_rows}}) {
-    std::ifstream in(mbtest::data_dir() + "/glue/SST-2/" + split + ".tsv");
-    std::ofstream out(dir + "/SST-2/" + split + ".tsv");
-    std::string line;
-    for (size_t i = 0; i <= rows && std::getline(in, line); ++i) out << line << "\n";  // header + rows
-  }
-  return dir;
-}
+using mbtest::small_glue;
 
 std::vector<std::string> log_losses(const std::string& path) {
   std::vector<std::string> out;
@@ -59,20 +48,14 @@ TEST_CASE("20 AdamW steps follow PyTorch's loss trajectory") {
   const std::string root = mbtest::fixtures_dir() + "/grad";
   const mb::BertModel model = mb::BertModel::load(root + "/bert_step");
   const mb::SafeTensorsFile f = mb::read_safetensors(root + "/trajectory.safetensors");
-  auto ints = [&](const std::string& n) {
-    const mb::Tensor& t = f.tensors.at(n);
-    return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
-  };
   const std::vector<mb::ParamRef> params = mb::trainable_params(model);
   mb::AdamW opt(params, mb::AdamWConfig{0.9, 0.999, 1e-8, 0.01});
   const mb::Tensor& losses = f.tensors.at("losses");
   for (int64_t step = 0; step < 20; ++step) {
     const std::string p = "batch" + std::to_string(step % 4) + ".";
-    const std::vector<int32_t> ids = ints(p + "input_ids"), off = ints(p + "offsets");
-    mb::Batch b;
-    for (size_t s = 0; s + 1 < off.size(); ++s) b.add(std::vector<int32_t>(ids.begin() + off[s], ids.begin() + off[s + 1]), {});
+    const mb::Batch b = mbtest::fixture_batch(f, p);
     const mb::Var loss = mb::cross_entropy(model.classifier_logits(model.pooled_output(b, model.hidden_states(b))),
-                                           ints(p + "labels"));
+                                           mbtest::fixture_ints(f, p + "labels"));
     CAPTURE(step);
     CHECK(std::fabs(loss.data()[0] - losses.f32()[step]) < 1e-3);
     mb::backward(loss);

@@ -88,20 +88,36 @@ inline CliRun run_cli(const std::string& args, const std::string& input = "") {
   return r;
 }
 
-// The packed batch a PyTorch fixture stores: int32 "input_ids", "token_type_ids" and "offsets".
+// The packed batch a PyTorch fixture stores: int32 PREFIX"input_ids", PREFIX"offsets" and, when
+// present, PREFIX"token_type_ids" (all 0 otherwise).
 inline std::vector<int32_t> fixture_ints(const mb::SafeTensorsFile& f, const std::string& name) {
   const mb::Tensor& t = f.tensors.at(name);
   return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
 }
 
-inline mb::Batch fixture_batch(const mb::SafeTensorsFile& f) {
-  const std::vector<int32_t> ids = fixture_ints(f, "input_ids"), types = fixture_ints(f, "token_type_ids"),
-                             off = fixture_ints(f, "offsets");
+inline mb::Batch fixture_batch(const mb::SafeTensorsFile& f, const std::string& prefix = "") {
+  const std::vector<int32_t> ids = fixture_ints(f, prefix + "input_ids"), off = fixture_ints(f, prefix + "offsets");
+  const bool typed = f.tensors.count(prefix + "token_type_ids") > 0;
+  const std::vector<int32_t> types = typed ? fixture_ints(f, prefix + "token_type_ids") : std::vector<int32_t>();
   mb::Batch b;
   for (size_t s = 0; s + 1 < off.size(); ++s)
     b.add(std::vector<int32_t>(ids.begin() + off[s], ids.begin() + off[s + 1]),
-          std::vector<int32_t>(types.begin() + off[s], types.begin() + off[s + 1]));
+          typed ? std::vector<int32_t>(types.begin() + off[s], types.begin() + off[s + 1]) : std::vector<int32_t>());
   return b;
+}
+
+// A small GLUE directory for one task: the first rows of the real train/dev files.
+inline std::string small_glue(const std::string& name, size_t train_rows, size_t dev_rows,
+                              const std::string& task = "SST-2") {
+  const std::string dir = scratch_dir(name);
+  std::filesystem::create_directories(dir + "/" + task);
+  for (auto [split, rows] : {std::pair<const char*, size_t>{"train", train_rows}, {"dev", dev_rows}}) {
+    std::ifstream in(data_dir() + "/glue/" + task + "/" + split + ".tsv");
+    std::ofstream out(dir + "/" + task + "/" + split + ".tsv");
+    std::string line;
+    for (size_t i = 0; i <= rows && std::getline(in, line); ++i) out << line << "\n";  // header + rows
+  }
+  return dir;
 }
 
 }  // namespace mbtest

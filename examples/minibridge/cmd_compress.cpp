@@ -10,6 +10,21 @@ void add_compress_command(CLI::App& app) {
   // Methods register here: add_compress_<method>_command(*compress);
   add_compress_mbbert_command(*compress);
   add_compress_kprune_command(*compress);
+  add_compress_peakd_command(*compress);
+}
+
+void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& max_len, int64_t& max_train_examples,
+                                  const std::string& seed_help) {
+  cmd.add_option("--lr", train.lr, "peak learning rate (linear decay)")->check(CLI::PositiveNumber);
+  cmd.add_option("--batch-size", train.batch_size, "sequences per update")->check(CLI::Range(1, 1 << 16));
+  cmd.add_option("--warmup-ratio", train.warmup_ratio, "linear warm-up over this fraction of each training's updates")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--max-len", max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
+  cmd.add_option("--seed", train.seed, seed_help);
+  cmd.add_option("--max-train-examples", max_train_examples, "train on a fixed random subset of this many examples (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--log-steps", train.log_steps, "a train_log.jsonl line every this many updates")
+      ->check(CLI::PositiveNumber);
 }
 
 }  // namespace mbcli

@@ -9,7 +9,6 @@
 #include "compress/kprune.h"
 #include "engine/error.h"
 #include "engine/threads.h"
-#include "io/data_dir.h"
 
 namespace mbcli {
 
@@ -42,11 +41,7 @@ void add_compress_kprune_command(CLI::App& compress) {
   c->callback([job, threads, no_eval] {
     mb::set_num_threads(*threads);
     job->evaluate = !*no_eval;
-    if (job->data_dir.empty()) {
-      const std::string data = mb::find_data_dir();
-      MB_CHECK(!data.empty(), "no --data given and no data directory found: set MINIBRIDGE_DATA or pass --data GLUE_DIR");
-      job->data_dir = (std::filesystem::path(data) / "glue").string();
-    }
+    job->data_dir = glue_dir_or_default(job->data_dir);
     std::cout << mb::run_kprune(*job).dump() << std::endl;
   });
 }

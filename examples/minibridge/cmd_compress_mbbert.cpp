@@ -9,7 +9,6 @@
 #include "compress/mbbert.h"
 #include "engine/error.h"
 #include "engine/threads.h"
-#include "io/data_dir.h"
 
 namespace mbcli {
 
@@ -46,30 +45,17 @@ void add_compress_mbbert_command(CLI::App& compress) {
   cmd->add_option("--ablation", *ablation, "none | no-kd (CE only) | one-shot (all bridges at once) | "
                                            "distil-baseline (drop the blocks, no bridges, KD)")
       ->check(CLI::IsMember({"none", "no-kd", "one-shot", "distil-baseline"}));
-  cmd->add_option("--lr", o->train.lr, "peak learning rate of each step (linear decay)")->check(CLI::PositiveNumber);
-  cmd->add_option("--batch-size", o->train.batch_size, "sequences per step")->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--warmup-ratio", o->train.warmup_ratio, "linear warm-up over this fraction of each step's updates")
-      ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--max-len", o->max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
-  cmd->add_option("--seed", o->train.seed, "seed for the data order, subset, dropout and skip-init");
-  cmd->add_option("--max-train-examples", o->max_train_examples,
-                  "train on a fixed random subset of this many examples (0: all)")
-      ->check(CLI::NonNegativeNumber);
+  add_student_training_options(*cmd, o->train, o->max_len, o->max_train_examples,
+                               "seed for the data order, subset, dropout and skip-init");
   cmd->add_option("--fit-tokens", o->fit_tokens, "training tokens used to fit each bridge by regression")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--latency-examples", o->latency_examples, "dev examples timed one by one for results.md (0: none)")
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--log-steps", o->train.log_steps, "a train_log.jsonl line every this many updates")
-      ->check(CLI::PositiveNumber);
   cmd->add_option("--threads", *threads, "threads (default: MB_NUM_THREADS or all)");
   cmd->add_flag("--no-progress", *no_progress, "no progress line on stderr");
   cmd->callback([=] {
     mb::set_num_threads(*threads);
-    if (o->data_dir.empty()) {
-      const std::string data = mb::find_data_dir();
-      MB_CHECK(!data.empty(), "no --data given and no data directory found: set MINIBRIDGE_DATA or pass --data GLUE_DIR");
-      o->data_dir = (std::filesystem::path(data) / "glue").string();
-    }
+    o->data_dir = glue_dir_or_default(o->data_dir);
     o->top_down = *order == "top-down";
     o->regression_init = *init == "regression";
     o->form = mb::parse_bridge_form(*form);

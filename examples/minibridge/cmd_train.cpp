@@ -14,14 +14,14 @@
 
 namespace mbcli {
 
-namespace {
-
 std::string glue_dir_or_default(const std::string& given) {
   if (!given.empty()) return given;
   const std::string data = mb::find_data_dir();
   MB_CHECK(!data.empty(), "no --data given and no data directory found: set MINIBRIDGE_DATA or pass --data GLUE_DIR");
   return (std::filesystem::path(data) / "glue").string();
 }
+
+namespace {
 
 void print_metrics(const std::string& task, const std::map<std::string, double>& metrics) {
   nlohmann::json j = {{"task", task}};

@@ -2,6 +2,10 @@
 // when chosen; errors are mb::Error, printed once by main().
 #pragma once
 #include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "models/training.h"
 
 namespace mbcli {
 
@@ -14,5 +18,14 @@ void add_bench_command(CLI::App& app);
 void add_compress_command(CLI::App& app);  // compress <method>: registers each method's subcommand
 void add_compress_mbbert_command(CLI::App& compress);
 void add_compress_kprune_command(CLI::App& compress);
+void add_compress_peakd_command(CLI::App& compress);
+
+// The training options every distilling compress command shares: --lr, --batch-size,
+// --warmup-ratio, --max-len, --seed (described by seed_help), --max-train-examples, --log-steps.
+void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& max_len, int64_t& max_train_examples,
+                                  const std::string& seed_help);
+
+// --data as given, or $MINIBRIDGE_DATA/glue (mb::Error when neither exists).
+std::string glue_dir_or_default(const std::string& given);
 
 }  // namespace mbcli

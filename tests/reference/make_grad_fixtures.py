@@ -111,6 +111,13 @@ def ops(out):
     kl = F.kl_div(F.log_softmax(s / T_, -1), F.softmax(te / T_, -1), reduction="batchmean") * T_ * T_
     record(out, "kl", {"s": s}, kl)
 
+    x = leaf(rnd(6, 11, std=2.0))
+    record(out, "l2_normalize", {"x": x}, F.normalize(x, p=2, dim=-1), rnd(6, 11))
+    # Pea-KD's patience term: MSE between L2-normalised student and teacher [CLS] vectors.
+    s, te = leaf(rnd(5, 11)), rnd(5, 11)
+    out["patience.teacher"] = te.to(torch.float32)
+    record(out, "patience", {"s": s}, F.mse_loss(F.normalize(s, p=2, dim=-1), F.normalize(te, p=2, dim=-1)))
+
 
 def bert_step(root):
     cfg = {"model_type": "bert", "vocab_size": 400, "hidden_size": 48, "num_hidden_layers": 2,
