@@ -292,6 +292,11 @@ TEST_CASE("compress peakd runs one student through the CLI; bad input is one err
   CHECK(j["students"].size() == 1);
   CHECK(j["students"].contains("sps"));
   CHECK(fs::exists(root + "/sps/sps/model.safetensors"));
+  const mbtest::CliRun info = mbtest::run_cli("info --model " + root + "/sps/sps");
+  REQUIRE_MESSAGE(info.status == 0, info.err);
+  CHECK(info.out.find("layer 0's tensors, query/key swapped") != std::string::npos);
+  CHECK(info.out.find("layers differ from these sizes") != std::string::npos);
+  CHECK(mbtest::run_cli("info --model " + tdir).out.find("layers differ") == std::string::npos);
   const mbtest::CliRun ev = mbtest::run_cli("eval --model " + root + "/sps/sps --task SST-2 --data " + glue);
   REQUIRE_MESSAGE(ev.status == 0, ev.err);
   CHECK(json::parse(ev.out)["accuracy"].get<double>() == doctest::Approx(j["students"]["sps"]["metric"].get<double>()));

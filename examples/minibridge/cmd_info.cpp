@@ -79,11 +79,18 @@ void run_info(const InfoOptions& o) {
   }
   std::printf("model       %s\n", o.model.c_str());
   std::printf("dtype       %s stored, F32 compute\n", dtype.c_str());
-  std::printf("structure   %lld layers, hidden %lld, %lld heads of %lld, FFN %lld, vocab %lld, positions %lld, %lld labels%s%s\n",
+  // Pruned, bridged and shared layers differ from config.json's uniform sizes: say so, since the
+  // per-layer lines below are then the real structure.
+  bool uniform = true;
+  for (const mb::BertLayer& L : m.layers)
+    uniform = uniform && L.kind == mb::LayerKind::Encoder && L.num_heads == config.num_attention_heads &&
+              L.intermediate_size == config.intermediate_size;
+  std::printf("structure   %lld layers, hidden %lld, %lld heads of %lld, FFN %lld, vocab %lld, positions %lld, %lld labels%s%s%s\n",
               (long long)config.num_hidden_layers, (long long)config.hidden_size, (long long)config.num_attention_heads,
               (long long)config.head_dim(), (long long)config.intermediate_size, (long long)config.vocab_size,
               (long long)config.max_position_embeddings, (long long)config.num_labels(),
-              m.has_pooler() ? ", pooler" : "", m.has_classifier() ? ", classifier" : "");
+              m.has_pooler() ? ", pooler" : "", m.has_classifier() ? ", classifier" : "",
+              uniform ? "" : "; layers differ from these sizes (per layer below)");
   std::printf("parameters\n");
   std::printf("  embeddings  %15s\n", grouped(c.embedding_params).c_str());
   std::printf("  encoder     %15s\n", grouped(c.encoder_params()).c_str());
