@@ -110,7 +110,7 @@ Var gelu(const Var& x) { return unary(x, gelu_forward, gelu_backward, false); }
 Var gelu_tanh(const Var& x) { return unary(x, gelu_tanh_forward, gelu_tanh_backward, false); }
 Var tanh(const Var& x) { return unary(x, tanh_forward, tanh_backward, true); }
 
-Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form) {
+Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form, const PackedWeight* packed) {
   const int64_t T = x.dim(0), K = x.dim(1), N = W.dim(0);
   MB_CHECK(W.dim(1) == K, "linear_gelu: input has " + std::to_string(K) + " features, weight expects " +
                               std::to_string(W.dim(1)));
@@ -120,7 +120,8 @@ Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form) {
   // pre-activation for the backward pass; inference needs no second buffer.
   Var out = make_output(Tensor::empty({T, N}), rec);
   Tensor pre = rec ? Tensor::empty({T, N}) : Tensor();
-  sgemm(false, true, T, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, out.mutable_data(), N);
+  if (rec || !packed || !gemm_packed(*packed, T, x.data(), nullptr, out.mutable_data(), N))
+    sgemm(false, true, T, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, out.mutable_data(), N);
   bias_gelu_forward(out.mutable_data(), rec ? pre.f32() : nullptr, b.data(), T, N, tanh_form);
   if (rec)
     record_backward([x, W, b, out, pre, T, K, N, tanh_form] {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/gemm.h"
 #include "engine/rng.h"
 
 namespace mb {
@@ -20,15 +21,16 @@ Var add_bias(const Var& x, const Var& b);
 // x[T, C] · m[C] column by column (K-prune's masks on the inputs of an output projection; the
 // gradient with respect to m is what scores the units).
 Var mask_columns(const Var& x, const Var& m);
-// x[T, K] · W[N, K]ᵀ + b[N]; b may be undefined.
-Var linear(const Var& x, const Var& W, const Var& b);
+// x[T, K] · W[N, K]ᵀ + b[N]; b may be undefined. `packed` (W packed by pack_weight, engine/gemm.h)
+// is used when no gradient is recorded and the kernel takes the product; otherwise W is.
+Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed = nullptr);
 // LayerNorm(x + residual)·w + b over the last dimension; residual may be undefined.
 Var layernorm(const Var& x, const Var& w, const Var& b, float eps, const Var& residual = Var());
 Var gelu(const Var& x);
 Var gelu_tanh(const Var& x);
 Var tanh(const Var& x);
 // GELU(x·Wᵀ + b) in one GEMM and one pass (exact GELU, or the tanh form when tanh_form).
-Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form = false);
+Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form = false, const PackedWeight* packed = nullptr);
 // Inverted dropout: zero with probability p, scale the rest by 1/(1-p). Identity when p == 0 or
 // !train. Masks are drawn from rng (serially, so results do not depend on the thread count).
 Var dropout(const Var& x, float p, bool train, Rng* rng);

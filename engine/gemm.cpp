@@ -1,7 +1,5 @@
 #include "engine/gemm.h"
 
-#include <omp.h>
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdlib>
@@ -52,24 +50,6 @@ GemmBackend parse_gemm_backend(const std::string& name) {
 
 namespace {
 
-constexpr double kMinFlopsPerThread = 4e6;
-
-// Lowers this thread's OpenMP thread count for one call (n > 0), restoring it afterwards.
-class ThreadLimit {
- public:
-  explicit ThreadLimit(int n) : saved_(n > 0 ? omp_get_max_threads() : 0) {
-    if (n > 0) omp_set_num_threads(n);
-  }
-  ~ThreadLimit() {
-    if (saved_ > 0) omp_set_num_threads(saved_);
-  }
-  ThreadLimit(const ThreadLimit&) = delete;
-  ThreadLimit& operator=(const ThreadLimit&) = delete;
-
- private:
-  int saved_;
-};
-
 GemmBackend initial_backend() {
   if (const char* env = std::getenv("MB_GEMM"); env && *env) return parse_gemm_backend(env);
   return available_gemm_backends().front();
@@ -108,11 +88,7 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-  // Small products run on fewer threads: waking a thread costs more than a few MFLOP of work.
-  // oneDNN and Eigen size their parallel regions from the OpenMP setting of the calling thread.
-  const int threads = num_threads();
-  const int want = int(std::clamp<double>(2.0 * double(M) * double(N) * double(K) / kMinFlopsPerThread, 1.0, threads));
-  ThreadLimit limit(want < threads && !omp_in_parallel() ? want : 0);
+  const GemmThreads limit(M, N, K);
   switch (current_backend()) {
 #ifdef MB_HAVE_ONEDNN
     case GemmBackend::OneDNN: {

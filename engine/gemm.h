@@ -4,6 +4,7 @@
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C     (row-major; op = transpose or not)
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,5 +24,19 @@ void set_gemm_backend(GemmBackend b);
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// A weight W [N, K] (PyTorch's [out, in]) reordered once into the layout of oneDNN's matmul
+// kernel, for inference: products with few rows then skip the packing sgemm redoes on every call
+// (engine/packed_gemm.cpp has the measurements). The packed copy does not follow later changes
+// to W.
+struct PackedWeight;
+// Null when there is no packed kernel (a back-end other than oneDNN, or none for this CPU).
+std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K);
+size_t packed_weight_bytes(const PackedWeight& w);
+// Products with more rows than this run faster through sgemm (measured at 1024 rows).
+constexpr int64_t kPackedGemmMaxRows = 512;
+// C[M, N] (row stride ldc) = A[M, K]·Wᵀ (+ bias[N] on every row when bias is not null). Returns
+// false, leaving C untouched, when the packed kernel does not take this product (then use sgemm).
+bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc);
 
 }  // namespace mb

@@ -41,13 +41,15 @@ void linear_backward(float* dinp, float* dW, float* db, const float* dout, const
   }
 }
 
-Var linear(const Var& x, const Var& W, const Var& b) {
+Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed) {
   const int64_t T = x.dim(0), K = x.dim(1), N = W.dim(0);
   MB_CHECK(W.dim(1) == K, "linear: input has " + std::to_string(K) + " features, weight expects " + std::to_string(W.dim(1)));
   MB_CHECK(!b.defined() || b.numel() == N, "linear: bias size differs from the output features");
   const bool rec = needs_grad({&x, &W, &b});
   Var out = make_output(Tensor::empty({T, N}), rec);
-  linear_forward(out.mutable_data(), x.data(), W.data(), b.defined() ? b.data() : nullptr, T, K, N);
+  const float* bias = b.defined() ? b.data() : nullptr;
+  if (!rec && packed && gemm_packed(*packed, T, x.data(), bias, out.mutable_data(), N)) return out;
+  linear_forward(out.mutable_data(), x.data(), W.data(), bias, T, K, N);
   if (rec)
     record_backward([x, W, b, out, T, K, N] {
       if (!out.has_grad()) return;

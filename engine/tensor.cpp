@@ -1,5 +1,8 @@
 #include "engine/tensor.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -111,6 +114,19 @@ Tensor Tensor::to_dtype(DType dt) const {
 Tensor& Tensor::make_owned() {
   if (is_view_) *this = clone();
   return *this;
+}
+
+void Tensor::release_pages() const {
+  if (!is_view_ || !data_) return;
+  // Only whole pages inside this tensor: its neighbours in the file keep theirs.
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(data_) + page - 1) / page * page;
+  const uintptr_t end = (uintptr_t(data_) + nbytes()) / page * page;
+  // MADV_PAGEOUT reclaims without changing contents whatever the memory is (a mapped file's clean
+  // pages are simply dropped); MADV_DONTNEED would zero anonymous memory, so it is not used.
+#ifdef MADV_PAGEOUT
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT);
+#endif
 }
 
 }  // namespace mb

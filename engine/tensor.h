@@ -39,6 +39,10 @@ class Tensor {
   DType dtype() const { return dtype_; }
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
   bool is_view() const { return is_view_; }
+  // For a view (a mapped file): asks the kernel to drop its whole pages from this process's
+  // resident memory; contents never change (they are read from the file again on the next
+  // access). A no-op for owned memory.
+  void release_pages() const;
 
   // Typed access. f32() throws if the dtype is not F32.
   float* f32();

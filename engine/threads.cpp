@@ -44,4 +44,18 @@ int num_threads() {
   return g_threads;
 }
 
+GemmThreads::GemmThreads(int64_t M, int64_t N, int64_t K) {
+  constexpr double kMinFlopsPerThread = 4e6;
+  const int threads = num_threads();
+  const int want = int(std::clamp<double>(2.0 * double(M) * double(N) * double(K) / kMinFlopsPerThread, 1.0, threads));
+  if (want < threads && !omp_in_parallel()) {
+    saved_ = omp_get_max_threads();
+    omp_set_num_threads(want);
+  }
+}
+
+GemmThreads::~GemmThreads() {
+  if (saved_ > 0) omp_set_num_threads(saved_);
+}
+
 }  // namespace mb

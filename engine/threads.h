@@ -25,4 +25,18 @@ void parallel_chunks(int64_t n, int64_t min_per_thread, Fn fn) {
   for (int64_t i = 0; i < threads; ++i) fn(n * i / threads, n * (i + 1) / threads);
 }
 
+// For the scope of one GEMM of M×N×K: small products run on fewer threads, since waking a
+// thread costs more than a few MFLOP of work. oneDNN and Eigen size their parallel regions from
+// the OpenMP setting of the calling thread, which this lowers and then restores.
+class GemmThreads {
+ public:
+  GemmThreads(int64_t M, int64_t N, int64_t K);
+  ~GemmThreads();
+  GemmThreads(const GemmThreads&) = delete;
+  GemmThreads& operator=(const GemmThreads&) = delete;
+
+ private:
+  int saved_ = 0;  // > 0: the setting to restore
+};
+
 }  // namespace mb

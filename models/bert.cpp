@@ -335,9 +335,42 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
   return dropout(x, float(config.hidden_dropout_prob), opt.train, opt.rng);
 }
 
-std::pair<Var, Var> query_key(const BertLayer& L, const Var& x) {
-  if (L.swap_qk) return {linear(x, L.k_w, L.k_b), linear(x, L.q_w, L.q_b)};
-  return {linear(x, L.q_w, L.q_b), linear(x, L.k_w, L.k_b)};
+std::pair<Var, Var> query_key(const BertLayer& L, const Var& x, const BertModel* m) {
+  const PackedWeight* pq = m ? m->packed_weight(L.q_w) : nullptr;
+  const PackedWeight* pk = m ? m->packed_weight(L.k_w) : nullptr;
+  if (L.swap_qk) return {linear(x, L.k_w, L.k_b, pk), linear(x, L.q_w, L.q_b, pq)};
+  return {linear(x, L.q_w, L.q_b, pq), linear(x, L.k_w, L.k_b, pk)};
+}
+
+const PackedWeight* BertModel::packed_weight(const Var& W) const {
+  if (packed_.empty() || !W.defined()) return nullptr;
+  auto it = packed_.find(W.data());
+  return it == packed_.end() ? nullptr : it->second.get();
+}
+
+void BertModel::pack_for_inference() {
+  packed_.clear();
+  std::vector<const Var*> weights;
+  for (const BertLayer& L : layers)
+    if (L.kind != LayerKind::Bridge)
+      for (const Var* w : {&L.q_w, &L.k_w, &L.v_w, &L.attn_out_w, &L.ffn_in_w, &L.ffn_out_w}) weights.push_back(w);
+  weights.push_back(&pooler_w);
+  weights.push_back(&classifier_w);
+  for (const Var* w : weights) {
+    if (!w->defined() || w->numel() == 0 || packed_.count(w->data())) continue;  // shared layers: once
+    std::shared_ptr<PackedWeight> p = pack_weight(w->data(), w->dim(0), w->dim(1));
+    if (!p) continue;
+    packed_[w->data()] = std::move(p);
+    w->value().release_pages();
+  }
+}
+
+void BertModel::unpack() const { packed_.clear(); }
+
+size_t BertModel::packed_bytes() const {
+  size_t n = 0;
+  for (const auto& [ptr, p] : packed_) n += packed_weight_bytes(*p);
+  return n;
 }
 
 Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, const ForwardOptions& opt) const {
@@ -349,15 +382,15 @@ Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, c
   if (L.num_heads == 0) {
     h = layernorm(add_bias(x, L.attn_out_b), L.attn_ln_w, L.attn_ln_b, eps);
   } else {
-    const auto [q, k] = query_key(L, x);
-    Var v = linear(x, L.v_w, L.v_b);
+    const auto [q, k] = query_key(L, x, this);
+    Var v = linear(x, L.v_w, L.v_b, packed_weight(L.v_w));
     Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
-    Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b), p, opt.train, opt.rng);
+    Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b, packed_weight(L.attn_out_w)), p, opt.train, opt.rng);
     h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);
   }
   if (L.intermediate_size == 0) return layernorm(add_bias(h, L.ffn_out_b), L.ffn_ln_w, L.ffn_ln_b, eps);
-  Var inter = linear_gelu(h, L.ffn_in_w, L.ffn_in_b, config.hidden_act != "gelu");
-  Var out = dropout(linear(inter, L.ffn_out_w, L.ffn_out_b), p, opt.train, opt.rng);
+  Var inter = linear_gelu(h, L.ffn_in_w, L.ffn_in_b, config.hidden_act != "gelu", packed_weight(L.ffn_in_w));
+  Var out = dropout(linear(inter, L.ffn_out_w, L.ffn_out_b, packed_weight(L.ffn_out_w)), p, opt.train, opt.rng);
   return layernorm(out, L.ffn_ln_w, L.ffn_ln_b, eps, h);
 }
 
@@ -375,12 +408,13 @@ Var BertModel::hidden_states(const Batch& b, const ForwardOptions& opt, std::vec
 Var BertModel::pooled_output(const Batch& b, const Var& hidden) const {
   MB_CHECK(has_pooler(), "this model has no pooler (pooler.dense.* tensors are absent)");
   const std::vector<int32_t> cls(b.offsets.begin(), b.offsets.end() - 1);  // first token of each sequence
-  return tanh(linear(gather_rows(hidden, cls), pooler_w, pooler_b));
+  return tanh(linear(gather_rows(hidden, cls), pooler_w, pooler_b, packed_weight(pooler_w)));
 }
 
 Var BertModel::classifier_logits(const Var& pooled, const ForwardOptions& opt) const {
   MB_CHECK(has_classifier(), "this model has no classification head (classifier.* tensors are absent)");
-  return linear(dropout(pooled, float(config.classifier_dropout), opt.train, opt.rng), classifier_w, classifier_b);
+  return linear(dropout(pooled, float(config.classifier_dropout), opt.train, opt.rng), classifier_w, classifier_b,
+                packed_weight(classifier_w));
 }
 
 Tensor BertModel::encode(const Batch& b) const {

@@ -6,11 +6,13 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/gemm.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
 #include "io/config.h"
@@ -63,9 +65,12 @@ struct BertLayer {
   LayerStructure structure() const;
 };
 
+class BertModel;
+
 // The query and key projections of x [tokens, H] as the layer runs them: a shared layer with
-// swap_qk takes its query from W_K, b_K and its key from W_Q, b_Q.
-std::pair<Var, Var> query_key(const BertLayer& layer, const Var& x);
+// swap_qk takes its query from W_K, b_K and its key from W_Q, b_Q. With `model`, its packed
+// weights are used when no gradient is recorded.
+std::pair<Var, Var> query_key(const BertLayer& layer, const Var& x, const BertModel* model = nullptr);
 
 // Training-time behaviour of a forward pass: dropout (config's probabilities) when train is set.
 struct ForwardOptions {
@@ -129,6 +134,22 @@ class BertModel {
   Tensor encode(const Batch& batch) const;
   Tensor pool(const Batch& batch, const Tensor& hidden) const;
   Tensor classify(const Tensor& pooled) const;
+
+  // --- Inference speed. Packs every encoder, pooler and classifier weight once into the layout
+  // of the GEMM kernel (engine/gemm.h: oneDNN only; a no-op for the other back-ends) and drops the
+  // originals' mmapped pages from memory, so resident memory stays about one copy of the weights.
+  // Passes without a tape then run on the packed copies. Meant for a model whose weights no
+  // longer change: after changing a weight in place call it again, or unpack(). Training
+  // (trainable_params) unpacks.
+  void pack_for_inference();
+  void unpack() const;
+  size_t packed_bytes() const;
+  // The packed copy of W, or null.
+  const PackedWeight* packed_weight(const Var& W) const;
+
+ private:
+  // A cache of the weights' values (hence mutable: dropping it never changes what the model computes).
+  mutable std::map<const float*, std::shared_ptr<PackedWeight>> packed_;
 };
 
 }  // namespace mb

@@ -30,26 +30,26 @@ struct Case {
 
 void check_case(const Case& c) {
   const std::string dir = mbtest::fixtures_dir() + "/bert/" + c.name;
-  const mb::BertModel model = mb::BertModel::load(dir);
+  mb::BertModel model = mb::BertModel::load(dir);
   const mb::SafeTensorsFile expected = mb::read_safetensors(dir + "/expected.safetensors");
   const auto& e = expected.tensors;
+  const mb::Batch batch = mbtest::fixture_batch(expected);
 
-  mb::Batch batch;
-  const mb::Tensor& offsets = e.at("offsets");
-  for (int64_t s = 0; s + 1 < offsets.numel(); ++s) {
-    const int32_t b = offsets.data<int32_t>()[s], en = offsets.data<int32_t>()[s + 1];
-    std::vector<int32_t> ids(e.at("input_ids").data<int32_t>() + b, e.at("input_ids").data<int32_t>() + en);
-    std::vector<int32_t> types(e.at("token_type_ids").data<int32_t>() + b, e.at("token_type_ids").data<int32_t>() + en);
-    batch.add(ids, types);
-  }
-
-  for (mb::GemmBackend backend : mb::available_gemm_backends()) {
+  // Every GEMM back-end, then oneDNN on weights packed for inference (engine/packed_gemm.cpp).
+  std::vector<std::pair<mb::GemmBackend, bool>> runs;
+  for (mb::GemmBackend backend : mb::available_gemm_backends()) runs.emplace_back(backend, false);
+  if (runs.front().first == mb::GemmBackend::OneDNN) runs.emplace_back(mb::GemmBackend::OneDNN, true);
+  for (const auto& [backend, packed] : runs) {
     mb::set_gemm_backend(backend);
-    const std::string backend_name = mb::gemm_backend_name(backend);
+    if (packed) {
+      model.pack_for_inference();
+      CHECK(model.packed_bytes() > 0);
+    }
+    const std::string backend_name = std::string(mb::gemm_backend_name(backend)) + (packed ? "+packed" : "");
     CAPTURE(backend_name);
     const mb::Tensor hidden = model.encode(batch);
     const float diff = max_abs_diff(hidden, e.at("hidden"));
-    std::printf("parity %-10s %-8s max|diff| hidden %.2e\n", c.name, backend_name.c_str(), double(diff));
+    std::printf("parity %-10s %-14s max|diff| hidden %.2e\n", c.name, backend_name.c_str(), double(diff));
     CHECK(diff <= c.tol);
     const mb::Tensor pooled = model.pool(batch, hidden);
     CHECK(max_abs_diff(pooled, e.at("pooled")) <= c.tol);

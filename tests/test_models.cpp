@@ -13,6 +13,10 @@
 #include "models/bert.h"
 #include "models/counting.h"
 #include "models/shipped_configs.h"
+#include "models/training.h"
+#include "models/layer_structure.h"
+#include "engine/gemm.h"
+#include "engine/rng.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -152,4 +156,51 @@ TEST_CASE("batches are validated against the config") {
   mb::Batch l;
   l.add(std::vector<int32_t>(513, 1000), {});
   CHECK(mbtest::error_of([&] { m.encode(l); }).find("max_position_embeddings") != std::string::npos);
+}
+
+TEST_CASE("weights packed for inference give the unpacked results; training unpacks") {
+  mb::set_gemm_backend(mb::available_gemm_backends().front());
+  mb::BertConfig c = shipped("tiny");
+  c.num_hidden_layers = 3;
+  c.id2label = {"a", "b", "c"};
+  // An SPS-style shared layer (query/key swapped) and a pruned layer: packing must follow them.
+  std::vector<mb::LayerStructure> s = {mb::LayerStructure::encoder(2, 512), mb::LayerStructure::encoder(1, 200),
+                                       mb::LayerStructure::shared(0, true)};
+  mb::write_layer_structure(c, s);
+  const std::string dir = mbtest::scratch_dir("packed_inference");
+  mb::BertModel::init_random(c, 11).save(dir, mb::DType::F32);
+  mb::BertModel m = mb::BertModel::load(dir);
+  const mb::BertModel reference = mb::BertModel::load(dir);
+
+  mb::Rng rng(3);
+  for (int64_t tokens : {1, 37, 128, 600}) {  // 600 > kPackedGemmMaxRows: sgemm on the packed model too
+    CAPTURE(tokens);
+    mb::Batch b;
+    for (int64_t left = tokens; left > 0;) {
+      const int64_t n = std::min<int64_t>(left, 100);
+      std::vector<int32_t> ids(static_cast<size_t>(n));
+      for (auto& id : ids) id = int32_t(1 + rng.below(uint64_t(c.vocab_size - 1)));
+      b.add(ids, {});
+      left -= n;
+    }
+    m.pack_for_inference();
+    const mb::Tensor want = reference.classify(reference.pool(b, reference.encode(b)));
+    const mb::Tensor got = m.classify(m.pool(b, m.encode(b)));
+    REQUIRE(got.numel() == want.numel());
+    for (int64_t i = 0; i < got.numel(); ++i) CHECK(got.f32()[i] == doctest::Approx(want.f32()[i]).epsilon(1e-4));
+  }
+  if (mb::gemm_backend() == mb::GemmBackend::OneDNN) CHECK(m.packed_bytes() > 0);
+  // A shared layer holds no packed copy of its own: the same model without it packs as many bytes.
+  mb::BertConfig c2 = c;
+  c2.num_hidden_layers = 2;
+  mb::write_layer_structure(c2, {s[0], s[1]});
+  mb::BertModel two = mb::BertModel::init_random(c2, 11);
+  two.pack_for_inference();
+  CHECK(m.packed_bytes() == two.packed_bytes());
+
+  // Training changes the weights in place: trainable_params drops the packed copies first, so
+  // inference afterwards sees the new weights.
+  (void)mb::trainable_params(m);
+  CHECK(m.packed_bytes() == 0);
+  m.set_requires_grad(false);
 }

@@ -52,6 +52,7 @@ struct BenchOptions {
   uint64_t seed = 1234;
   std::string inputs;  // JSON file with "input_ids" (and optionally "token_type_ids"): lists of sequences
   std::string dump;    // write the first forward's last hidden states here (raw little-endian f32)
+  bool no_pack = false;  // forward passes on the unpacked weights (the A/B of the packed GEMM path)
 };
 
 // Peak resident set size of this process, MiB. Linux: VmHWM of /proc/self/status, the high-water
@@ -151,6 +152,7 @@ void run_bench(const BenchOptions& o) {
                std::to_string(model.config.max_position_embeddings));
   double weight_bytes = 0;
   for (const auto& [name, t] : model.named_tensors()) weight_bytes += double(t.nbytes());
+  if (!o.train && !o.no_pack) model.pack_for_inference();
 
   const mb::Batch batch = o.inputs.empty() ? synthetic_batch(o, model.config) : batch_from_file(o.inputs);
   model.validate(batch);
@@ -223,6 +225,7 @@ void run_bench(const BenchOptions& o) {
   j["threads"] = mb::num_threads();
   j["gemm"] = mb::gemm_backend_name(mb::gemm_backend());
   j["mode"] = o.train ? "train" : "forward";
+  j["packed_weights_mb"] = double(model.packed_bytes()) / (1024.0 * 1024.0);
   j["warmup"] = warmup;
   j["iters"] = iters;
   j["median_ms"] = median;
@@ -269,6 +272,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--dump", o->dump,
                   "write the first forward pass's last hidden states [tokens, hidden] here as raw little-endian "
                   "float32, sequences packed back to back");
+  cmd->add_flag("--no-pack", o->no_pack,
+                "forward passes on the weights as loaded, without packing them for the GEMM kernel first");
   cmd->callback([o] { run_bench(*o); });
 }
 

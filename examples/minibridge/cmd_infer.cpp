@@ -90,6 +90,7 @@ struct LoadedModel {
 
 LoadedModel load_model(const std::string& dir) {
   LoadedModel lm{mb::BertModel::load(dir), mb::Tokenizer::from_model_dir(dir)};
+  lm.model.pack_for_inference();
   MB_CHECK(int64_t(lm.tokenizer.vocab_size()) <= lm.model.config.vocab_size,
            (std::filesystem::path(dir) / "vocab.txt").string() + " has " + std::to_string(lm.tokenizer.vocab_size()) +
                " entries, more than config.json's vocab_size " + std::to_string(lm.model.config.vocab_size));

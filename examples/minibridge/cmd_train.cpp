@@ -76,7 +76,8 @@ void add_train_commands(CLI::App& app) {
     mb::set_num_threads(e->threads);
     const mb::GlueTask& task = mb::glue_task(e->task);
     const mb::GlueSplit split = mb::read_glue_split(glue_dir_or_default(e->data), task, e->split);
-    const mb::BertModel model = mb::BertModel::load(e->model);
+    mb::BertModel model = mb::BertModel::load(e->model);
+    model.pack_for_inference();
     MB_CHECK(model.has_classifier() && model.config.num_labels() == task.num_labels(),
              e->model + ": not a " + task.name + " model (needs a classifier with " + std::to_string(task.num_labels()) +
                  " outputs; fine-tune it first)");

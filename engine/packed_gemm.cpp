@@ -1,0 +1,141 @@
+// Weights packed once for inference. sgemm re-packs its B operand (the weight) on every call;
+// with few rows (one sequence of 128 tokens: M = 128 against K, N = 768 or 3072) that packing is a
+// large share of the product. Like ONNX Runtime, which pre-packs weights when a session starts,
+// this reorders each weight once into the blocked layout of oneDNN's matmul kernel (brgemm) and
+// runs matmul primitives on it. Measured on one Zen 5 core with 12 distinct BERT-base weights
+// (cold caches): 128 rows 195 → 233 GFLOP/s, 37 rows 120 → 187; 1024 rows 236 → 226 (sgemm wins
+// there, so large products keep using sgemm).
+#include <omp.h>
+
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <map>
+
+#include "engine/error.h"
+#include "engine/gemm.h"
+#include "engine/threads.h"
+
+#ifdef MB_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace mb {
+
+#ifdef MB_HAVE_ONEDNN
+
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+
+struct Runtime {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+};
+Runtime& runtime() {
+  static Runtime r;
+  return r;
+}
+
+}  // namespace
+
+struct PackedWeight {
+  int64_t n = 0, k = 0;
+  memory::desc desc;  // the blocked layout the kernel chose
+  memory mem;         // owns the packed bytes
+};
+
+namespace {
+
+// One matmul primitive per (rows, N, K, output stride, bias, threads): creating one costs ~0.2 ms,
+// a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int>;
+struct Cache {
+  std::mutex mu;
+  std::map<Key, dnnl::matmul> prims;
+};
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t ldc, bool bias,
+                                       const memory::desc& weights) {
+  const memory::desc src({M, K}, memory::data_type::f32, memory::format_tag::ab);
+  const memory::desc dst({M, N}, memory::data_type::f32, Dims{ldc, 1});
+  const memory::desc b = bias ? memory::desc({1, N}, memory::data_type::f32, memory::format_tag::ab) : memory::desc();
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, b, dst), runtime().engine);
+}
+
+}  // namespace
+
+std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K) {
+  if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return nullptr;
+  try {
+    // The layout is chosen for a typical row count; matmuls of other row counts accept it (the
+    // blocking is over K and N only).
+    const memory::desc any({K, N}, memory::data_type::f32, memory::format_tag::any);
+    const auto pd = matmul_pd(128, N, K, N, true, any);
+    if (std::string(pd.impl_info_str()).rfind("brg", 0) != 0) return nullptr;  // no packed kernel here
+    auto p = std::make_shared<PackedWeight>();
+    p->n = N;
+    p->k = K;
+    p->desc = pd.weights_desc();
+    p->mem = memory(p->desc, runtime().engine);
+    // W [N, K] row-major is B = Wᵀ [K, N] in column-major ("ba") order.
+    memory user({{K, N}, memory::data_type::f32, memory::format_tag::ba}, runtime().engine, const_cast<float*>(W));
+    dnnl::reorder(user, p->mem).execute(runtime().stream, user, p->mem);
+    runtime().stream.wait();
+    return p;
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+}
+
+size_t packed_weight_bytes(const PackedWeight& w) { return w.desc.get_size(); }
+
+bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc) {
+  if (M <= 0 || M > kPackedGemmMaxRows) return false;
+  // The thread count first: a primitive plans its blocking for the threads it will run on.
+  const GemmThreads limit(M, w.n, w.k);
+  dnnl::matmul prim;
+  {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    const Key key{M, w.n, w.k, ldc, bias != nullptr, omp_get_max_threads()};
+    auto it = c.prims.find(key);
+    if (it == c.prims.end()) {
+      try {
+        const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc);
+        if (std::string(pd.impl_info_str()).rfind("brg", 0) != 0) return false;
+        if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
+        it = c.prims.emplace(key, dnnl::matmul(pd)).first;
+      } catch (const dnnl::error&) {
+        return false;
+      }
+    }
+    prim = it->second;
+  }
+  const Runtime& r = runtime();
+  memory src({{M, w.k}, memory::data_type::f32, memory::format_tag::ab}, r.engine, const_cast<float*>(A));
+  memory dst({{M, w.n}, memory::data_type::f32, Dims{ldc, 1}}, r.engine, C);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w.mem}, {DNNL_ARG_DST, dst}};
+  if (bias) args[DNNL_ARG_BIAS] = memory({{1, w.n}, memory::data_type::f32, memory::format_tag::ab}, r.engine,
+                                         const_cast<float*>(bias));
+  dnnl::stream s = r.stream;
+  prim.execute(s, args);
+  s.wait();
+  return true;
+}
+
+#else  // no oneDNN: nothing is packed, callers use sgemm
+
+struct PackedWeight {};
+std::shared_ptr<PackedWeight> pack_weight(const float*, int64_t, int64_t) { return nullptr; }
+size_t packed_weight_bytes(const PackedWeight&) { return 0; }
+bool gemm_packed(const PackedWeight&, int64_t, const float*, const float*, float*, int64_t) { return false; }
+
+#endif
+
+}  // namespace mb
