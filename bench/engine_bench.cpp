@@ -85,6 +85,21 @@ void BM_forward(benchmark::State& st) {
   set_token_counters(st, double(batch * seq), mb::count_model(m, double(seq)).flops() * double(batch));
 }
 
+// The same on weights packed once for the GEMM kernel (BertModel::pack_for_inference), as the
+// CLI's inference commands run.
+void BM_forward_packed(benchmark::State& st) {
+  mb::BertModel m = model_for(kShapes[st.range(0)]);  // a copy: same weights, its own packed copies
+  m.pack_for_inference();
+  const int64_t batch = st.range(1), seq = st.range(2);
+  const mb::Batch b = random_batch(m, batch, seq);
+  for (auto _ : st) {
+    const mb::Tensor h = m.encode(b);
+    benchmark::DoNotOptimize(h.raw());
+  }
+  st.SetLabel(std::string(kShapes[st.range(0)]) + (m.packed_bytes() ? ", packed" : ", nothing packed"));
+  set_token_counters(st, double(batch * seq), mb::count_model(m, double(seq)).flops() * double(batch));
+}
+
 // Q, K and V projections of BERT-base: three GEMMs (arg 1 = 0, what the engine runs: the
 // checkpoint's three weight tensors used in place) or one GEMM over the weights packed [3W, H]
 // (arg 1 = 1, what a fused QKV projection would run after copying them at load time).
@@ -229,6 +244,7 @@ BENCHMARK(BM_op_attention)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->
 BENCHMARK(BM_op_dropout_mask)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_layer)->Apply(shape_batch_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward)->Apply(forward_args)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_forward_packed)->Apply(forward_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_train_step)->Args({0, 8})->Args({1, 8})->Args({4, 8})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char** argv) {
