@@ -33,10 +33,10 @@ struct PackedWeight;
 // Null when there is no packed kernel (a back-end other than oneDNN, or none for this CPU).
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K);
 size_t packed_weight_bytes(const PackedWeight& w);
-// Products with more rows than this run faster through sgemm (measured at 1024 rows).
-constexpr int64_t kPackedGemmMaxRows = 512;
 // C[M, N] (row stride ldc) = A[M, K]·Wᵀ (+ bias[N] on every row when bias is not null). Returns
 // false, leaving C untouched, when the packed kernel does not take this product (then use sgemm).
+// Any row count: the packed copy is then the only one a forward pass reads, so the originals' pages
+// stay out of memory.
 bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc);
 
 }  // namespace mb

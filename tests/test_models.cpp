@@ -173,7 +173,7 @@ TEST_CASE("weights packed for inference give the unpacked results; training unpa
   const mb::BertModel reference = mb::BertModel::load(dir);
 
   mb::Rng rng(3);
-  for (int64_t tokens : {1, 37, 128, 600}) {  // 600 > kPackedGemmMaxRows: sgemm on the packed model too
+  for (int64_t tokens : {1, 37, 128, 600}) {
     CAPTURE(tokens);
     mb::Batch b;
     for (int64_t left = tokens; left > 0;) {
