@@ -219,6 +219,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
   Rng dropout_rng(t.seed);
   const ForwardOptions train_mode{true, &dropout_rng};
 
+  const bool cls_only = o.hidden_loss == HiddenLoss::ClsNormalized;
   const std::string select = o.select_metric.empty() ? data.task.main_metric : o.select_metric;
   // Evaluation points inside an epoch: after update ⌊j·steps_per_epoch / evals_per_epoch⌋, j = 1..E.
   auto evaluates_at = [&](int64_t step) {
@@ -255,7 +256,6 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       scores.push_back(data.train_scores[size_t(ex)]);
       examples.push_back(ex);
     }
-    const bool cls_only = o.hidden_loss == HiddenLoss::ClsNormalized;
 
     // Teacher: precomputed, or run now in eval mode without a tape. For the [CLS] loss t_hidden
     // holds the normalised [CLS] vectors, otherwise every token's hidden state.

@@ -109,27 +109,20 @@ GlueTask ptp_task(const GlueTask& task) {
   return t;
 }
 
-// Mean cross-entropy and accuracy of the model's logits on labelled examples (eval mode).
+// Mean cross-entropy and accuracy of the model's logits on labelled examples (eval mode; the
+// logits come from teacher_outputs, which batches any classifier's forward passes).
 std::map<std::string, double> loss_and_accuracy(const BertModel& m, const std::vector<Encoding>& examples,
                                                 const std::vector<int32_t>& labels, int batch_size) {
   NoGrad no_grad;
-  double loss = 0;
+  const Tensor z = teacher_outputs(m, examples, {}, batch_size).logits;
+  const double loss = cross_entropy(Var(z, false), labels).data()[0];
+  const int64_t n = z.dim(0), C = z.dim(1);
   int64_t correct = 0;
-  const size_t n = examples.size();
-  for (size_t start = 0; start < n; start += size_t(batch_size)) {
-    const size_t end = std::min(n, start + size_t(batch_size));
-    Batch b;
-    for (size_t i = start; i < end; ++i) b.add(examples[i].input_ids, examples[i].token_type_ids);
-    const Tensor z = m.classify(m.pool(b, m.encode(b)));
-    const std::vector<int32_t> y(labels.begin() + int64_t(start), labels.begin() + int64_t(end));
-    loss += double(cross_entropy(Var(z, false), y).data()[0]) * double(end - start);
-    const int64_t C = z.dim(1);
-    for (size_t r = 0; r < end - start; ++r) {
-      const float* row = z.f32() + int64_t(r) * C;
-      correct += (std::max_element(row, row + C) - row) == y[r];
-    }
+  for (int64_t r = 0; r < n; ++r) {
+    const float* row = z.f32() + r * C;
+    correct += (std::max_element(row, row + C) - row) == labels[size_t(r)];
   }
-  return {{"ptp_loss", loss / double(n)}, {"ptp_accuracy", double(correct) / double(n)}};
+  return {{"ptp_loss", loss}, {"ptp_accuracy", double(correct) / double(n)}};
 }
 
 json label_counts(const std::vector<int32_t>& labels) {
@@ -190,12 +183,13 @@ json run_peakd(const PeakdOptions& o) {
     if (o.t1 < 0) thresholds.t1 = paper.t1;
     if (o.t2 < 0) thresholds.t2 = paper.t2;
   }
-  claim_run_dir(o.out_dir, options_json(o, thresholds, first_shared));
+  const json options = options_json(o, thresholds, first_shared);
+  claim_run_dir(o.out_dir, options);
   const fs::path out = o.out_dir;
 
   const DistillData data =
       load_distill_data(o.data_dir, task.name, o.teacher_dir, o.max_len, o.max_train_examples, o.train.seed);
-  json results = {{"task", task.name}, {"options", read_json_file((out / "options.json").string())}};
+  json results = {{"task", task.name}, {"options", options}};
   {
     json t = model_line(teacher);
     const auto metrics = evaluate_glue(teacher, data.tokenizer, task, data.dev, o.max_len, o.eval_batch_size);
@@ -235,11 +229,9 @@ json run_peakd(const PeakdOptions& o) {
   std::vector<Encoding> dev_enc;
   if (any_ptp) {
     ptp_train = ptp_labels(targets.logits, data.train_labels, thresholds);
+    dev_enc = encode_split(data.tokenizer, data.dev, task.pair, o.max_len);
     std::vector<int32_t> dev_gold;
-    for (const GlueExample& e : data.dev.examples) {
-      dev_enc.push_back(task.pair ? data.tokenizer.encode_pair(e.a, e.b, o.max_len) : data.tokenizer.encode(e.a, o.max_len));
-      dev_gold.push_back(e.label);
-    }
+    for (const GlueExample& e : data.dev.examples) dev_gold.push_back(e.label);
     ptp_dev = ptp_labels(teacher_outputs(teacher, dev_enc, {}, o.eval_batch_size).logits, dev_gold, thresholds);
   }
 

@@ -9,12 +9,13 @@
 // copy is the only one a forward pass reads, and the originals' pages stay out of memory.
 #include <omp.h>
 
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
-#include <map>
+#include <unordered_map>
 
-#include "engine/error.h"
 #include "engine/gemm.h"
 #include "engine/threads.h"
 

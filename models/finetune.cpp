@@ -27,13 +27,6 @@ Var init_normal(Shape shape, double stddev, Rng& rng) {
   return Var(t);
 }
 
-std::vector<Encoding> encode_split(const Tokenizer& tok, const GlueSplit& split, bool pair, int max_len) {
-  std::vector<Encoding> out;
-  out.reserve(split.examples.size());
-  for (const GlueExample& e : split.examples) out.push_back(pair ? tok.encode_pair(e.a, e.b, max_len) : tok.encode(e.a, max_len));
-  return out;
-}
-
 // The example order of one epoch: a permutation fixed by (seed, epoch), so a resumed run
 // recomputes exactly the order the interrupted one used.
 std::vector<int32_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
@@ -45,6 +38,13 @@ std::vector<int32_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
 }
 
 }  // namespace
+
+std::vector<Encoding> encode_split(const Tokenizer& tok, const GlueSplit& split, bool pair, int max_len) {
+  std::vector<Encoding> out;
+  out.reserve(split.examples.size());
+  for (const GlueExample& e : split.examples) out.push_back(pair ? tok.encode_pair(e.a, e.b, max_len) : tok.encode(e.a, max_len));
+  return out;
+}
 
 void prepare_for_task(BertModel& m, const GlueTask& task, uint64_t seed) {
   const int64_t H = m.config.hidden_size, C = task.num_labels();

@@ -29,6 +29,9 @@ std::map<std::string, double> finetune(const FinetuneOptions& opt);
 // pre-training heads, as HF's BertForSequenceClassification does.
 void prepare_for_task(BertModel& model, const GlueTask& task, uint64_t seed);
 
+// Every example of a split, tokenized (pairs when `pair`), truncated to max_len.
+std::vector<Encoding> encode_split(const Tokenizer& tok, const GlueSplit& split, bool pair, int max_len);
+
 // Dev/test predictions: class index (classification) or score (regression) per example.
 std::vector<float> predict_glue(const BertModel& model, const Tokenizer& tok, const GlueSplit& split, int max_len,
                                 int batch_size);

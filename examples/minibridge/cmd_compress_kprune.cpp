@@ -1,13 +1,11 @@
 // compress kprune: K-prune, retraining-free structured pruning under a FLOPs budget
 // (docs/METHODS.md section 2). Prints results.json's object as one JSON line.
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "compress/kprune.h"
-#include "engine/error.h"
 #include "engine/threads.h"
 
 namespace mbcli {

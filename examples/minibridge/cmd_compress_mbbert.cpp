@@ -1,13 +1,11 @@
 // compress mbbert: MiniBridgeBERT (compress/mbbert.h) — stepwise replacement of encoder layers by
 // Low-Rank Bridges with progressive knowledge distillation, and the paper's ablations.
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
 
 #include "commands.h"
 #include "compress/mbbert.h"
-#include "engine/error.h"
 #include "engine/threads.h"
 
 namespace mbcli {
