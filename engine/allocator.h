@@ -1,4 +1,4 @@
-// Tensor memory. Large blocks are recycled instead of returned to the system: BERT allocates
+// Tensor memory. Blocks from 16 KiB up are recycled instead of returned to the system: BERT allocates
 // the same activation sizes on every step, and fresh pages cost a page fault each (measured
 // ~2 GB/s for fresh memory vs ~35 GB/s for reused memory on these machines).
 #pragma once

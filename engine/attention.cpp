@@ -46,8 +46,9 @@ void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k,
 #pragma omp parallel
   {
     // Per-thread L×L buffers when probs are not kept; 64-byte aligned so that the vectorised
-    // softmax needs no scalar head.
-    std::vector<float> scratch_storage;
+    // softmax needs no scalar head. Kept by each (pooled) OpenMP thread between calls: allocating
+    // and zero-filling them anew was 2% of a bert-tiny forward pass.
+    static thread_local std::vector<float> scratch_storage;
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < num_seqs * heads; ++task) {
       const int64_t s = task / heads, h = task % heads;
@@ -86,7 +87,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dctx, cons
   const std::vector<int64_t> pstart = probs_offsets(offsets, num_seqs, heads);
 #pragma omp parallel
   {
-    std::vector<float> buf;
+    static thread_local std::vector<float> buf;  // as scratch_storage above
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < num_seqs * heads; ++task) {
       const int64_t s = task / heads, h = task % heads;
@@ -98,7 +99,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dctx, cons
       Rows g(dctx + col, L, head_dim, st);
       const int64_t at = pstart[size_t(s)] + h * L * L;
       ConstSquare p(probs + at, L, L);
-      buf.resize(size_t(2 * L * L));
+      if (buf.size() < size_t(2 * L * L)) buf.resize(size_t(2 * L * L));
       Square dp(buf.data(), L, L), pd(buf.data() + L * L, L, L);
       if (keep) pd = p.cwiseProduct(ConstSquare(keep + at, L, L));
       else pd = p;
@@ -149,6 +150,20 @@ Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_
       attention_backward(gq, gk, gv, out.grad().f32(), q.data(), k.data(), v.data(), probs.f32(),
                          drop ? keep.f32() : nullptr, offsets.data(), n, heads, dh);
     });
+  return out;
+}
+
+Tensor attention_fused_qkv(const Tensor& qkv, const std::vector<int32_t>& offsets, int64_t heads, bool swap_qk) {
+  const int64_t T = qkv.dim(0), W3 = qkv.dim(1), W = W3 / 3;
+  MB_CHECK(W3 % 3 == 0 && heads > 0 && W % heads == 0, "attention_fused_qkv: width is not 3 × heads × head size");
+  MB_CHECK(offsets.back() == T, "attention_fused_qkv: offsets do not cover the tokens");
+  const float* first = qkv.f32();
+  const float* second = first + W;
+  const float* q = swap_qk ? second : first;
+  const float* k = swap_qk ? first : second;
+  Tensor out = Tensor::empty({T, W});
+  attention_forward(out.f32(), q, W3, k, W3, first + 2 * W, W3, offsets.data(), int64_t(offsets.size()) - 1, heads,
+                    W / heads, nullptr, nullptr);
   return out;
 }
 

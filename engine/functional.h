@@ -38,6 +38,10 @@ Var dropout(const Var& x, float p, bool train, Rng* rng);
 // Attention-probability dropout with probability p when train.
 Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_t>& offsets, int64_t heads,
               float p = 0.0f, bool train = false, Rng* rng = nullptr);
+// Inference only (no tape): attention over the output of a fused Q/K/V projection, qkv [T, 3W]
+// holding Q, K and V side by side; swap_qk takes the query from the K block and the key from the
+// Q block (a shared layer's swap). Returns the context [T, W].
+Tensor attention_fused_qkv(const Tensor& qkv, const std::vector<int32_t>& offsets, int64_t heads, bool swap_qk);
 // Rows of x: [rows.size(), C].
 Var gather_rows(const Var& x, const std::vector<int32_t>& rows);
 // x[R, C] with each row divided by max(‖row‖₂, eps) (PyTorch's F.normalize(x, dim=-1)).

@@ -33,10 +33,14 @@ struct PackedWeight;
 // Null when there is no packed kernel (a back-end other than oneDNN, or none for this CPU).
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K);
 size_t packed_weight_bytes(const PackedWeight& w);
-// C[M, N] (row stride ldc) = A[M, K]·Wᵀ (+ bias[N] on every row when bias is not null). Returns
+// What the packed GEMM applies to each output after the bias, in the kernel (oneDNN post-ops):
+// GELU with the exact erf (Gelu) or its tanh approximation (GeluTanh).
+enum class Epilogue { None = 0, Gelu = 1, GeluTanh = 2 };
+// C[M, N] (row stride ldc) = epilogue(A[M, K]·Wᵀ (+ bias[N] on every row when bias is not null)). Returns
 // false, leaving C untouched, when the packed kernel does not take this product (then use sgemm).
 // Any row count: the packed copy is then the only one a forward pass reads, so the originals' pages
 // stay out of memory.
-bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc);
+bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
+                 Epilogue epilogue = Epilogue::None);
 
 }  // namespace mb

@@ -51,9 +51,9 @@ struct PackedWeight {
 
 namespace {
 
-// One matmul primitive per (rows, N, K, output stride, bias, threads): creating one costs ~0.2 ms,
-// a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int>;
+// One matmul primitive per (rows, N, K, output stride, bias, epilogue, threads): creating one costs
+// ~0.2 ms, a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int>;
 struct Cache {
   std::mutex mu;
   std::map<Key, dnnl::matmul> prims;
@@ -64,11 +64,20 @@ Cache& cache() {
 }
 
 dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t ldc, bool bias,
-                                       const memory::desc& weights) {
+                                       const memory::desc& weights, Epilogue epilogue = Epilogue::None) {
   const memory::desc src({M, K}, memory::data_type::f32, memory::format_tag::ab);
   const memory::desc dst({M, N}, memory::data_type::f32, Dims{ldc, 1});
   const memory::desc b = bias ? memory::desc({1, N}, memory::data_type::f32, memory::format_tag::ab) : memory::desc();
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, b, dst), runtime().engine);
+  dnnl::primitive_attr attr;
+  if (epilogue != Epilogue::None) {
+    // Applied to each output block while it is still in registers: no second pass over C.
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.0f,
+                       epilogue == Epilogue::Gelu ? dnnl::algorithm::eltwise_gelu_erf : dnnl::algorithm::eltwise_gelu_tanh,
+                       0.0f, 0.0f);
+    attr.set_post_ops(ops);
+  }
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, b, dst), attr, runtime().engine);
 }
 
 }  // namespace
@@ -98,7 +107,8 @@ std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K) 
 
 size_t packed_weight_bytes(const PackedWeight& w) { return w.desc.get_size(); }
 
-bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc) {
+bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
+                 Epilogue epilogue) {
   if (M <= 0) return false;
   // The thread count first: a primitive plans its blocking for the threads it will run on.
   const GemmThreads limit(M, w.n, w.k);
@@ -106,11 +116,11 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mu);
-    const Key key{M, w.n, w.k, ldc, bias != nullptr, omp_get_max_threads()};
+    const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads()};
     auto it = c.prims.find(key);
     if (it == c.prims.end()) {
       try {
-        const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc);
+        const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue);
         if (std::string(pd.impl_info_str()).rfind("brg", 0) != 0) return false;
         if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
         it = c.prims.emplace(key, dnnl::matmul(pd)).first;
@@ -137,7 +147,7 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
 struct PackedWeight {};
 std::shared_ptr<PackedWeight> pack_weight(const float*, int64_t, int64_t) { return nullptr; }
 size_t packed_weight_bytes(const PackedWeight&) { return 0; }
-bool gemm_packed(const PackedWeight&, int64_t, const float*, const float*, float*, int64_t) { return false; }
+bool gemm_packed(const PackedWeight&, int64_t, const float*, const float*, float*, int64_t, Epilogue) { return false; }
 
 #endif
 

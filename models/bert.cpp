@@ -7,10 +7,12 @@
 #include <fstream>
 #include <sstream>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "engine/error.h"
 #include "engine/functional.h"
+#include "engine/gemm.h"
 #include "engine/rng.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -348,12 +350,50 @@ const PackedWeight* BertModel::packed_weight(const Var& W) const {
   return it == packed_.end() ? nullptr : it->second.get();
 }
 
+const BertModel::PackedQkv* BertModel::packed_qkv(const BertLayer& L) const {
+  if (packed_qkv_.empty() || L.kind == LayerKind::Bridge || !L.q_w.defined()) return nullptr;
+  auto it = packed_qkv_.find(L.q_w.data());
+  return it == packed_qkv_.end() ? nullptr : &it->second;
+}
+
+namespace {
+
+// [W_Q; W_K; W_V] packed as one weight [3W, H], and [b_Q; b_K; b_V] (zeros where a bias is absent).
+std::optional<BertModel::PackedQkv> pack_qkv(const BertLayer& L) {
+  const int64_t W = L.q_w.dim(0), H = L.q_w.dim(1);
+  std::vector<float> w(size_t(3 * W * H));
+  BertModel::PackedQkv f;
+  f.bias = Tensor::zeros({3 * W});
+  const Var* weights[3] = {&L.q_w, &L.k_w, &L.v_w};
+  const Var* biases[3] = {&L.q_b, &L.k_b, &L.v_b};
+  for (int j = 0; j < 3; ++j) {
+    if (!weights[j]->defined() || weights[j]->dim(0) != W || weights[j]->dim(1) != H) return std::nullopt;
+    std::memcpy(w.data() + size_t(j * W * H), weights[j]->data(), size_t(W * H) * 4);
+    if (biases[j]->defined()) std::memcpy(f.bias.f32() + j * W, biases[j]->data(), size_t(W) * 4);
+  }
+  f.weight = pack_weight(w.data(), 3 * W, H);
+  if (!f.weight) return std::nullopt;
+  return f;
+}
+
+}  // namespace
+
 void BertModel::pack_for_inference() {
   packed_.clear();
+  packed_qkv_.clear();
   std::vector<const Var*> weights;
-  for (const BertLayer& L : layers)
-    if (L.kind != LayerKind::Bridge)
-      for (const Var* w : {&L.q_w, &L.k_w, &L.v_w, &L.attn_out_w, &L.ffn_in_w, &L.ffn_out_w}) weights.push_back(w);
+  for (const BertLayer& L : layers) {
+    if (L.kind == LayerKind::Bridge) continue;
+    if (L.num_heads > 0 && !packed_qkv_.count(L.q_w.data())) {  // shared layers: once
+      if (std::optional<PackedQkv> f = pack_qkv(L)) {
+        packed_qkv_.emplace(L.q_w.data(), std::move(*f));
+        for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) w->value().release_pages();
+      }
+    }
+    if (!packed_qkv_.count(L.q_w.data()))
+      for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) weights.push_back(w);
+    for (const Var* w : {&L.attn_out_w, &L.ffn_in_w, &L.ffn_out_w}) weights.push_back(w);
+  }
   weights.push_back(&pooler_w);
   weights.push_back(&classifier_w);
   for (const Var* w : weights) {
@@ -365,12 +405,25 @@ void BertModel::pack_for_inference() {
   }
 }
 
-void BertModel::unpack() const { packed_.clear(); }
+void BertModel::unpack() const {
+  packed_.clear();
+  packed_qkv_.clear();
+}
 
 size_t BertModel::packed_bytes() const {
   size_t n = 0;
   for (const auto& [ptr, p] : packed_) n += packed_weight_bytes(*p);
+  for (const auto& [ptr, f] : packed_qkv_) n += packed_weight_bytes(*f.weight) + f.bias.nbytes();
   return n;
+}
+
+Var BertModel::attention_context_packed(const BertLayer& L, const Var& x, const Batch& b) const {
+  const PackedQkv* f = packed_qkv(L);
+  if (!f || needs_grad({&x, &L.q_w, &L.k_w, &L.v_w, &L.q_b, &L.k_b, &L.v_b})) return Var();
+  const int64_t T = x.dim(0), W = L.q_w.dim(0);
+  Tensor qkv = Tensor::empty({T, 3 * W});
+  if (!gemm_packed(*f->weight, T, x.data(), f->bias.f32(), qkv.f32(), 3 * W)) return Var();
+  return Var(attention_fused_qkv(qkv, b.offsets, L.num_heads, L.swap_qk));
 }
 
 Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, const ForwardOptions& opt) const {
@@ -382,9 +435,12 @@ Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, c
   if (L.num_heads == 0) {
     h = layernorm(add_bias(x, L.attn_out_b), L.attn_ln_w, L.attn_ln_b, eps);
   } else {
-    const auto [q, k] = query_key(L, x, this);
-    Var v = linear(x, L.v_w, L.v_b, packed_weight(L.v_w));
-    Var ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
+    Var ctx = opt.train ? Var() : attention_context_packed(L, x, b);
+    if (!ctx.defined()) {
+      const auto [q, k] = query_key(L, x, this);
+      Var v = linear(x, L.v_w, L.v_b, packed_weight(L.v_w));
+      ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
+    }
     Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b, packed_weight(L.attn_out_w)), p, opt.train, opt.rng);
     h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);
   }

@@ -146,10 +146,23 @@ class BertModel {
   size_t packed_bytes() const;
   // The packed copy of W, or null.
   const PackedWeight* packed_weight(const Var& W) const;
+  // An encoder layer's Q, K and V weights packed as one [3W, H] weight with their biases [3W]:
+  // one GEMM instead of three (at bert-tiny's 128² weights, one that is worth two threads).
+  struct PackedQkv {
+    std::shared_ptr<PackedWeight> weight;
+    Tensor bias;
+  };
+  // Null unless packed; a shared layer finds its source layer's.
+  const PackedQkv* packed_qkv(const BertLayer& layer) const;
 
  private:
-  // A cache of the weights' values (hence mutable: dropping it never changes what the model computes).
+  // Caches of the weights' values (hence mutable: dropping them never changes what the model
+  // computes). Keyed by the data of W (W_Q for the fused Q/K/V).
   mutable std::map<const float*, std::shared_ptr<PackedWeight>> packed_;
+  mutable std::map<const float*, PackedQkv> packed_qkv_;
+  // Inference through packed_qkv(layer): the attention context [T, W], or undefined when the
+  // packed kernel does not take this product.
+  Var attention_context_packed(const BertLayer& layer, const Var& x, const Batch& batch) const;
 };
 
 }  // namespace mb

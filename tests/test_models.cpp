@@ -189,7 +189,14 @@ TEST_CASE("weights packed for inference give the unpacked results; training unpa
     REQUIRE(got.numel() == want.numel());
     for (int64_t i = 0; i < got.numel(); ++i) CHECK(got.f32()[i] == doctest::Approx(want.f32()[i]).epsilon(1e-4));
   }
-  if (mb::gemm_backend() == mb::GemmBackend::OneDNN) CHECK(m.packed_bytes() > 0);
+  if (mb::gemm_backend() == mb::GemmBackend::OneDNN) {
+    CHECK(m.packed_bytes() > 0);
+    // Q, K and V run as one fused GEMM; the shared layer uses its source's (swapping Q and K).
+    REQUIRE(m.packed_qkv(m.layers[0]) != nullptr);
+    CHECK(m.packed_qkv(m.layers[1]) != nullptr);
+    CHECK(m.packed_qkv(m.layers[2]) == m.packed_qkv(m.layers[0]));
+    CHECK(m.packed_weight(m.layers[0].q_w) == nullptr);  // no separate copy
+  }
   // A shared layer holds no packed copy of its own: the same model without it packs as many bytes.
   mb::BertConfig c2 = c;
   c2.num_hidden_layers = 2;

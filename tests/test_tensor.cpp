@@ -57,3 +57,21 @@ TEST_CASE("large blocks are recycled, not returned to the system") {
   mb::tensor_cache_clear();
   CHECK(mb::tensor_cache_bytes() == 0);
 }
+
+TEST_CASE("small activations (bert-tiny's 64 KiB) are recycled too, smaller blocks are not") {
+  mb::tensor_cache_clear();
+  void* first = nullptr;
+  {
+    mb::Tensor t = mb::Tensor::empty({128, 128});
+    first = t.raw();
+  }
+  CHECK(mb::tensor_cache_bytes() == 64u << 10);
+  {
+    mb::Tensor t = mb::Tensor::empty({128, 127});  // rounds up to the same capacity
+    CHECK(t.raw() == first);
+    CHECK(mb::tensor_cache_bytes() == 0);
+  }
+  { mb::Tensor t = mb::Tensor::empty({16, 16}); }  // 1 KiB: malloc's
+  CHECK(mb::tensor_cache_bytes() == 64u << 10);
+  mb::tensor_cache_clear();
+}
