@@ -371,9 +371,9 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
       }
       for (size_t i : kpms_select(cands, f_rem))
         if (owner[i].first == j) kept.push_back(owner[i].second);
-      // 3. KPWT, 4. removal.
+      // 3. KPWT (unless ablated), 4. removal.
       Tensor w;
-      if (!kept.empty()) w = kpwt_solve(cur, teacher, j, kept, batches, &method);
+      if (!kept.empty() && opt.weight_tuning) w = kpwt_solve(cur, teacher, j, kept, batches, &method);
       prune_sublayer(cur, j, kept, w);
       f_rem -= double(kept.size()) * (sublayer_is_mha(j) ? f_head : f_neuron);
     }
@@ -445,7 +445,7 @@ nlohmann::json run_kprune(const KpruneJob& job) {
   log.write({{"event", "start"}, {"teacher", job.teacher_dir}, {"task", task.name}, {"constraint", kopt.constraint},
              {"samples", n}, {"sample_tokens", sample_tokens}, {"seq_len", avg_len}, {"seed", job.seed},
              {"lambda_rep", kopt.lambda_rep}, {"lambda_pred", kopt.lambda_pred}, {"mu", kopt.mu},
-             {"temperature", kopt.temperature}});
+             {"temperature", kopt.temperature}, {"weight_tuning", kopt.weight_tuning}});
   std::cerr << "kprune: " << task.name << ", constraint " << kopt.constraint << ", " << n << " sample sentences ("
             << sample_tokens << " tokens, average length " << fmt_num(avg_len) << ")\n";
 
@@ -459,6 +459,7 @@ nlohmann::json run_kprune(const KpruneJob& job) {
                         {"seq_len", avg_len},
                         {"samples", n},
                         {"sample_tokens", sample_tokens},
+                        {"weight_tuning", kopt.weight_tuning},
                         {"flops_before", st.flops_before},
                         {"flops_after", st.flops_after},
                         {"flops_budget", st.flops_budget},

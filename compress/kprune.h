@@ -33,6 +33,7 @@ struct KpruneOptions {
   double mu = 64;               // head scores are multiplied by mu (= d_h for BERT-base)
   double temperature = 2.0;     // of the predictive KL loss
   double seq_len = 128;         // s of f_head(s), f_neuron(s): the task's average sequence length
+  bool weight_tuning = true;     // KPWT; off (an ablation): the kept columns of the old output projection stay
   bool progress = true;         // per-sublayer progress on stderr
 };
 

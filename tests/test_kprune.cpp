@@ -338,6 +338,17 @@ TEST_CASE("compress kprune CLI: results.json within budget, a loadable model dir
   CHECK(fs::exists(out + "/vocab.txt"));
   const auto log = mbtest::json_lines(mbtest::read_file(out + "/kprune_log.jsonl"));
   CHECK(log.size() == 1 + 4 + 1);  // start, one line per sublayer, done
+  CHECK(res["weight_tuning"] == true);
+
+  // The KPWT ablation: recorded as such, every step's solver "-".
+  const mbtest::CliRun plain = mbtest::run_cli("compress kprune --teacher " + dir + "/teacher --task MRPC --out " + dir +
+                                               "/plain --constraint 0.5 --num-tokens 300 --threads 1 --no-eval "
+                                               "--no-weight-tuning");
+  INFO(plain.err);
+  REQUIRE(plain.status == 0);
+  CHECK(mb::read_json_file(dir + "/plain/results.json")["weight_tuning"] == false);
+  for (const auto& line : mbtest::json_lines(mbtest::read_file(dir + "/plain/kprune_log.jsonl")))
+    if (line.contains("solver")) CHECK(line["solver"] == "-");
 
   const mbtest::CliRun bad = mbtest::run_cli("compress kprune --teacher " + dir + "/teacher --task MRPC --out " + dir +
                                              "/bad --constraint 1.5");
@@ -377,4 +388,45 @@ TEST_CASE("KPWT fits the original sublayer output better than keeping the old co
     CHECK(e_masked > 0);
     CHECK(e_tuned < 0.9 * e_masked);
   }
+}
+
+TEST_CASE("without weight tuning (the KPWT ablation) every kept output column is the original's") {
+  const mb::BertModel m = tiny_model(3, 2);
+  const std::vector<mb::Batch> batches = random_batches(4, 13);
+  mb::KpruneOptions opt;
+  opt.constraint = 0.5;
+  opt.seq_len = 8;
+  opt.progress = false;
+  // Output-projection columns of each sublayer (head-size blocks are columns too, one by one).
+  auto columns = [](const mb::Var& w) {
+    std::vector<std::vector<float>> cols(size_t(w.dim(1)), std::vector<float>(size_t(w.dim(0))));
+    for (int64_t r = 0; r < w.dim(0); ++r)
+      for (int64_t c = 0; c < w.dim(1); ++c) cols[size_t(c)][size_t(r)] = w.data()[r * w.dim(1) + c];
+    return cols;
+  };
+  // How many of p's output columns are not a column of the original model's same sublayer.
+  auto new_columns = [&](const mb::BertModel& p) {
+    int64_t fresh = 0, kept = 0;
+    for (size_t l = 0; l < p.layers.size(); ++l)
+      for (bool mha : {true, false}) {
+        const mb::Var& w = mha ? p.layers[l].attn_out_w : p.layers[l].ffn_out_w;
+        if ((mha ? p.layers[l].num_heads : p.layers[l].intermediate_size) == 0) continue;
+        const auto orig = columns(mha ? m.layers[l].attn_out_w : m.layers[l].ffn_out_w);
+        for (const auto& col : columns(w)) {
+          ++kept;
+          fresh += std::find(orig.begin(), orig.end(), col) == orig.end();
+        }
+      }
+    REQUIRE(kept > 0);
+    return fresh;
+  };
+  mb::KpruneStats tuned_st, plain_st;
+  const mb::BertModel tuned = mb::kprune(m, batches, opt, &tuned_st);
+  opt.weight_tuning = false;
+  const mb::BertModel plain = mb::kprune(m, batches, opt, &plain_st);
+  CHECK(plain_st.flops_after <= plain_st.flops_budget);
+  CHECK(new_columns(plain) == 0);
+  CHECK(new_columns(tuned) > 0);
+  // The first step's decision does not depend on tuning (nothing has been tuned yet).
+  CHECK(plain.layers[0].num_heads == tuned.layers[0].num_heads);
 }

@@ -33,12 +33,16 @@ void add_compress_kprune_command(CLI::App& compress) {
   c->add_option("--seed", job->seed, "seed of the sample-set draw");
   c->add_option("--max-len", job->max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
   c->add_option("--batch-size", job->batch_size, "sample sentences per batch")->check(CLI::Range(1, 1 << 16));
+  auto no_tuning = std::make_shared<bool>(false);
+  c->add_flag("--no-weight-tuning", *no_tuning,
+              "ablation: skip KPWT, keeping the old output projection's columns of the kept units");
   auto no_eval = std::make_shared<bool>(false);
   c->add_flag("--no-eval", *no_eval, "skip the dev metrics before/after");
   c->add_option("--threads", *threads, "threads (default: MB_NUM_THREADS or all)");
-  c->callback([job, threads, no_eval] {
+  c->callback([job, threads, no_eval, no_tuning] {
     mb::set_num_threads(*threads);
     job->evaluate = !*no_eval;
+    job->kprune.weight_tuning = !*no_tuning;
     job->data_dir = glue_dir_or_default(job->data_dir);
     std::cout << mb::run_kprune(*job).dump() << std::endl;
   });
