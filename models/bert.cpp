@@ -384,14 +384,16 @@ void BertModel::pack_for_inference() {
   std::vector<const Var*> weights;
   for (const BertLayer& L : layers) {
     if (L.kind == LayerKind::Bridge) continue;
-    if (L.num_heads > 0 && !packed_qkv_.count(L.q_w.data())) {  // shared layers: once
-      if (std::optional<PackedQkv> f = pack_qkv(L)) {
-        packed_qkv_.emplace(L.q_w.data(), std::move(*f));
-        for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) w->value().release_pages();
+    if (L.num_heads > 0 && L.q_w.defined()) {  // a sublayer K-prune removed has no Q, K, V
+      if (!packed_qkv_.count(L.q_w.data())) {   // shared layers: once
+        if (std::optional<PackedQkv> f = pack_qkv(L)) {
+          packed_qkv_.emplace(L.q_w.data(), std::move(*f));
+          for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) w->value().release_pages();
+        }
       }
+      if (!packed_qkv_.count(L.q_w.data()))
+        for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) weights.push_back(w);
     }
-    if (!packed_qkv_.count(L.q_w.data()))
-      for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) weights.push_back(w);
     for (const Var* w : {&L.attn_out_w, &L.ffn_in_w, &L.ffn_out_w}) weights.push_back(w);
   }
   weights.push_back(&pooler_w);

@@ -161,11 +161,13 @@ TEST_CASE("batches are validated against the config") {
 TEST_CASE("weights packed for inference give the unpacked results; training unpacks") {
   mb::set_gemm_backend(mb::available_gemm_backends().front());
   mb::BertConfig c = shipped("tiny");
-  c.num_hidden_layers = 3;
+  c.num_hidden_layers = 5;
   c.id2label = {"a", "b", "c"};
-  // An SPS-style shared layer (query/key swapped) and a pruned layer: packing must follow them.
+  // An SPS-style shared layer (query/key swapped) and pruned layers, one without attention and one
+  // without FFN (K-prune removed them): packing must follow them.
   std::vector<mb::LayerStructure> s = {mb::LayerStructure::encoder(2, 512), mb::LayerStructure::encoder(1, 200),
-                                       mb::LayerStructure::shared(0, true)};
+                                       mb::LayerStructure::shared(0, true), mb::LayerStructure::encoder(0, 64),
+                                       mb::LayerStructure::encoder(2, 0)};
   mb::write_layer_structure(c, s);
   const std::string dir = mbtest::scratch_dir("packed_inference");
   mb::BertModel::init_random(c, 11).save(dir, mb::DType::F32);
@@ -195,12 +197,14 @@ TEST_CASE("weights packed for inference give the unpacked results; training unpa
     REQUIRE(m.packed_qkv(m.layers[0]) != nullptr);
     CHECK(m.packed_qkv(m.layers[1]) != nullptr);
     CHECK(m.packed_qkv(m.layers[2]) == m.packed_qkv(m.layers[0]));
+    CHECK(m.packed_qkv(m.layers[3]) == nullptr);
+    CHECK(m.packed_qkv(m.layers[4]) != nullptr);
     CHECK(m.packed_weight(m.layers[0].q_w) == nullptr);  // no separate copy
   }
   // A shared layer holds no packed copy of its own: the same model without it packs as many bytes.
   mb::BertConfig c2 = c;
-  c2.num_hidden_layers = 2;
-  mb::write_layer_structure(c2, {s[0], s[1]});
+  c2.num_hidden_layers = 4;
+  mb::write_layer_structure(c2, {s[0], s[1], s[3], s[4]});
   mb::BertModel two = mb::BertModel::init_random(c2, 11);
   two.pack_for_inference();
   CHECK(m.packed_bytes() == two.packed_bytes());
