@@ -100,9 +100,9 @@ void BM_forward_packed(benchmark::State& st) {
   set_token_counters(st, double(batch * seq), mb::count_model(m, double(seq)).flops() * double(batch));
 }
 
-// Q, K and V projections of BERT-base: three GEMMs (arg 1 = 0, what the engine runs: the
-// checkpoint's three weight tensors used in place) or one GEMM over the weights packed [3W, H]
-// (arg 1 = 1, what a fused QKV projection would run after copying them at load time).
+// Q, K and V projections of BERT-base through sgemm: three GEMMs (arg 1 = 0, what training runs:
+// the checkpoint's three weight tensors used in place) or one GEMM over the weights side by side
+// [3W, H] (arg 1 = 1; inference fuses them this way, packed: BertModel::pack_for_inference).
 void BM_qkv(benchmark::State& st) {
   const int64_t T = st.range(0), H = 768, W = 768;
   const bool packed = st.range(1) != 0;

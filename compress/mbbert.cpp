@@ -188,7 +188,10 @@ std::string results_table(const std::vector<json>& lines, const MbbertOptions& o
     if (l["replaced_block"].is_number()) block = std::to_string(l["replaced_block"].get<int>());
     else if (l["replaced_block"].is_array()) {
       block.clear();
-      for (const auto& v : l["replaced_block"]) block += (block.empty() ? "" : ",") + std::to_string(v.get<int>());
+      for (const auto& v : l["replaced_block"]) {
+        if (!block.empty()) block += ',';
+        block += std::to_string(v.get<int>());
+      }
       if (o.ablation == MbbertAblation::DistilBaseline) block = "removed " + block;
     }
     const double metric = l.value("metric", 0.0);

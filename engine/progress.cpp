@@ -74,7 +74,11 @@ void Progress::update(int64_t done, const ProgressFields& fields, int64_t tokens
   if (!due) return;
   last_print_ = now;
   last_print_step_ = done;
-  emit(tty_ ? "\r" + render(now, false) + "\x1b[K" : render(now, false) + "\n");
+  // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on "literal" + string&&.
+  std::string line = tty_ ? "\r" : "";
+  line += render(now, false);
+  line += tty_ ? "\x1b[K" : "\n";
+  emit(line);
 }
 
 void Progress::finish() {
@@ -86,8 +90,14 @@ void Progress::finish() {
 
 std::string Progress::render(double now, bool final) const {
   std::string s = opt_.unit + " " + std::to_string(done_);
-  if (total_ > 0) s += "/" + std::to_string(total_);
-  for (const auto& [key, value] : last_fields_) s += " | " + (key.empty() ? value : key + " " + value);
+  if (total_ > 0) {
+    s += '/';
+    s += std::to_string(total_);
+  }
+  for (const auto& [key, value] : last_fields_) {
+    s += " | ";
+    s += key.empty() ? value : key + " " + value;
+  }
   // Final line: averages over the whole run; otherwise over the moving window.
   const Sample& a = final ? Sample{start_, opt_.start_step, 0} : window_.front();
   const double dt = now - a.t;

@@ -136,7 +136,8 @@ class BertModel {
   Tensor classify(const Tensor& pooled) const;
 
   // --- Inference speed. Packs every encoder, pooler and classifier weight once into the layout
-  // of the GEMM kernel (engine/gemm.h: oneDNN only; a no-op for the other back-ends) and drops the
+  // of the GEMM kernel (engine/gemm.h: oneDNN only; a no-op for the other back-ends; a layer's Q, K
+  // and V as one [3W, H] weight, its FFN input with bias + GELU in the kernel) and drops the
   // originals' mmapped pages from memory, so resident memory stays about one copy of the weights.
   // Passes without a tape then run on the packed copies. Meant for a model whose weights no
   // longer change: after changing a weight in place call it again, or unpack(). Training

@@ -113,7 +113,10 @@ std::string show(const mb::Tokenizer& tok, const std::vector<int32_t>& ids) {
 
 std::string show(const std::vector<int32_t>& v) {
   std::string s;
-  for (int32_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  for (int32_t x : v) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(x);
+  }
   return s;
 }
 
