@@ -32,6 +32,11 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 struct PackedWeight;
 // Null when there is no packed kernel (a back-end other than oneDNN, or none for this CPU).
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K);
+// Dynamic int8 (optional, for inference): W quantised once to int8, symmetric per output row;
+// every product quantises its A to int8 with one scale (max|A| / 127) and runs oneDNN's s8·s8
+// kernel (AVX-512 VNNI), the output scaled back to f32. Null where there is no int8 kernel.
+std::shared_ptr<PackedWeight> pack_weight_int8(const float* W, int64_t N, int64_t K);
+bool packed_weight_is_int8(const PackedWeight& w);
 size_t packed_weight_bytes(const PackedWeight& w);
 // What the packed GEMM applies to each output after the bias, in the kernel (oneDNN post-ops):
 // GELU with the exact erf (Gelu) or its tanh approximation (GeluTanh).

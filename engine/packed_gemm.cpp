@@ -9,12 +9,17 @@
 // copy is the only one a forward pass reads, and the originals' pages stay out of memory.
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "engine/gemm.h"
 #include "engine/threads.h"
@@ -45,15 +50,17 @@ Runtime& runtime() {
 
 struct PackedWeight {
   int64_t n = 0, k = 0;
-  memory::desc desc;  // the blocked layout the kernel chose
-  memory mem;         // owns the packed bytes
+  bool int8 = false;
+  std::vector<float> scale;  // int8: W[j, :] ≈ scale[j] · Wq[j, :], symmetric per output j
+  memory::desc desc;         // the blocked layout the kernel chose
+  memory mem;                // owns the packed bytes
 };
 
 namespace {
 
 // One matmul primitive per (rows, N, K, output stride, bias, epilogue, threads): creating one costs
 // ~0.2 ms, a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int>;
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int, bool>;
 struct Cache {
   std::mutex mu;
   std::map<Key, dnnl::matmul> prims;
@@ -63,12 +70,17 @@ Cache& cache() {
   return c;
 }
 
+// int8: s8 source and weights, f32 output; the per-output scale s_A·s_W[j] is given at run time
+// (the source's scale changes with every input). oneDNN adds the bias before scaling, so callers
+// pass bias / scale.
 dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t ldc, bool bias,
-                                       const memory::desc& weights, Epilogue epilogue = Epilogue::None) {
-  const memory::desc src({M, K}, memory::data_type::f32, memory::format_tag::ab);
+                                       const memory::desc& weights, Epilogue epilogue = Epilogue::None,
+                                       bool int8 = false) {
+  const memory::desc src({M, K}, int8 ? memory::data_type::s8 : memory::data_type::f32, memory::format_tag::ab);
   const memory::desc dst({M, N}, memory::data_type::f32, Dims{ldc, 1});
   const memory::desc b = bias ? memory::desc({1, N}, memory::data_type::f32, memory::format_tag::ab) : memory::desc();
   dnnl::primitive_attr attr;
+  if (int8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
   if (epilogue != Epilogue::None) {
     // Applied to each output block while it is still in registers: no second pass over C.
     dnnl::post_ops ops;
@@ -105,7 +117,64 @@ std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K) 
   }
 }
 
-size_t packed_weight_bytes(const PackedWeight& w) { return w.desc.get_size(); }
+std::shared_ptr<PackedWeight> pack_weight_int8(const float* W, int64_t N, int64_t K) {
+  if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return nullptr;
+  try {
+    const memory::desc any({K, N}, memory::data_type::s8, memory::format_tag::any);
+    const auto pd = matmul_pd(128, N, K, N, true, any, Epilogue::None, true);
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return nullptr;  // no fast int8 kernel here
+    auto p = std::make_shared<PackedWeight>();
+    p->n = N;
+    p->k = K;
+    p->int8 = true;
+    p->scale.assign(size_t(N), 1.0f);
+    std::vector<int8_t> q(size_t(N * K));
+    for (int64_t j = 0; j < N; ++j) {
+      const float* row = W + j * K;
+      float amax = 0;
+      for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(row[i]));
+      if (amax > 0) p->scale[size_t(j)] = amax / 127.0f;  // an all-zero row stays 0 at scale 1
+      const float inv = 1.0f / p->scale[size_t(j)];
+      for (int64_t i = 0; i < K; ++i) q[size_t(j * K + i)] = int8_t(std::lrint(row[i] * inv));
+    }
+    p->desc = pd.weights_desc();
+    p->mem = memory(p->desc, runtime().engine);
+    memory user({{K, N}, memory::data_type::s8, memory::format_tag::ba}, runtime().engine, q.data());
+    dnnl::reorder(user, p->mem).execute(runtime().stream, user, p->mem);
+    runtime().stream.wait();
+    return p;
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+}
+
+bool packed_weight_is_int8(const PackedWeight& w) { return w.int8; }
+
+size_t packed_weight_bytes(const PackedWeight& w) { return w.desc.get_size() + w.scale.size() * sizeof(float); }
+
+namespace {
+
+// Dynamic quantisation of the source: one symmetric scale for the whole [M, K] block (what
+// oneDNN's per-output run-time scale can express), s_A = max|A| / 127.
+float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q) {
+  if (q.size() < size_t(n)) q.resize(size_t(n));
+  std::vector<float> part(size_t(std::max(1, num_threads())), 0.0f);
+  std::atomic<int> slot{0};
+  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) {
+    float m = 0;
+    for (int64_t i = b; i < e; ++i) m = std::max(m, std::fabs(A[i]));
+    part[size_t(slot++)] = m;
+  });
+  const float amax = *std::max_element(part.begin(), part.end());
+  const float scale = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / scale;
+  int8_t* out = q.data();
+  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[i] = int8_t(std::lrint(A[i] * inv));
+  });
+  return scale;
+}
+
+}  // namespace
 
 bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
                  Epilogue epilogue) {
@@ -116,12 +185,13 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mu);
-    const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads()};
+    const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads(), w.int8};
     auto it = c.prims.find(key);
     if (it == c.prims.end()) {
       try {
-        const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue);
-        if (std::string(pd.impl_info_str()).rfind("brg", 0) != 0) return false;
+        const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue, w.int8);
+        const std::string impl = pd.impl_info_str();
+        if (w.int8 ? impl.rfind("ref", 0) == 0 : impl.rfind("brg", 0) != 0) return false;
         if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
         it = c.prims.emplace(key, dnnl::matmul(pd)).first;
       } catch (const dnnl::error&) {
@@ -131,9 +201,26 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
     prim = it->second;
   }
   const Runtime& r = runtime();
-  memory src({{M, w.k}, memory::data_type::f32, memory::format_tag::ab}, r.engine, const_cast<float*>(A));
   memory dst({{M, w.n}, memory::data_type::f32, Dims{ldc, 1}}, r.engine, C);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, w.mem}, {DNNL_ARG_DST, dst}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_WEIGHTS, w.mem}, {DNNL_ARG_DST, dst}};
+  // Per-call buffers of the int8 path, kept by the calling thread.
+  static thread_local std::vector<int8_t> a_q;
+  static thread_local std::vector<float> out_scale, scaled_bias;
+  if (w.int8) {
+    const float a_scale = quantize_source(A, M * w.k, a_q);
+    out_scale.resize(size_t(w.n));
+    for (int64_t j = 0; j < w.n; ++j) out_scale[size_t(j)] = a_scale * w.scale[size_t(j)];
+    args[DNNL_ARG_SRC] = memory({{M, w.k}, memory::data_type::s8, memory::format_tag::ab}, r.engine, a_q.data());
+    args[DNNL_ARG_ATTR_OUTPUT_SCALES] = memory({{w.n}, memory::data_type::f32, memory::format_tag::a}, r.engine,
+                                               out_scale.data());
+    if (bias) {
+      scaled_bias.resize(size_t(w.n));
+      for (int64_t j = 0; j < w.n; ++j) scaled_bias[size_t(j)] = bias[j] / out_scale[size_t(j)];
+      bias = scaled_bias.data();
+    }
+  } else {
+    args[DNNL_ARG_SRC] = memory({{M, w.k}, memory::data_type::f32, memory::format_tag::ab}, r.engine, const_cast<float*>(A));
+  }
   if (bias) args[DNNL_ARG_BIAS] = memory({{1, w.n}, memory::data_type::f32, memory::format_tag::ab}, r.engine,
                                          const_cast<float*>(bias));
   dnnl::stream s = r.stream;
@@ -146,6 +233,8 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
 
 struct PackedWeight {};
 std::shared_ptr<PackedWeight> pack_weight(const float*, int64_t, int64_t) { return nullptr; }
+std::shared_ptr<PackedWeight> pack_weight_int8(const float*, int64_t, int64_t) { return nullptr; }
+bool packed_weight_is_int8(const PackedWeight&) { return false; }
 size_t packed_weight_bytes(const PackedWeight&) { return 0; }
 bool gemm_packed(const PackedWeight&, int64_t, const float*, const float*, float*, int64_t, Epilogue) { return false; }
 

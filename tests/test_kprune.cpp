@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compress/kprune.h"
+#include "engine/gemm.h"
 #include "engine/functional.h"
 #include "engine/rng.h"
 #include "io/glue.h"
@@ -339,6 +340,13 @@ TEST_CASE("compress kprune CLI: results.json within budget, a loadable model dir
   const auto log = mbtest::json_lines(mbtest::read_file(out + "/kprune_log.jsonl"));
   CHECK(log.size() == 1 + 4 + 1);  // start, one line per sublayer, done
   CHECK(res["weight_tuning"] == true);
+  // The pruned directory runs as any model does, int8 included (within a few examples of f32).
+  if (mb::available_gemm_backends().front() == mb::GemmBackend::OneDNN) {
+    const mbtest::CliRun ev = mbtest::run_cli("eval --model " + out + " --task MRPC --int8 --threads 1");
+    REQUIRE_MESSAGE(ev.status == 0, ev.err);
+    CHECK(nlohmann::json::parse(ev.out)["f1"].get<double>() ==
+          doctest::Approx(res["metric_after"].get<double>()).epsilon(0.03));
+  }
 
   // The KPWT ablation: recorded as such, every step's solver "-".
   const mbtest::CliRun plain = mbtest::run_cli("compress kprune --teacher " + dir + "/teacher --task MRPC --out " + dir +

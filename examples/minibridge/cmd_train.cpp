@@ -21,6 +21,12 @@ std::string glue_dir_or_default(const std::string& given) {
   return (std::filesystem::path(data) / "glue").string();
 }
 
+void pack_model(mb::BertModel& model, bool int8, const std::string& model_dir) {
+  model.pack_for_inference(int8 ? mb::BertModel::Precision::Int8 : mb::BertModel::Precision::F32);
+  MB_CHECK(!int8 || model.packed_int8(), model_dir + ": --int8 needs the oneDNN GEMM back-end with an int8 kernel for this CPU (GEMM back-end here: " +
+                                             std::string(mb::gemm_backend_name(mb::gemm_backend())) + ")");
+}
+
 namespace {
 
 void print_metrics(const std::string& task, const std::map<std::string, double>& metrics) {
@@ -32,6 +38,7 @@ void print_metrics(const std::string& task, const std::map<std::string, double>&
 struct EvalOptions {
   std::string model, task, data, split = "dev";
   int max_len = 128, batch = 64, threads = 0;
+  bool int8 = false;
 };
 
 }  // namespace
@@ -72,12 +79,13 @@ void add_train_commands(CLI::App& app) {
   ev->add_option("--max-len", e->max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
   ev->add_option("--batch-size", e->batch, "sequences run together")->check(CLI::Range(1, 1 << 16));
   ev->add_option("--threads", e->threads, "threads (default: MB_NUM_THREADS or all)");
+  ev->add_flag("--int8", e->int8, "dynamic int8 encoder weights and activations (its accuracy against f32)");
   ev->callback([e] {
     mb::set_num_threads(e->threads);
     const mb::GlueTask& task = mb::glue_task(e->task);
     const mb::GlueSplit split = mb::read_glue_split(glue_dir_or_default(e->data), task, e->split);
     mb::BertModel model = mb::BertModel::load(e->model);
-    model.pack_for_inference();
+    pack_model(model, e->int8, e->model);
     MB_CHECK(model.has_classifier() && model.config.num_labels() == task.num_labels(),
              e->model + ": not a " + task.name + " model (needs a classifier with " + std::to_string(task.num_labels()) +
                  " outputs; fine-tune it first)");

@@ -28,4 +28,8 @@ void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& m
 // --data as given, or $MINIBRIDGE_DATA/glue (mb::Error when neither exists).
 std::string glue_dir_or_default(const std::string& given);
 
+// Packs a loaded model for inference (f32, or int8 with --int8: an mb::Error naming model_dir
+// when there is no int8 kernel, rather than silently running f32).
+void pack_model(mb::BertModel& model, bool int8, const std::string& model_dir);
+
 }  // namespace mbcli
