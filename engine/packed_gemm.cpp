@@ -95,21 +95,46 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
 
 }  // namespace
 
-std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K) {
+namespace {
+
+// Whether oneDNN picked a kernel worth packing for: brgemm for f32 (the others re-pack anyway),
+// anything but the reference loops for int8.
+bool fast_kernel(const dnnl::matmul::primitive_desc& pd, bool int8) {
+  const std::string impl = pd.impl_info_str();
+  return int8 ? impl.rfind("ref", 0) != 0 : impl.rfind("brg", 0) == 0;
+}
+
+std::shared_ptr<PackedWeight> pack(const float* W, int64_t N, int64_t K, bool int8) {
   if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return nullptr;
   try {
     // The layout is chosen for a typical row count; matmuls of other row counts accept it (the
     // blocking is over K and N only).
-    const memory::desc any({K, N}, memory::data_type::f32, memory::format_tag::any);
-    const auto pd = matmul_pd(128, N, K, N, true, any);
-    if (std::string(pd.impl_info_str()).rfind("brg", 0) != 0) return nullptr;  // no packed kernel here
+    const memory::data_type type = int8 ? memory::data_type::s8 : memory::data_type::f32;
+    const auto pd = matmul_pd(128, N, K, N, true, memory::desc({K, N}, type, memory::format_tag::any),
+                              Epilogue::None, int8);
+    if (!fast_kernel(pd, int8)) return nullptr;
     auto p = std::make_shared<PackedWeight>();
     p->n = N;
     p->k = K;
+    p->int8 = int8;
+    std::vector<int8_t> q;
+    if (int8) {  // symmetric per output row j: W[j, :] ≈ scale[j] · q[j, :]
+      p->scale.assign(size_t(N), 1.0f);
+      q.resize(size_t(N * K));
+      for (int64_t j = 0; j < N; ++j) {
+        const float* row = W + j * K;
+        float amax = 0;
+        for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(row[i]));
+        if (amax > 0) p->scale[size_t(j)] = amax / 127.0f;  // an all-zero row stays 0 at scale 1
+        const float inv = 1.0f / p->scale[size_t(j)];
+        for (int64_t i = 0; i < K; ++i) q[size_t(j * K + i)] = int8_t(std::lrint(row[i] * inv));
+      }
+    }
     p->desc = pd.weights_desc();
     p->mem = memory(p->desc, runtime().engine);
     // W [N, K] row-major is B = Wᵀ [K, N] in column-major ("ba") order.
-    memory user({{K, N}, memory::data_type::f32, memory::format_tag::ba}, runtime().engine, const_cast<float*>(W));
+    memory user({{K, N}, type, memory::format_tag::ba}, runtime().engine,
+                int8 ? static_cast<void*>(q.data()) : const_cast<float*>(W));
     dnnl::reorder(user, p->mem).execute(runtime().stream, user, p->mem);
     runtime().stream.wait();
     return p;
@@ -118,36 +143,11 @@ std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K) 
   }
 }
 
-std::shared_ptr<PackedWeight> pack_weight_int8(const float* W, int64_t N, int64_t K) {
-  if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return nullptr;
-  try {
-    const memory::desc any({K, N}, memory::data_type::s8, memory::format_tag::any);
-    const auto pd = matmul_pd(128, N, K, N, true, any, Epilogue::None, true);
-    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return nullptr;  // no fast int8 kernel here
-    auto p = std::make_shared<PackedWeight>();
-    p->n = N;
-    p->k = K;
-    p->int8 = true;
-    p->scale.assign(size_t(N), 1.0f);
-    std::vector<int8_t> q(size_t(N * K));
-    for (int64_t j = 0; j < N; ++j) {
-      const float* row = W + j * K;
-      float amax = 0;
-      for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(row[i]));
-      if (amax > 0) p->scale[size_t(j)] = amax / 127.0f;  // an all-zero row stays 0 at scale 1
-      const float inv = 1.0f / p->scale[size_t(j)];
-      for (int64_t i = 0; i < K; ++i) q[size_t(j * K + i)] = int8_t(std::lrint(row[i] * inv));
-    }
-    p->desc = pd.weights_desc();
-    p->mem = memory(p->desc, runtime().engine);
-    memory user({{K, N}, memory::data_type::s8, memory::format_tag::ba}, runtime().engine, q.data());
-    dnnl::reorder(user, p->mem).execute(runtime().stream, user, p->mem);
-    runtime().stream.wait();
-    return p;
-  } catch (const dnnl::error&) {
-    return nullptr;
-  }
-}
+}  // namespace
+
+std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K) { return pack(W, N, K, false); }
+
+std::shared_ptr<PackedWeight> pack_weight_int8(const float* W, int64_t N, int64_t K) { return pack(W, N, K, true); }
 
 bool packed_weight_is_int8(const PackedWeight& w) { return w.int8; }
 
@@ -192,8 +192,7 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
     if (it == c.prims.end()) {
       try {
         const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue, w.int8);
-        const std::string impl = pd.impl_info_str();
-        if (w.int8 ? impl.rfind("ref", 0) == 0 : impl.rfind("brg", 0) != 0) return false;
+        if (!fast_kernel(pd, w.int8)) return false;
         if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
         it = c.prims.emplace(key, dnnl::matmul(pd)).first;
       } catch (const dnnl::error&) {
