@@ -100,6 +100,31 @@ void BM_forward_packed(benchmark::State& st) {
   set_token_counters(st, double(batch * seq), mb::count_model(m, double(seq)).flops() * double(batch));
 }
 
+// The packed GEMM (oneDNN brgemm on weights reordered once, what inference runs) on one BERT-base
+// projection: rows (arg 0) × N (arg 1) × K (arg 2), cycling through 12 distinct weights as a forward
+// pass does (12 layers), so that the weights come from memory rather than the cache. arg 3 = 1: bias +
+// GELU as the kernel's post-op (the FFN's first product).
+void BM_gemm_packed(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  const auto epilogue = st.range(3) ? mb::Epilogue::Gelu : mb::Epilogue::None;
+  std::vector<std::shared_ptr<mb::PackedWeight>> w;
+  for (uint64_t l = 0; l < 12; ++l) w.push_back(mb::pack_weight(random_vec(size_t(N * K), 10 + l).data(), N, K));
+  if (!w[0]) {
+    st.SkipWithError("no packed kernel (GEMM back-end is not oneDNN, or none for this CPU)");
+    return;
+  }
+  const auto a = random_vec(size_t(M * K), 1), bias = random_vec(size_t(N), 2);
+  std::vector<float> c(size_t(M * N));
+  size_t l = 0;
+  for (auto _ : st) {
+    mb::gemm_packed(*w[l], M, a.data(), bias.data(), c.data(), N, epilogue);
+    l = (l + 1) % w.size();
+    benchmark::DoNotOptimize(c.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(M * N * K) * double(st.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
 // Q, K and V projections of BERT-base through sgemm: three GEMMs (arg 1 = 0, what training runs:
 // the checkpoint's three weight tensors used in place) or one GEMM over the weights side by side
 // [3W, H] (arg 1 = 1; inference fuses them this way, packed: BertModel::pack_for_inference).
@@ -237,6 +262,10 @@ void shape_batch_args(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_sgemm)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm_packed)
+    ->Args({128, 2304, 768, 0})->Args({128, 768, 768, 0})->Args({128, 3072, 768, 1})->Args({128, 768, 3072, 0})
+    ->Args({1024, 2304, 768, 0})->Args({1024, 3072, 768, 1})->Args({1024, 768, 3072, 0})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_qkv)->Args({128, 0})->Args({128, 1})->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_op_bias_gelu)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_op_layernorm_residual)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -1,5 +1,9 @@
 #include "engine/allocator.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -98,6 +102,31 @@ void tensor_cache_clear() {
   for (auto& [cap, p] : c.free) std::free(p);
   c.free.clear();
   c.bytes = 0;
+}
+
+namespace {
+constexpr size_t kHugePage = size_t(2) << 20, kSmallPage = size_t(4) << 10;
+size_t page_rounded(size_t bytes) { return (std::max<size_t>(bytes, 1) + kSmallPage - 1) / kSmallPage * kSmallPage; }
+}  // namespace
+
+void* huge_page_alloc(size_t bytes) {
+  const size_t len = page_rounded(bytes);
+  // Over-map by one huge page, then cut the ends so that the block starts on a 2 MiB boundary
+  // (a huge page can only back an aligned 2 MiB range; a tail under 2 MiB stays in small pages).
+  void* raw = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw Error("out of memory mapping " + std::to_string(bytes) + " bytes");
+  const uintptr_t r = uintptr_t(raw), a = (r + kHugePage - 1) / kHugePage * kHugePage;
+  if (a > r) munmap(raw, a - r);
+  if (r + kHugePage > a) munmap(reinterpret_cast<void*>(a + len), r + kHugePage - a);
+  void* p = reinterpret_cast<void*>(a);
+#ifdef MADV_HUGEPAGE
+  madvise(p, len, MADV_HUGEPAGE);  // advice only: where THP is off, these are small pages
+#endif
+  return p;
+}
+
+void huge_page_free(void* p, size_t bytes) {
+  if (p) munmap(p, page_rounded(bytes));
 }
 
 }  // namespace mb

@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/allocator.h"
 #include "engine/gemm.h"
 #include "engine/threads.h"
 
@@ -54,7 +55,8 @@ struct PackedWeight {
   bool int8 = false;
   std::vector<float> scale;  // int8: W[j, :] ≈ scale[j] · Wq[j, :], symmetric per output j
   memory::desc desc;         // the blocked layout the kernel chose
-  memory mem;                // owns the packed bytes
+  std::shared_ptr<void> storage;  // the packed bytes, in huge pages (engine/allocator.h)
+  memory mem;                     // a view of them
 };
 
 namespace {
@@ -131,7 +133,9 @@ std::shared_ptr<PackedWeight> pack(const float* W, int64_t N, int64_t K, bool in
       }
     }
     p->desc = pd.weights_desc();
-    p->mem = memory(p->desc, runtime().engine);
+    const size_t bytes = p->desc.get_size();
+    p->storage = std::shared_ptr<void>(huge_page_alloc(bytes), [bytes](void* q) { huge_page_free(q, bytes); });
+    p->mem = memory(p->desc, runtime().engine, p->storage.get());
     // W [N, K] row-major is B = Wᵀ [K, N] in column-major ("ba") order.
     memory user({{K, N}, type, memory::format_tag::ba}, runtime().engine,
                 int8 ? static_cast<void*>(q.data()) : const_cast<float*>(W));

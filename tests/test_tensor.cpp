@@ -75,3 +75,15 @@ TEST_CASE("small activations (bert-tiny's 64 KiB) are recycled too, smaller bloc
   CHECK(mb::tensor_cache_bytes() == 64u << 10);
   mb::tensor_cache_clear();
 }
+
+TEST_CASE("huge-page blocks start on a 2 MiB boundary and are usable to the last byte") {
+  for (size_t bytes : {size_t(1), size_t(4096), (size_t(9) << 20) + 12345}) {
+    auto* p = static_cast<unsigned char*>(mb::huge_page_alloc(bytes));
+    REQUIRE(p != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(p) % (uintptr_t(2) << 20) == 0);
+    std::memset(p, 7, bytes);
+    CHECK(p[0] == 7);
+    CHECK(p[bytes - 1] == 7);
+    mb::huge_page_free(p, bytes);
+  }
+}
