@@ -1,0 +1,104 @@
+// attention_forward's register-blocked kernels against a float64 reference and against the
+// Eigen path they replace: every sequence length tail (rows and columns past a block), head sizes
+// with one, several and a partial group of 16-wide vectors, strided Q/K/V (the fused QKV buffer),
+// and the training forms (probabilities kept, dropout scale applied).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/rng.h"
+
+namespace {
+
+std::vector<float> random_floats(size_t n, uint64_t seed) {
+  mb::Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = float(rng.normal());
+  return v;
+}
+
+// ctx and probs in float64 from the definition: per (sequence, head) P = softmax(QKᵀ/√d), ctx = (P⊙keep)V.
+void reference(std::vector<double>& ctx, std::vector<double>& probs, const float* q, const float* k, const float* v,
+               int64_t ld, const std::vector<int32_t>& offsets, int64_t heads, int64_t dh, const float* keep) {
+  const int64_t W = heads * dh;
+  ctx.assign(size_t(offsets.back() * W), 0.0);
+  probs.clear();
+  for (size_t s = 0; s + 1 < offsets.size(); ++s) {
+    const int64_t b = offsets[s], L = offsets[s + 1] - offsets[s];
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < L; ++i) {
+        std::vector<double> row(static_cast<size_t>(L));
+        for (int64_t j = 0; j < L; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < dh; ++d) dot += double(q[(b + i) * ld + h * dh + d]) * double(k[(b + j) * ld + h * dh + d]);
+          row[size_t(j)] = dot / std::sqrt(double(dh));
+        }
+        const double mx = *std::max_element(row.begin(), row.end());
+        double sum = 0;
+        for (double& x : row) sum += (x = std::exp(x - mx));
+        for (double& x : row) x /= sum;
+        for (int64_t j = 0; j < L; ++j) {
+          const size_t at = probs.size();
+          probs.push_back(row[size_t(j)]);
+          const double w = row[size_t(j)] * (keep ? double(keep[at]) : 1.0);
+          for (int64_t d = 0; d < dh; ++d) ctx[size_t((b + i) * W + h * dh + d)] += w * double(v[(b + j) * ld + h * dh + d]);
+        }
+      }
+    }
+  }
+}
+
+double max_diff(const float* got, const std::vector<double>& want) {
+  double m = 0;
+  for (size_t i = 0; i < want.size(); ++i) m = std::max(m, std::fabs(double(got[i]) - want[i]));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("attention kernels match a float64 reference and the Eigen path") {
+  const std::vector<std::vector<int32_t>> length_sets = {{1}, {7, 17}, {33, 8, 128}, {9, 1, 37, 20}};
+  for (const int64_t dh : {16, 48, 64, 80, 24}) {  // 24: no kernel (not a multiple of 16), the Eigen path
+    for (const auto& lengths : length_sets) {
+      const int64_t heads = 3, W = heads * dh, ld = 3 * W;  // Q, K, V side by side as in the fused buffer
+      std::vector<int32_t> offsets{0};
+      for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
+      const int64_t T = offsets.back(), n = int64_t(lengths.size());
+      const std::vector<float> qkv = random_floats(size_t(T * ld), uint64_t(dh * 100 + T));
+      const float *q = qkv.data(), *k = q + W, *v = q + 2 * W;
+      const int64_t P = mb::attention_probs_size(offsets.data(), n, heads);
+      std::vector<float> keep(static_cast<size_t>(P));
+      mb::Rng rng(5);
+      mb::fill_dropout_mask(keep.data(), P, 0.25f, rng);
+      for (const bool train : {false, true}) {
+        CAPTURE(dh);
+        CAPTURE(T);
+        CAPTURE(train);
+        std::vector<double> want_ctx, want_probs;
+        reference(want_ctx, want_probs, q, k, v, ld, offsets, heads, dh, train ? keep.data() : nullptr);
+        std::vector<float> ctx_fast(size_t(T * W)), ctx_eigen(size_t(T * W)), probs(static_cast<size_t>(P));
+        mb::set_attention_kernels(true);
+        mb::attention_forward(ctx_fast.data(), q, ld, k, ld, v, ld, offsets.data(), n, heads, dh,
+                              train ? probs.data() : nullptr, train ? keep.data() : nullptr);
+        if (train) CHECK(max_diff(probs.data(), want_probs) < 1e-6);
+        mb::set_attention_kernels(false);
+        mb::attention_forward(ctx_eigen.data(), q, ld, k, ld, v, ld, offsets.data(), n, heads, dh, nullptr,
+                              train ? keep.data() : nullptr);
+        mb::set_attention_kernels(true);
+        CHECK(max_diff(ctx_fast.data(), want_ctx) < 2e-5);
+        CHECK(max_diff(ctx_eigen.data(), want_ctx) < 2e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("the kernels are built where the CPU has AVX-512") {
+#if defined(__AVX512F__)
+  CHECK(mb::attention_kernels_available());
+#else
+  CHECK_FALSE(mb::attention_kernels_available());
+#endif
+}
