@@ -258,16 +258,16 @@ def run_json(cmd, env, timeout):
     return json.loads(lines[-1])
 
 
-def engine_cmd(engine, a, model_dir, inputs, mode, warmup, iters, dump=None, int8=False):
-    """int8: minibridge runs `bench --int8` (dynamic int8); the peers stay fp32."""
+def engine_cmd(engine, a, model_dir, inputs, mode, warmup, iters, dump=None, precision="f32"):
+    """precision bf16 / int8: minibridge runs `bench --bf16` / `--int8`; the peers stay fp32."""
     T = str(a.threads)
     if engine == "minibridge":
         cmd = [a.cli, "bench", "--model", model_dir, "--inputs", inputs, "--threads", T,
                "--warmup", str(warmup), "--iters", str(iters)]
         if a.gemm:
             cmd += ["--gemm", a.gemm]
-        if int8:
-            cmd.append("--int8")
+        if precision != "f32":
+            cmd.append("--" + precision)
         if mode == "train":
             cmd.append("--train")
         if dump:
@@ -325,7 +325,7 @@ def busy_processes(threshold=0.15, interval=1.0):
     return busy
 
 
-def check_agreement(a, env, model_dir, cfg, shape, tmp, int8=False):
+def check_agreement(a, env, model_dir, cfg, shape, tmp, precisions=()):
     import numpy as np
     S = min(a.seq, cfg["max_position_embeddings"])
     lengths = sorted({S, max(2, S * 3 // 10), 9, max(2, S * 4 // 5)}, reverse=True)
@@ -333,9 +333,10 @@ def check_agreement(a, env, model_dir, cfg, shape, tmp, int8=False):
     spec = make_inputs(inputs, cfg, lengths, a.seed + 1)
     H, L = cfg["hidden_size"], max(lengths)
     out = {}
-    for e in ENGINES + (("minibridge int8",) if int8 else ()):
+    for e in ENGINES + tuple(f"minibridge {p}" for p in precisions):
         dump = os.path.join(tmp, f"{shape}_{e.replace(' ', '_')}.f32")
-        run_json(engine_cmd(e.split()[0], a, model_dir, inputs, "forward", 0, 1, dump, int8=e.endswith("int8")), env,
+        precision = e.split()[1] if " " in e else "f32"
+        run_json(engine_cmd(e.split()[0], a, model_dir, inputs, "forward", 0, 1, dump, precision=precision), env,
                  a.timeout)
         h = np.fromfile(dump, dtype=np.float32)
         if e.startswith("minibridge"):  # packed [tokens, H] -> padded [B, L, H]
@@ -356,16 +357,16 @@ def check_agreement(a, env, model_dir, cfg, shape, tmp, int8=False):
         + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()) + ("" if ok else "  <-- TOO LARGE"))
     if not ok:
         raise SystemExit(f"{shape}: engines disagree beyond --tol {a.tol}: {diffs}")
-    if int8:  # quantisation error, reported (not held to --tol)
-        d = out["minibridge int8"][real] - out["pytorch"][real]
-        diffs["minibridge int8 vs pytorch"] = float(np.abs(d).max())
-        diffs["minibridge int8 vs pytorch, rms"] = float(np.sqrt((d * d).mean()))
-        log(f"{shape}: minibridge int8 vs pytorch max |diff| {diffs['minibridge int8 vs pytorch']:.2e}, "
-            f"rms {diffs['minibridge int8 vs pytorch, rms']:.2e}")
+    for p in precisions:  # rounding / quantisation error, reported (not held to --tol)
+        d = out[f"minibridge {p}"][real] - out["pytorch"][real]
+        diffs[f"minibridge {p} vs pytorch"] = float(np.abs(d).max())
+        diffs[f"minibridge {p} vs pytorch, rms"] = float(np.sqrt((d * d).mean()))
+        log(f"{shape}: minibridge {p} vs pytorch max |diff| {diffs[f'minibridge {p} vs pytorch']:.2e}, "
+            f"rms {diffs[f'minibridge {p} vs pytorch, rms']:.2e}")
     return diffs
 
 
-def time_case(a, env, model_dir, inputs, mode, engines, rounds, warmup, iters, label, int8=False):
+def time_case(a, env, model_dir, inputs, mode, engines, rounds, warmup, iters, label, precision="f32"):
     """Alternating rounds; returns {engine: summary}."""
     per = {e: [] for e in engines}
     contention = []
@@ -377,7 +378,8 @@ def time_case(a, env, model_dir, inputs, mode, engines, rounds, warmup, iters, l
                 log(f"WARNING: other processes are using the CPU: {', '.join(busy)}")
         order = engines[r % len(engines):] + engines[:r % len(engines)]
         for e in order:
-            res = run_json(engine_cmd(e, a, model_dir, inputs, mode, warmup, iters, int8=int8), env, a.timeout)
+            res = run_json(engine_cmd(e, a, model_dir, inputs, mode, warmup, iters, precision=precision), env,
+                           a.timeout)
             per[e].append(res)
             log(f"{label} round {r + 1}/{rounds} {e}: median {res['median_ms']:.2f} ms (min {res['min_ms']:.2f})")
     out = {}
@@ -515,6 +517,8 @@ def main():
                         "ORT and PyTorch pad to the longest, minibridge packs)")
     p.add_argument("--varied-batch", type=int, default=8)
     p.add_argument("--train-shapes", default="base", help="shapes with a training-step row vs PyTorch ('' for none)")
+    p.add_argument("--bf16-shapes", default="base",
+                   help="shapes with forward rows of minibridge's bfloat16 path against the fp32 peers ('' for none)")
     p.add_argument("--int8-shapes", default="base",
                    help="shapes with forward rows of minibridge's dynamic int8 against the fp32 peers ('' for none)")
     p.add_argument("--train-batch", type=int, default=8)
@@ -577,15 +581,17 @@ def main():
     batches = [int(b) for b in a.batches.split(",") if b]
     varied = {s for s in a.varied.split(",") if s}
     train_shapes = {s for s in a.train_shapes.split(",") if s}
-    int8_shapes = {s for s in a.int8_shapes.split(",") if s}
+    low_precision_shapes = {"bf16": {s for s in a.bf16_shapes.split(",") if s},
+                            "int8": {s for s in a.int8_shapes.split(",") if s}}
     rows, agreement, contention = [], {}, []
     for shape in shapes:
         model_dir = make_model(a.work, shape, a.seed, vocab_dir)
         cfg = shape_config(shape)
-        agreement[shape] = check_agreement(a, env, model_dir, cfg, shape, tmp, int8=shape in int8_shapes)
+        precisions = [p for p, s in low_precision_shapes.items() if shape in s]
+        agreement[shape] = check_agreement(a, env, model_dir, cfg, shape, tmp, precisions)
         cases = [("forward", "forward", B, [a.seq] * B) for B in batches]
-        if shape in int8_shapes:
-            cases += [("forward, minibridge int8 (peers fp32)", "forward", B, [a.seq] * B) for B in batches]
+        for p in precisions:
+            cases += [(f"forward, minibridge {p} (peers fp32)", "forward", B, [a.seq] * B) for B in batches]
         if shape in varied:
             import random
             rng = random.Random(a.seed + 7)
@@ -599,8 +605,9 @@ def main():
             engines = list(ENGINES) if mode == "forward" else ["minibridge", "pytorch"]
             label = f"{shape} {what} batch {B}"
             if mode == "forward":
+                precision = next((p for p in precisions if f"minibridge {p}" in what), "f32")
                 res, cont = time_case(a, env, model_dir, inputs, mode, engines, a.rounds, a.warmup, a.iters, label,
-                                      int8="int8" in what)
+                                      precision=precision)
             else:
                 res, cont = time_case(a, env, model_dir, inputs, mode, engines, a.train_rounds, a.train_warmup,
                                       a.train_iters, label)

@@ -103,14 +103,16 @@ void BM_forward_packed(benchmark::State& st) {
 // The packed GEMM (oneDNN brgemm on weights reordered once, what inference runs) on one BERT-base
 // projection: rows (arg 0) × N (arg 1) × K (arg 2), cycling through 12 distinct weights as a forward
 // pass does (12 layers), so that the weights come from memory rather than the cache. arg 3 = 1: bias +
-// GELU as the kernel's post-op (the FFN's first product).
+// GELU as the kernel's post-op (the FFN's first product). arg 4: the precision (0 f32, 1 bf16, 2 int8).
 void BM_gemm_packed(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
   const auto epilogue = st.range(3) ? mb::Epilogue::Gelu : mb::Epilogue::None;
+  const mb::Precision precision = st.range(4) == 2 ? mb::Precision::Int8 : st.range(4) == 1 ? mb::Precision::BF16 : mb::Precision::F32;
+  st.SetLabel(mb::precision_name(precision));
   std::vector<std::shared_ptr<mb::PackedWeight>> w;
-  for (uint64_t l = 0; l < 12; ++l) w.push_back(mb::pack_weight(random_vec(size_t(N * K), 10 + l).data(), N, K));
+  for (uint64_t l = 0; l < 12; ++l) w.push_back(mb::pack_weight(random_vec(size_t(N * K), 10 + l).data(), N, K, precision));
   if (!w[0]) {
-    st.SkipWithError("no packed kernel (GEMM back-end is not oneDNN, or none for this CPU)");
+    st.SkipWithError("no packed kernel (GEMM back-end is not oneDNN, or none for this CPU and precision)");
     return;
   }
   const auto a = random_vec(size_t(M * K), 1), bias = random_vec(size_t(N), 2);
@@ -263,8 +265,10 @@ void shape_batch_args(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_sgemm)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemm_packed)
-    ->Args({128, 2304, 768, 0})->Args({128, 768, 768, 0})->Args({128, 3072, 768, 1})->Args({128, 768, 3072, 0})
-    ->Args({1024, 2304, 768, 0})->Args({1024, 3072, 768, 1})->Args({1024, 768, 3072, 0})
+    ->Args({128, 2304, 768, 0, 0})->Args({128, 768, 768, 0, 0})->Args({128, 3072, 768, 0, 0})->Args({128, 3072, 768, 1, 0})
+    ->Args({128, 768, 3072, 0, 0})->Args({1024, 2304, 768, 0, 0})->Args({1024, 3072, 768, 1, 0})->Args({1024, 768, 3072, 0, 0})
+    ->Args({128, 768, 768, 0, 1})->Args({128, 3072, 768, 1, 1})->Args({1024, 3072, 768, 1, 1})
+    ->Args({128, 768, 768, 0, 2})->Args({128, 3072, 768, 1, 2})->Args({1024, 3072, 768, 1, 2})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_qkv)->Args({128, 0})->Args({128, 1})->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_op_bias_gelu)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();

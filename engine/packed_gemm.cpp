@@ -9,11 +9,16 @@
 // copy is the only one a forward pass reads, and the originals' pages stay out of memory.
 #include <omp.h>
 
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
 #include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +28,7 @@
 #include <vector>
 
 #include "engine/allocator.h"
+#include "engine/dtype.h"
 #include "engine/gemm.h"
 #include "engine/threads.h"
 
@@ -31,6 +37,10 @@
 #endif
 
 namespace mb {
+
+const char* precision_name(Precision p) {
+  return p == Precision::Int8 ? "int8" : p == Precision::BF16 ? "bf16" : "f32";
+}
 
 #ifdef MB_HAVE_ONEDNN
 
@@ -52,7 +62,7 @@ Runtime& runtime() {
 
 struct PackedWeight {
   int64_t n = 0, k = 0;
-  bool int8 = false;
+  Precision precision = Precision::F32;
   std::vector<float> scale;  // int8: W[j, :] ≈ scale[j] · Wq[j, :], symmetric per output j
   memory::desc desc;         // the blocked layout the kernel chose
   std::shared_ptr<void> storage;  // the packed bytes, in huge pages (engine/allocator.h)
@@ -63,7 +73,7 @@ namespace {
 
 // One matmul primitive per (rows, N, K, output stride, bias, epilogue, threads): creating one costs
 // ~0.2 ms, a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int, bool>;
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int, int>;
 struct Cache {
   std::mutex mu;
   std::map<Key, dnnl::matmul> prims;
@@ -73,13 +83,17 @@ Cache& cache() {
   return c;
 }
 
-// int8: s8 source and weights, f32 output; the per-output scale s_A·s_W[j] is given at run time
-// (the source's scale changes with every input). oneDNN adds the bias before scaling, so callers
-// pass bias / scale.
+memory::data_type data_type(Precision p) {
+  return p == Precision::Int8 ? memory::data_type::s8 : p == Precision::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+// Source and weights of the given precision, f32 output (and bias). int8: the per-output scale
+// s_A·s_W[j] is given at run time (the source's scale changes with every input); oneDNN adds the
+// bias before scaling, so callers pass bias / scale.
 dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t ldc, bool bias,
-                                       const memory::desc& weights, Epilogue epilogue = Epilogue::None,
-                                       bool int8 = false) {
-  const memory::desc src({M, K}, int8 ? memory::data_type::s8 : memory::data_type::f32, memory::format_tag::ab);
+                                       const memory::desc& weights, Epilogue epilogue, Precision precision) {
+  const bool int8 = precision == Precision::Int8;
+  const memory::desc src({M, K}, data_type(precision), memory::format_tag::ab);
   const memory::desc dst({M, N}, memory::data_type::f32, Dims{ldc, 1});
   const memory::desc b = bias ? memory::desc({1, N}, memory::data_type::f32, memory::format_tag::ab) : memory::desc();
   dnnl::primitive_attr attr;
@@ -95,32 +109,49 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, b, dst), attr, runtime().engine);
 }
 
-}  // namespace
-
-namespace {
-
-// Whether oneDNN picked a kernel worth packing for: brgemm for f32 (the others re-pack anyway),
-// anything but the reference loops for int8.
-bool fast_kernel(const dnnl::matmul::primitive_desc& pd, bool int8) {
+// Whether oneDNN picked a kernel worth packing for: brgemm for f32 and bf16 (the others re-pack
+// anyway, or for bf16 emulate it), anything but the reference loops for int8.
+bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
   const std::string impl = pd.impl_info_str();
-  return int8 ? impl.rfind("ref", 0) != 0 : impl.rfind("brg", 0) == 0;
+  return precision == Precision::Int8 ? impl.rfind("ref", 0) != 0 : impl.rfind("brg", 0) == 0;
 }
 
-std::shared_ptr<PackedWeight> pack(const float* W, int64_t N, int64_t K, bool int8) {
+// f32 → bfloat16 (engine/dtype.h: round to nearest even, NaN stays NaN), in parallel.
+void to_bf16(const float* x, uint16_t* out, int64_t n) {
+  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) {
+    int64_t i = b;
+#if defined(__AVX512BF16__)
+    for (; i + 16 <= e; i += 16) {  // the CPU's own conversion: the same rounding, NaN kept
+      const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), reinterpret_cast<const __m256i&>(h));
+    }
+#endif
+    for (; i < e; ++i) out[i] = f32_to_bf16(x[i]);
+  });
+}
+
+}  // namespace
+
+std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision) {
   if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return nullptr;
+  const bool int8 = precision == Precision::Int8;
   try {
     // The layout is chosen for a typical row count; matmuls of other row counts accept it (the
     // blocking is over K and N only).
-    const memory::data_type type = int8 ? memory::data_type::s8 : memory::data_type::f32;
+    const memory::data_type type = data_type(precision);
     const auto pd = matmul_pd(128, N, K, N, true, memory::desc({K, N}, type, memory::format_tag::any),
-                              Epilogue::None, int8);
-    if (!fast_kernel(pd, int8)) return nullptr;
+                              Epilogue::None, precision);
+    if (!fast_kernel(pd, precision)) return nullptr;
     auto p = std::make_shared<PackedWeight>();
     p->n = N;
     p->k = K;
-    p->int8 = int8;
+    p->precision = precision;
     std::vector<int8_t> q;
-    if (int8) {  // symmetric per output row j: W[j, :] ≈ scale[j] · q[j, :]
+    std::vector<uint16_t> h;
+    if (precision == Precision::BF16) {
+      h.resize(size_t(N * K));
+      to_bf16(W, h.data(), N * K);
+    } else if (int8) {  // symmetric per output row j: W[j, :] ≈ scale[j] · q[j, :]
       p->scale.assign(size_t(N), 1.0f);
       q.resize(size_t(N * K));
       for (int64_t j = 0; j < N; ++j) {
@@ -137,8 +168,10 @@ std::shared_ptr<PackedWeight> pack(const float* W, int64_t N, int64_t K, bool in
     p->storage = std::shared_ptr<void>(huge_page_alloc(bytes), [bytes](void* q) { huge_page_free(q, bytes); });
     p->mem = memory(p->desc, runtime().engine, p->storage.get());
     // W [N, K] row-major is B = Wᵀ [K, N] in column-major ("ba") order.
-    memory user({{K, N}, type, memory::format_tag::ba}, runtime().engine,
-                int8 ? static_cast<void*>(q.data()) : const_cast<float*>(W));
+    void* source = int8 ? static_cast<void*>(q.data())
+                   : precision == Precision::BF16 ? static_cast<void*>(h.data())
+                                                  : const_cast<float*>(W);
+    memory user({{K, N}, type, memory::format_tag::ba}, runtime().engine, source);
     dnnl::reorder(user, p->mem).execute(runtime().stream, user, p->mem);
     runtime().stream.wait();
     return p;
@@ -147,13 +180,7 @@ std::shared_ptr<PackedWeight> pack(const float* W, int64_t N, int64_t K, bool in
   }
 }
 
-}  // namespace
-
-std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K) { return pack(W, N, K, false); }
-
-std::shared_ptr<PackedWeight> pack_weight_int8(const float* W, int64_t N, int64_t K) { return pack(W, N, K, true); }
-
-bool packed_weight_is_int8(const PackedWeight& w) { return w.int8; }
+Precision packed_weight_precision(const PackedWeight& w) { return w.precision; }
 
 size_t packed_weight_bytes(const PackedWeight& w) { return w.desc.get_size() + w.scale.size() * sizeof(float); }
 
@@ -191,12 +218,12 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mu);
-    const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads(), w.int8};
+    const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads(), int(w.precision)};
     auto it = c.prims.find(key);
     if (it == c.prims.end()) {
       try {
-        const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue, w.int8);
-        if (!fast_kernel(pd, w.int8)) return false;
+        const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue, w.precision);
+        if (!fast_kernel(pd, w.precision)) return false;
         if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
         it = c.prims.emplace(key, dnnl::matmul(pd)).first;
       } catch (const dnnl::error&) {
@@ -208,10 +235,15 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   const Runtime& r = runtime();
   memory dst({{M, w.n}, memory::data_type::f32, Dims{ldc, 1}}, r.engine, C);
   std::unordered_map<int, memory> args{{DNNL_ARG_WEIGHTS, w.mem}, {DNNL_ARG_DST, dst}};
-  // Per-call buffers of the int8 path, kept by the calling thread.
+  // Per-call buffers of the int8 and bf16 paths, kept by the calling thread.
   static thread_local std::vector<int8_t> a_q;
+  static thread_local std::vector<uint16_t> a_h;
   static thread_local std::vector<float> out_scale, scaled_bias;
-  if (w.int8) {
+  if (w.precision == Precision::BF16) {
+    if (a_h.size() < size_t(M * w.k)) a_h.resize(size_t(M * w.k));
+    to_bf16(A, a_h.data(), M * w.k);
+    args[DNNL_ARG_SRC] = memory({{M, w.k}, memory::data_type::bf16, memory::format_tag::ab}, r.engine, a_h.data());
+  } else if (w.precision == Precision::Int8) {
     const float a_scale = quantize_source(A, M * w.k, a_q);
     out_scale.resize(size_t(w.n));
     for (int64_t j = 0; j < w.n; ++j) out_scale[size_t(j)] = a_scale * w.scale[size_t(j)];
@@ -237,9 +269,8 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
 #else  // no oneDNN: nothing is packed, callers use sgemm
 
 struct PackedWeight {};
-std::shared_ptr<PackedWeight> pack_weight(const float*, int64_t, int64_t) { return nullptr; }
-std::shared_ptr<PackedWeight> pack_weight_int8(const float*, int64_t, int64_t) { return nullptr; }
-bool packed_weight_is_int8(const PackedWeight&) { return false; }
+std::shared_ptr<PackedWeight> pack_weight(const float*, int64_t, int64_t, Precision) { return nullptr; }
+Precision packed_weight_precision(const PackedWeight&) { return Precision::F32; }
 size_t packed_weight_bytes(const PackedWeight&) { return 0; }
 bool gemm_packed(const PackedWeight&, int64_t, const float*, const float*, float*, int64_t, Epilogue) { return false; }
 

@@ -359,7 +359,7 @@ const BertModel::PackedQkv* BertModel::packed_qkv(const BertLayer& L) const {
 namespace {
 
 // [W_Q; W_K; W_V] packed as one weight [3W, H], and [b_Q; b_K; b_V] (zeros where a bias is absent).
-std::optional<BertModel::PackedQkv> pack_qkv(const BertLayer& L, bool int8) {
+std::optional<BertModel::PackedQkv> pack_qkv(const BertLayer& L, Precision precision) {
   const int64_t W = L.q_w.dim(0), H = L.q_w.dim(1);
   std::vector<float> w(size_t(3 * W * H));
   BertModel::PackedQkv f;
@@ -371,7 +371,7 @@ std::optional<BertModel::PackedQkv> pack_qkv(const BertLayer& L, bool int8) {
     std::memcpy(w.data() + size_t(j * W * H), weights[j]->data(), size_t(W * H) * 4);
     if (biases[j]->defined()) std::memcpy(f.bias.f32() + j * W, biases[j]->data(), size_t(W) * 4);
   }
-  f.weight = int8 ? pack_weight_int8(w.data(), 3 * W, H) : pack_weight(w.data(), 3 * W, H);
+  f.weight = pack_weight(w.data(), 3 * W, H, precision);
   if (!f.weight) return std::nullopt;
   return f;
 }
@@ -381,13 +381,12 @@ std::optional<BertModel::PackedQkv> pack_qkv(const BertLayer& L, bool int8) {
 void BertModel::pack_for_inference(Precision precision) {
   packed_.clear();
   packed_qkv_.clear();
-  const bool int8 = precision == Precision::Int8;
   std::vector<const Var*> weights;
   for (const BertLayer& L : layers) {
     if (L.kind == LayerKind::Bridge) continue;
     if (L.num_heads > 0 && L.q_w.defined()) {  // a sublayer K-prune removed has no Q, K, V
       if (!packed_qkv_.count(L.q_w.data())) {   // shared layers: once
-        if (std::optional<PackedQkv> f = pack_qkv(L, int8)) {
+        if (std::optional<PackedQkv> f = pack_qkv(L, precision)) {
           packed_qkv_.emplace(L.q_w.data(), std::move(*f));
           for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) w->value().release_pages();
         }
@@ -403,20 +402,20 @@ void BertModel::pack_for_inference(Precision precision) {
   for (size_t i = 0; i < weights.size(); ++i) {
     const Var* w = weights[i];
     if (!w->defined() || w->numel() == 0 || packed_.count(w->data())) continue;  // shared layers: once
-    std::shared_ptr<PackedWeight> p = int8 && i < encoder_weights ? pack_weight_int8(w->data(), w->dim(0), w->dim(1))
-                                                                  : pack_weight(w->data(), w->dim(0), w->dim(1));
+    std::shared_ptr<PackedWeight> p =
+        pack_weight(w->data(), w->dim(0), w->dim(1), i < encoder_weights ? precision : Precision::F32);
     if (!p) continue;
     packed_[w->data()] = std::move(p);
     w->value().release_pages();
   }
 }
 
-bool BertModel::packed_int8() const {
+Precision BertModel::packed_precision() const {
   for (const auto& [ptr, f] : packed_qkv_)
-    if (packed_weight_is_int8(*f.weight)) return true;
+    if (packed_weight_precision(*f.weight) != Precision::F32) return packed_weight_precision(*f.weight);
   for (const auto& [ptr, p] : packed_)
-    if (packed_weight_is_int8(*p)) return true;
-  return false;
+    if (packed_weight_precision(*p) != Precision::F32) return packed_weight_precision(*p);
+  return Precision::F32;
 }
 
 void BertModel::unpack() const {

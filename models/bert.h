@@ -142,12 +142,13 @@ class BertModel {
   // Passes without a tape then run on the packed copies. Meant for a model whose weights no
   // longer change: after changing a weight in place call it again, or unpack(). Training
   // (trainable_params) unpacks.
-  // Int8: the encoder layers' weights quantised to int8 instead (engine/gemm.h:
-  // pack_weight_int8; the pooler and classifier stay f32), for speed at a small accuracy cost.
-  enum class Precision { F32, Int8 };
+  // BF16 / Int8: the encoder layers' weights packed in bfloat16 or quantised to int8 instead
+  // (engine/gemm.h: Precision; the pooler and classifier stay f32), for speed at a small
+  // accuracy cost.
+  using Precision = mb::Precision;
   void pack_for_inference(Precision precision = Precision::F32);
-  // Whether the packed encoder weights are int8.
-  bool packed_int8() const;
+  // The precision of the packed encoder weights (F32 when nothing is packed).
+  Precision packed_precision() const;
   void unpack() const;
   size_t packed_bytes() const;
   // The packed copy of W, or null.

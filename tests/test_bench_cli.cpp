@@ -79,23 +79,30 @@ TEST_CASE("bench: forward, fixed lengths") {
   CHECK(j["lengths"] == "fixed");
 }
 
-TEST_CASE("bench: --int8 runs int8 weights; refused where it cannot apply") {
+TEST_CASE("bench: --int8 and --bf16 run packed low-precision weights; refused where they cannot apply") {
   const std::string m = tiny_model("bench_model", true);
   const std::string run = "bench --model " + m + " --batch 2 --seq 16 --threads 1 --warmup 1 --iters 2";
   const json f32 = parse_one_line(mbtest::run_cli(run));
   CHECK(f32["precision"] == "f32");
-  if (mb::available_gemm_backends().front() == mb::GemmBackend::OneDNN) {
-    const json j = parse_one_line(mbtest::run_cli(run + " --int8"));
-    check_common(j, "forward", 2, 2);
-    CHECK(j["precision"] == "int8");
-    CHECK(j["packed_weights_mb"].get<double>() < f32["packed_weights_mb"].get<double>());
+  for (const std::string precision : {"int8", "bf16"}) {
+    CAPTURE(precision);
+    const std::string flag = " --" + precision;
+    if (mb::available_gemm_backends().front() == mb::GemmBackend::OneDNN) {
+      const json j = parse_one_line(mbtest::run_cli(run + flag));
+      check_common(j, "forward", 2, 2);
+      CHECK(j["precision"] == precision);
+      CHECK(j["packed_weights_mb"].get<double>() < f32["packed_weights_mb"].get<double>());
+    }
+    for (const std::string bad : {" --train", " --no-pack", " --gemm eigen"}) {
+      CAPTURE(bad);
+      const mbtest::CliRun r = mbtest::run_cli(run + flag + bad);
+      CHECK(r.status != 0);
+      CHECK(r.err.find(flag.substr(1)) != std::string::npos);
+    }
   }
-  for (const char* bad : {" --int8 --train", " --int8 --no-pack", " --int8 --gemm eigen"}) {
-    CAPTURE(bad);
-    const mbtest::CliRun r = mbtest::run_cli(run + bad);
-    CHECK(r.status != 0);
-    CHECK(r.err.find("--int8") != std::string::npos);
-  }
+  const mbtest::CliRun both = mbtest::run_cli(run + " --int8 --bf16");  // one precision at a time
+  CHECK(both.status != 0);
+  CHECK(both.err.find("excludes") != std::string::npos);
 }
 
 TEST_CASE("bench: varied lengths count real tokens only") {

@@ -158,9 +158,12 @@ TEST_CASE("batches are validated against the config") {
   CHECK(mbtest::error_of([&] { m.encode(l); }).find("max_position_embeddings") != std::string::npos);
 }
 
-TEST_CASE("int8 inference stays close to f32 with a quarter of the encoder's packed bytes") {
+// Packed in a lower precision (the pooler and classifier stay f32): encoder bytes at most
+// bytes_ratio of f32's, hidden states (LayerNorm outputs, unit scale) and logits within the bounds.
+static void check_low_precision(mb::Precision precision, double bytes_ratio, double rms_bound, double max_bound,
+                         double logits_bound) {
   mb::set_gemm_backend(mb::available_gemm_backends().front());
-  if (mb::gemm_backend() != mb::GemmBackend::OneDNN) return;  // int8 is oneDNN's kernel
+  if (mb::gemm_backend() != mb::GemmBackend::OneDNN) return;  // these are oneDNN's kernels
   mb::BertConfig c = shipped("tiny");
   c.num_hidden_layers = 3;
   c.id2label = {"a", "b", "c"};
@@ -178,12 +181,12 @@ TEST_CASE("int8 inference stays close to f32 with a quarter of the encoder's pac
   }
   const mb::Tensor want = reference.encode(b);
   m.pack_for_inference();
+  CHECK(m.packed_precision() == mb::Precision::F32);
   const size_t f32_bytes = m.packed_bytes();
-  m.pack_for_inference(mb::BertModel::Precision::Int8);
-  REQUIRE(m.packed_int8());
-  // Encoder weights at 1 byte instead of 4 (+ a scale per row); the pooler and classifier stay f32.
+  m.pack_for_inference(precision);
+  REQUIRE(m.packed_precision() == precision);
   const size_t head_bytes = size_t(c.hidden_size * c.hidden_size + 3 * c.hidden_size) * 4;
-  CHECK(m.packed_bytes() - head_bytes < (f32_bytes - head_bytes) * 3 / 10);
+  CHECK(double(m.packed_bytes() - head_bytes) < double(f32_bytes - head_bytes) * bytes_ratio);
   const mb::Tensor got = m.encode(b);
   REQUIRE(got.numel() == want.numel());
   double max_diff = 0, sq = 0;
@@ -193,17 +196,28 @@ TEST_CASE("int8 inference stays close to f32 with a quarter of the encoder's pac
     sq += d * d;
   }
   const double rms = std::sqrt(sq / double(got.numel()));
-  MESSAGE("int8 vs f32 hidden states (LayerNorm outputs, unit scale): max |diff| " << max_diff << ", rms " << rms);
-  CHECK(max_diff > 0);      // really quantised
-  // Measured rms 0.0021 and max 0.0081 (8-bit steps of max|x| / 127, averaged over K products):
-  // bounds at about 3x.
-  CHECK(rms < 0.006);
-  CHECK(max_diff < 0.025);
+  MESSAGE(std::string(mb::precision_name(precision)) << " vs f32 hidden states: max |diff| " << max_diff << ", rms " << rms);
+  CHECK(max_diff > 0);  // really in the lower precision
+  CHECK(rms < rms_bound);
+  CHECK(max_diff < max_bound);
   const mb::Tensor z_want = reference.classify(reference.pool(b, want)), z_got = m.classify(m.pool(b, got));
   double z_diff = 0;
   for (int64_t i = 0; i < z_got.numel(); ++i) z_diff = std::max(z_diff, std::fabs(double(z_got.f32()[i]) - z_want.f32()[i]));
   MESSAGE("logits max |diff| " << z_diff);
-  CHECK(z_diff < 5e-4);  // measured 1.5e-4
+  CHECK(z_diff < logits_bound);
+}
+
+TEST_CASE("int8 inference stays close to f32 with a quarter of the encoder's packed bytes") {
+  // Encoder weights at 1 byte instead of 4 (+ a scale per row). Measured rms 0.0021, max 0.0081
+  // (8-bit steps of max|x| / 127, averaged over K products), logits 1.5e-4: bounds at about 3x.
+  check_low_precision(mb::Precision::Int8, 0.3, 0.006, 0.025, 5e-4);
+}
+
+TEST_CASE("bf16 inference stays close to f32 with half of the encoder's packed bytes") {
+  // 2 bytes instead of 4; both operands of every product rounded to bfloat16 (8-bit mantissa,
+  // relative step 2^-8), f32 accumulation. Measured rms 3.8e-4, max 1.8e-3, logits 1.4e-5: bounds
+  // at about 3x.
+  check_low_precision(mb::Precision::BF16, 0.55, 0.0012, 0.006, 5e-5);
 }
 
 TEST_CASE("weights packed for inference give the unpacked results; training unpacks") {

@@ -53,7 +53,7 @@ struct BenchOptions {
   std::string inputs;  // JSON file with "input_ids" (and optionally "token_type_ids"): lists of sequences
   std::string dump;    // write the first forward's last hidden states here (raw little-endian f32)
   bool no_pack = false;  // forward passes on the unpacked weights (the A/B of the packed GEMM path)
-  bool int8 = false;     // dynamic int8 encoder weights and activations
+  PrecisionFlags precision;  // --bf16 / --int8 encoder weights and products
 };
 
 // Peak resident set size of this process, MiB. Linux: VmHWM of /proc/self/status, the high-water
@@ -153,8 +153,11 @@ void run_bench(const BenchOptions& o) {
                std::to_string(model.config.max_position_embeddings));
   double weight_bytes = 0;
   for (const auto& [name, t] : model.named_tensors()) weight_bytes += double(t.nbytes());
-  MB_CHECK(!o.int8 || (!o.train && !o.no_pack), "--int8 is for forward passes on packed weights (not with --train or --no-pack)");
-  if (!o.train && !o.no_pack) pack_model(model, o.int8, o.model);
+  const mb::Precision precision = o.precision.precision();
+  MB_CHECK(precision == mb::Precision::F32 || (!o.train && !o.no_pack),
+           std::string("--") + mb::precision_name(precision) +
+               " is for forward passes on packed weights (not with --train or --no-pack)");
+  if (!o.train && !o.no_pack) pack_model(model, precision, o.model);
 
   const mb::Batch batch = o.inputs.empty() ? synthetic_batch(o, model.config) : batch_from_file(o.inputs);
   model.validate(batch);
@@ -228,7 +231,7 @@ void run_bench(const BenchOptions& o) {
   j["gemm"] = mb::gemm_backend_name(mb::gemm_backend());
   j["mode"] = o.train ? "train" : "forward";
   j["packed_weights_mb"] = double(model.packed_bytes()) / (1024.0 * 1024.0);
-  j["precision"] = model.packed_int8() ? "int8" : "f32";
+  j["precision"] = mb::precision_name(model.packed_precision());
   j["warmup"] = warmup;
   j["iters"] = iters;
   j["median_ms"] = median;
@@ -277,7 +280,7 @@ void add_bench_command(CLI::App& app) {
                   "float32, sequences packed back to back");
   cmd->add_flag("--no-pack", o->no_pack,
                 "forward passes on the weights as loaded, without packing them for the GEMM kernel first");
-  cmd->add_flag("--int8", o->int8, "dynamic int8: encoder weights quantised once, activations at every product");
+  add_precision_flags(cmd, o->precision);
   cmd->callback([o] { run_bench(*o); });
 }
 

@@ -27,7 +27,7 @@ struct InferOptions {
   int threads = 0;
   std::string gemm;
   std::string pooling = "cls";
-  bool int8 = false;
+  PrecisionFlags precision;
 };
 
 void add_common(CLI::App* cmd, InferOptions& o, bool batched) {
@@ -38,7 +38,7 @@ void add_common(CLI::App* cmd, InferOptions& o, bool batched) {
     cmd->add_option("--batch", o.batch, "sequences run together")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("--threads", o.threads, "threads for OpenMP, OpenBLAS and oneDNN (default: MB_NUM_THREADS or all)");
     cmd->add_option("--gemm", o.gemm, "GEMM back-end: onednn, openblas or eigen (default: MB_GEMM or fastest)");
-    cmd->add_flag("--int8", o.int8, "dynamic int8 encoder weights and activations (faster, slightly less exact)");
+    add_precision_flags(cmd, o.precision);
   }
 }
 
@@ -90,9 +90,9 @@ struct LoadedModel {
   mb::Tokenizer tokenizer;
 };
 
-LoadedModel load_model(const std::string& dir, bool int8) {
+LoadedModel load_model(const std::string& dir, mb::Precision precision) {
   LoadedModel lm{mb::BertModel::load(dir), mb::Tokenizer::from_model_dir(dir)};
-  pack_model(lm.model, int8, dir);
+  pack_model(lm.model, precision, dir);
   MB_CHECK(int64_t(lm.tokenizer.vocab_size()) <= lm.model.config.vocab_size,
            (std::filesystem::path(dir) / "vocab.txt").string() + " has " + std::to_string(lm.tokenizer.vocab_size()) +
                " entries, more than config.json's vocab_size " + std::to_string(lm.model.config.vocab_size));
@@ -140,7 +140,7 @@ void run_encode(const InferOptions& o) {
   MB_CHECK(o.pooling == "cls" || o.pooling == "mean" || o.pooling == "pooler" || o.pooling == "none",
            "--pooling must be cls, mean, pooler or none, got '" + o.pooling + "'");
   apply_runtime(o);
-  const LoadedModel lm = load_model(o.model, o.int8);
+  const LoadedModel lm = load_model(o.model, o.precision.precision());
   MB_CHECK(o.pooling != "pooler" || lm.model.has_pooler(),
            o.model + ": --pooling pooler needs pooler.dense.* tensors, which this model lacks");
   const int64_t H = lm.model.config.hidden_size;
@@ -182,7 +182,7 @@ void run_encode(const InferOptions& o) {
 
 void run_classify(const InferOptions& o) {
   apply_runtime(o);
-  const LoadedModel lm = load_model(o.model, o.int8);
+  const LoadedModel lm = load_model(o.model, o.precision.precision());
   MB_CHECK(lm.model.has_pooler() && lm.model.has_classifier(),
            o.model + ": classify needs a sequence-classification model (pooler.dense.* and classifier.* tensors)");
   const mb::BertConfig& c = lm.model.config;

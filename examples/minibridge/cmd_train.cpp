@@ -21,10 +21,19 @@ std::string glue_dir_or_default(const std::string& given) {
   return (std::filesystem::path(data) / "glue").string();
 }
 
-void pack_model(mb::BertModel& model, bool int8, const std::string& model_dir) {
-  model.pack_for_inference(int8 ? mb::BertModel::Precision::Int8 : mb::BertModel::Precision::F32);
-  MB_CHECK(!int8 || model.packed_int8(), model_dir + ": --int8 needs the oneDNN GEMM back-end with an int8 kernel for this CPU (GEMM back-end here: " +
-                                             std::string(mb::gemm_backend_name(mb::gemm_backend())) + ")");
+void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
+  CLI::Option* bf16 = cmd->add_flag("--bf16", flags.bf16,
+                                    "bfloat16 encoder weights and products (AVX512-BF16; faster, slightly less exact)");
+  CLI::Option* int8 = cmd->add_flag("--int8", flags.int8, "dynamic int8 encoder weights and activations (faster, less exact)");
+  bf16->excludes(int8);
+}
+
+void pack_model(mb::BertModel& model, mb::Precision precision, const std::string& model_dir) {
+  model.pack_for_inference(precision);
+  const std::string flag = std::string("--") + mb::precision_name(precision);
+  MB_CHECK(model.packed_precision() == precision,
+           model_dir + ": " + flag + " needs the oneDNN GEMM back-end with a " + mb::precision_name(precision) +
+               " kernel for this CPU (GEMM back-end here: " + std::string(mb::gemm_backend_name(mb::gemm_backend())) + ")");
 }
 
 namespace {
@@ -38,7 +47,7 @@ void print_metrics(const std::string& task, const std::map<std::string, double>&
 struct EvalOptions {
   std::string model, task, data, split = "dev";
   int max_len = 128, batch = 64, threads = 0;
-  bool int8 = false;
+  PrecisionFlags precision;
 };
 
 }  // namespace
@@ -79,13 +88,13 @@ void add_train_commands(CLI::App& app) {
   ev->add_option("--max-len", e->max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
   ev->add_option("--batch-size", e->batch, "sequences run together")->check(CLI::Range(1, 1 << 16));
   ev->add_option("--threads", e->threads, "threads (default: MB_NUM_THREADS or all)");
-  ev->add_flag("--int8", e->int8, "dynamic int8 encoder weights and activations (its accuracy against f32)");
+  add_precision_flags(ev, e->precision);
   ev->callback([e] {
     mb::set_num_threads(e->threads);
     const mb::GlueTask& task = mb::glue_task(e->task);
     const mb::GlueSplit split = mb::read_glue_split(glue_dir_or_default(e->data), task, e->split);
     mb::BertModel model = mb::BertModel::load(e->model);
-    pack_model(model, e->int8, e->model);
+    pack_model(model, e->precision.precision(), e->model);
     MB_CHECK(model.has_classifier() && model.config.num_labels() == task.num_labels(),
              e->model + ": not a " + task.name + " model (needs a classifier with " + std::to_string(task.num_labels()) +
                  " outputs; fine-tune it first)");

@@ -28,8 +28,15 @@ void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& m
 // --data as given, or $MINIBRIDGE_DATA/glue (mb::Error when neither exists).
 std::string glue_dir_or_default(const std::string& given);
 
-// Packs a loaded model for inference (f32, or int8 with --int8: an mb::Error naming model_dir
-// when there is no int8 kernel, rather than silently running f32).
-void pack_model(mb::BertModel& model, bool int8, const std::string& model_dir);
+// --bf16 / --int8 of the inference commands (at most one): the encoder's packed precision.
+struct PrecisionFlags {
+  bool bf16 = false, int8 = false;
+  mb::Precision precision() const { return int8 ? mb::Precision::Int8 : bf16 ? mb::Precision::BF16 : mb::Precision::F32; }
+};
+void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags);
+
+// Packs a loaded model for inference in the given precision (an mb::Error naming model_dir when
+// there is no kernel for it, rather than silently running f32).
+void pack_model(mb::BertModel& model, mb::Precision precision, const std::string& model_dir);
 
 }  // namespace mbcli
