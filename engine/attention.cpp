@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "engine/error.h"
@@ -43,35 +44,48 @@ std::vector<int64_t> probs_offsets(const int32_t* offsets, int64_t num_seqs, int
 // sizes (128 × 128 × 64 per head) that overhead held it to ~80 GFLOP/s a core. These keep a block
 // of output rows in registers and stream the other operand once per block.
 
-// S[L, L] (row stride L) = Q · ktᵀ where kt = scale · Kᵀ [dh, Lp] (Lp = L rounded up to 16, zero
-// columns past L). R rows × C vectors of 16 columns in registers; columns past L are not stored.
-template <int R, int C>
-void scores_block(float* S, const float* q, int64_t ld_q, const float* kt, int64_t Lp, int64_t L, int64_t dh,
-                  int64_t i0, int64_t j0) {
-  __m512 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < dh; ++d) {
-    __m512 b[C];
-    for (int c = 0; c < C; ++c) b[c] = _mm512_loadu_ps(kt + d * Lp + j0 + 16 * c);
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(q[(i0 + r) * ld_q + d]);
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
-    }
-  }
-  for (int c = 0; c < C; ++c) {
-    const int64_t left = L - (j0 + 16 * c);
-    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(S + (i0 + r) * L + j0 + 16 * c, m, acc[r][c]);
+// The last rows of a block-of-R loop: f(std::integral_constant<int, rows>) for 0 < rows < R, so
+// that the kernel's row count stays a compile-time constant (registers, unrolled loops).
+template <int R, class F>
+void with_rows(int64_t rows, F&& f) {
+  if constexpr (R > 1) {
+    if (rows == R - 1) f(std::integral_constant<int, R - 1>{});
+    else with_rows<R - 1>(rows, f);
   }
 }
 
+// C[R, 16·V] = A[R, K] · B[K, 16·V] (row strides lda, ldb, ldc) with the output block in registers:
+// per k, V vector loads of B and R broadcasts of A feed R·V FMAs. The first `cols` columns of
+// each output row are stored (B may be padded past them).
+template <int R, int V>
+void block_product(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K,
+                   int64_t cols) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < V; ++j) acc[r][j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 bv[V];
+    for (int j = 0; j < V; ++j) bv[j] = _mm512_loadu_ps(b + k * ldb + 16 * j);
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + k]);
+      for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
+    }
+  }
+  for (int j = 0; j < V; ++j) {
+    const int64_t left = cols - 16 * j;
+    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
+    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(c + r * ldc + 16 * j, m, acc[r][j]);
+  }
+}
+
+// Rows i0..i0+R of S[L, L] = Q · kt, kt = scale · Kᵀ [dh, Lp] (Lp = L rounded up to 16, zero past L).
 template <int R>
 void scores_rows(float* S, const float* q, int64_t ld_q, const float* kt, int64_t Lp, int64_t L, int64_t dh,
                  int64_t i0) {
   int64_t j0 = 0;
-  for (; j0 + 32 <= Lp; j0 += 32) scores_block<R, 2>(S, q, ld_q, kt, Lp, L, dh, i0, j0);
-  if (j0 < Lp) scores_block<R, 1>(S, q, ld_q, kt, Lp, L, dh, i0, j0);
+  for (; j0 + 32 <= Lp; j0 += 32)
+    block_product<R, 2>(S + i0 * L + j0, L, q + i0 * ld_q, ld_q, kt + j0, Lp, dh, std::min<int64_t>(32, L - j0));
+  if (j0 < Lp) block_product<R, 1>(S + i0 * L + j0, L, q + i0 * ld_q, ld_q, kt + j0, Lp, dh, L - j0);
 }
 
 void attention_scores(float* S, const float* q, int64_t ld_q, const float* k, int64_t ld_k, int64_t L, int64_t dh,
@@ -94,43 +108,16 @@ void attention_scores(float* S, const float* q, int64_t ld_q, const float* k, in
   constexpr int kRows = 8;
   int64_t i0 = 0;
   for (; i0 + kRows <= L; i0 += kRows) scores_rows<kRows>(S, q, ld_q, kt, Lp, L, dh, i0);
-  switch (L - i0) {
-    case 7: scores_rows<7>(S, q, ld_q, kt, Lp, L, dh, i0); break;
-    case 6: scores_rows<6>(S, q, ld_q, kt, Lp, L, dh, i0); break;
-    case 5: scores_rows<5>(S, q, ld_q, kt, Lp, L, dh, i0); break;
-    case 4: scores_rows<4>(S, q, ld_q, kt, Lp, L, dh, i0); break;
-    case 3: scores_rows<3>(S, q, ld_q, kt, Lp, L, dh, i0); break;
-    case 2: scores_rows<2>(S, q, ld_q, kt, Lp, L, dh, i0); break;
-    case 1: scores_rows<1>(S, q, ld_q, kt, Lp, L, dh, i0); break;
-    default: break;
-  }
+  with_rows<kRows>(L - i0, [&](auto rows) { scores_rows<decltype(rows)::value>(S, q, ld_q, kt, Lp, L, dh, i0); });
 }
 
-// out[L, dh] (row stride ld_out) = P[L, L] · V[L, dh] (row stride ld_v); R rows × C vectors.
-template <int R, int C>
-void context_block(float* out, int64_t ld_out, const float* P, const float* v, int64_t ld_v, int64_t L, int64_t i0,
-                   int64_t c0) {
-  __m512 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < L; ++j) {
-    __m512 b[C];
-    for (int c = 0; c < C; ++c) b[c] = _mm512_loadu_ps(v + j * ld_v + c0 + 16 * c);
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(P[(i0 + r) * L + j]);
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + (i0 + r) * ld_out + c0 + 16 * c, acc[r][c]);
-}
-
+// Rows i0..i0+R of out[L, dh] (row stride ld_out) = P[L, L] · V[L, dh] (row stride ld_v).
 template <int R>
 void context_rows(float* out, int64_t ld_out, const float* P, const float* v, int64_t ld_v, int64_t L, int64_t dh,
                   int64_t i0) {
   int64_t c0 = 0;
-  for (; c0 + 64 <= dh; c0 += 64) context_block<R, 4>(out, ld_out, P, v, ld_v, L, i0, c0);
-  for (; c0 < dh; c0 += 16) context_block<R, 1>(out, ld_out, P, v, ld_v, L, i0, c0);
+  for (; c0 + 64 <= dh; c0 += 64) block_product<R, 4>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 64);
+  for (; c0 < dh; c0 += 16) block_product<R, 1>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 16);
 }
 
 void attention_context(float* out, int64_t ld_out, const float* P, const float* v, int64_t ld_v, int64_t L,
@@ -138,14 +125,7 @@ void attention_context(float* out, int64_t ld_out, const float* P, const float* 
   constexpr int kRows = 6;
   int64_t i0 = 0;
   for (; i0 + kRows <= L; i0 += kRows) context_rows<kRows>(out, ld_out, P, v, ld_v, L, dh, i0);
-  switch (L - i0) {
-    case 5: context_rows<5>(out, ld_out, P, v, ld_v, L, dh, i0); break;
-    case 4: context_rows<4>(out, ld_out, P, v, ld_v, L, dh, i0); break;
-    case 3: context_rows<3>(out, ld_out, P, v, ld_v, L, dh, i0); break;
-    case 2: context_rows<2>(out, ld_out, P, v, ld_v, L, dh, i0); break;
-    case 1: context_rows<1>(out, ld_out, P, v, ld_v, L, dh, i0); break;
-    default: break;
-  }
+  with_rows<kRows>(L - i0, [&](auto rows) { context_rows<decltype(rows)::value>(out, ld_out, P, v, ld_v, L, dh, i0); });
 }
 
 constexpr bool kHaveAttentionKernels = true;
