@@ -109,8 +109,9 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, b, dst), attr, runtime().engine);
 }
 
-// Whether oneDNN picked a kernel worth packing for: brgemm for f32 and bf16 (the others re-pack
-// anyway, or for bf16 emulate it), anything but the reference loops for int8.
+// Whether oneDNN picked a kernel worth packing for: brgemm for f32 and bf16 (its other f32 kernels
+// re-pack on every call; for bf16 the others are reference loops), anything but the reference
+// loops for int8.
 bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
   const std::string impl = pd.impl_info_str();
   return precision == Precision::Int8 ? impl.rfind("ref", 0) != 0 : impl.rfind("brg", 0) == 0;
