@@ -44,6 +44,11 @@ std::vector<int64_t> probs_offsets(const int32_t* offsets, int64_t num_seqs, int
 // sizes (128 × 128 × 64 per head) that overhead held it to ~80 GFLOP/s a core. These keep a block
 // of output rows in registers and stream the other operand once per block.
 
+// Lanes [0, left) of a 16-wide vector, for a row's last columns.
+__mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
+}
+
 // The last rows of a block-of-R loop: f(std::integral_constant<int, rows>) for 0 < rows < R, so
 // that the kernel's row count stays a compile-time constant (registers, unrolled loops).
 template <int R, class F>
@@ -72,8 +77,7 @@ void block_product(float* c, int64_t ldc, const float* a, int64_t lda, const flo
     }
   }
   for (int j = 0; j < V; ++j) {
-    const int64_t left = cols - 16 * j;
-    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : left > 0 ? __mmask16((1u << left) - 1) : __mmask16(0);
+    const __mmask16 m = tail_mask(cols - 16 * j);
     for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(c + r * ldc + 16 * j, m, acc[r][j]);
   }
 }
@@ -97,8 +101,7 @@ void attention_scores(float* S, const float* q, int64_t ld_q, const float* k, in
                                           _mm512_set1_epi32(int32_t(ld_k)));
   const __m512 s = _mm512_set1_ps(scale);
   for (int64_t j0 = 0; j0 < Lp; j0 += 16) {
-    const int64_t left = L - j0;
-    const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const __mmask16 m = tail_mask(L - j0);
     const float* base = k + j0 * ld_k;
     for (int64_t d = 0; d < dh; ++d) {
       const __m512 col = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, rows, base + d, 4);
@@ -177,11 +180,12 @@ void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k,
       float* scratch = scratch_storage.data() + (16 - (reinterpret_cast<uintptr_t>(scratch_storage.data()) / 4) % 16) % 16;
       float* p = probs ? probs + at : scratch;
       float* dropped = keep ? scratch + (probs ? 0 : L * L) : nullptr;
+      float* kt = scratch + (probs ? 0 : L * L) + (keep ? L * L : 0);
       float* out = ctx + begin * W + h * head_dim;
       Square pm(p, L, L);
       if (fast) {
         attention_scores(p, q + begin * ld_q + h * head_dim, ld_q, k + begin * ld_k + h * head_dim, ld_k, L,
-                         head_dim, scale, scratch + (probs ? 0 : L * L) + (keep ? L * L : 0));
+                         head_dim, scale, kt);
       } else {
         pm.noalias() = (qh * scale) * kh.transpose();
       }

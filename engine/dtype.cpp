@@ -4,6 +4,10 @@
 
 #include "engine/error.h"
 
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
 namespace mb {
 
 size_t dtype_size(DType dt) {
@@ -101,6 +105,17 @@ void convert_to_f32(const void* src, DType dt, float* dst, size_t n) {
     default:
       throw Error(std::string("cannot convert ") + dtype_name(dt) + " to F32");
   }
+}
+
+void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
+  size_t i = 0;
+#if defined(__AVX512BF16__)
+  for (; i + 16 <= n; i += 16) {  // the same rounding to nearest even, NaN kept
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), reinterpret_cast<const __m256i&>(h));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
 }
 
 }  // namespace mb

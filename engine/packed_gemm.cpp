@@ -9,10 +9,6 @@
 // copy is the only one a forward pass reads, and the originals' pages stay out of memory.
 #include <omp.h>
 
-#if defined(__AVX512BF16__)
-#include <immintrin.h>
-#endif
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
@@ -117,18 +113,9 @@ bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
   return precision == Precision::Int8 ? impl.rfind("ref", 0) != 0 : impl.rfind("brg", 0) == 0;
 }
 
-// f32 → bfloat16 (engine/dtype.h: round to nearest even, NaN stays NaN), in parallel.
+// f32 → bfloat16 (engine/dtype.h), in parallel.
 void to_bf16(const float* x, uint16_t* out, int64_t n) {
-  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) {
-    int64_t i = b;
-#if defined(__AVX512BF16__)
-    for (; i + 16 <= e; i += 16) {  // the CPU's own conversion: the same rounding, NaN kept
-      const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), reinterpret_cast<const __m256i&>(h));
-    }
-#endif
-    for (; i < e; ++i) out[i] = f32_to_bf16(x[i]);
-  });
+  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert_f32_to_bf16(x + b, out + b, size_t(e - b)); });
 }
 
 }  // namespace

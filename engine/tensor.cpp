@@ -102,7 +102,7 @@ Tensor Tensor::to_dtype(DType dt) const {
   uint16_t* d = t.data<uint16_t>();
   const size_t n = size_t(numel());
   if (dt == DType::BF16) {
-    for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(s[i]);
+    convert_f32_to_bf16(s, d, n);
   } else if (dt == DType::F16) {
     for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(s[i]);
   } else {
