@@ -64,7 +64,7 @@ void with_rows(int64_t rows, F&& f) {
 // each output row are stored (B may be padded past them).
 template <int R, int V>
 void block_product(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K,
-                   int64_t cols) {
+                   int64_t cols, const float* row_scale = nullptr) {
   __m512 acc[R][V];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < V; ++j) acc[r][j] = _mm512_setzero_ps();
@@ -76,13 +76,58 @@ void block_product(float* c, int64_t ldc, const float* a, int64_t lda, const flo
       for (int j = 0; j < V; ++j) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
     }
   }
+  if (row_scale)
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < V; ++j) acc[r][j] = _mm512_mul_ps(acc[r][j], _mm512_set1_ps(row_scale[r]));
   for (int j = 0; j < V; ++j) {
     const __mmask16 m = tail_mask(cols - 16 * j);
     for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(c + r * ldc + 16 * j, m, acc[r][j]);
   }
 }
 
-// Rows i0..i0+R of S[L, L] = Q · kt, kt = scale · Kᵀ [dh, Lp] (Lp = L rounded up to 16, zero past L).
+// 16 rows of 16 floats transposed in registers: r[i] = column i on return. Two rounds of in-lane
+// shuffles and two of 128-bit lane shuffles; this replaced one 16-lane gather per column, which
+// are slow on AMD's cores (and a profile put a fifth of attention's time on them).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);  // per 128-bit lane: a0 b0 a1 b1
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // per lane: column c of rows i..i+3
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int base : {0, 8}) {
+    for (int c = 0; c < 4; ++c) {
+      t[base + c] = _mm512_shuffle_f32x4(r[base + c], r[base + 4 + c], 0x88);      // lanes 0, 2
+      t[base + 4 + c] = _mm512_shuffle_f32x4(r[base + c], r[base + 4 + c], 0xdd);  // lanes 1, 3
+    }
+  }
+  for (int c = 0; c < 8; ++c) {
+    r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xdd);
+  }
+}
+
+// kt = scale · Kᵀ [dh, Lp] for K [L, dh] (row stride ld_k), Lp = L rounded up to 16, zero past L.
+void scaled_transpose(float* kt, const float* k, int64_t ld_k, int64_t L, int64_t dh, float scale) {
+  const int64_t Lp = (L + 15) / 16 * 16;
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int64_t j0 = 0; j0 < Lp; j0 += 16) {
+    for (int64_t d0 = 0; d0 < dh; d0 += 16) {
+      __m512 r[16];
+      for (int64_t i = 0; i < 16; ++i)
+        r[i] = j0 + i < L ? _mm512_loadu_ps(k + (j0 + i) * ld_k + d0) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t c = 0; c < 16; ++c) _mm512_storeu_ps(kt + (d0 + c) * Lp + j0, _mm512_mul_ps(r[c], s));
+    }
+  }
+}
+
+// Rows i0..i0+R of S[L, L] = Q · kt, kt = scale · Kᵀ [dh, Lp].
 template <int R>
 void scores_rows(float* S, const float* q, int64_t ld_q, const float* kt, int64_t Lp, int64_t L, int64_t dh,
                  int64_t i0) {
@@ -92,50 +137,88 @@ void scores_rows(float* S, const float* q, int64_t ld_q, const float* kt, int64_
   if (j0 < Lp) block_product<R, 1>(S + i0 * L + j0, L, q + i0 * ld_q, ld_q, kt + j0, Lp, dh, L - j0);
 }
 
-void attention_scores(float* S, const float* q, int64_t ld_q, const float* k, int64_t ld_k, int64_t L, int64_t dh,
-                      float scale, float* kt) {
-  const int64_t Lp = (L + 15) / 16 * 16;
-  // kt = scale · Kᵀ, 16 rows of K at a time by gathers (a scalar transpose was a quarter of the
-  // whole attention time); the masked-off tail gathers zeros.
-  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                          _mm512_set1_epi32(int32_t(ld_k)));
-  const __m512 s = _mm512_set1_ps(scale);
-  for (int64_t j0 = 0; j0 < Lp; j0 += 16) {
-    const __mmask16 m = tail_mask(L - j0);
-    const float* base = k + j0 * ld_k;
-    for (int64_t d = 0; d < dh; ++d) {
-      const __m512 col = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, rows, base + d, 4);
-      _mm512_storeu_ps(kt + d * Lp + j0, _mm512_mul_ps(col, s));
+// Softmax of rows [i0, i1) of S [·, L] in place: exp(x − max) by Eigen's vectorised exp (what
+// softmax_forward uses), then either normalised (the probabilities are kept or dropped out) or
+// left unnormalised with 1/sum in inv_sum[i − i0], for the context product to apply to its output.
+void softmax_rows(float* S, int64_t L, int64_t i0, int64_t i1, float* inv_sum) {
+  for (int64_t i = i0; i < i1; ++i) {
+    float* row = S + i * L;
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < L; j += 16)
+      mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, tail_mask(L - j), row + j));
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < L; j += 16) {
+      const __mmask16 t = tail_mask(L - j);
+      const __m512 e = Eigen::internal::pexp<__m512>(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, row + j), m));
+      sum = _mm512_mask_add_ps(sum, t, sum, e);
+      _mm512_mask_storeu_ps(row + j, t, e);
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(sum);
+    if (inv_sum) {
+      inv_sum[i - i0] = inv;
+    } else {
+      const __m512 v = _mm512_set1_ps(inv);
+      for (int64_t j = 0; j < L; j += 16) {
+        const __mmask16 t = tail_mask(L - j);
+        _mm512_mask_storeu_ps(row + j, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, row + j), v));
+      }
     }
   }
-  constexpr int kRows = 8;
-  int64_t i0 = 0;
-  for (; i0 + kRows <= L; i0 += kRows) scores_rows<kRows>(S, q, ld_q, kt, Lp, L, dh, i0);
-  with_rows<kRows>(L - i0, [&](auto rows) { scores_rows<decltype(rows)::value>(S, q, ld_q, kt, Lp, L, dh, i0); });
 }
 
-// Rows i0..i0+R of out[L, dh] (row stride ld_out) = P[L, L] · V[L, dh] (row stride ld_v).
+// Rows i0..i0+R of out[L, dh] (row stride ld_out) = P[L, L] · V[L, dh] (row stride ld_v), each
+// output row times row_scale[r] when given.
 template <int R>
 void context_rows(float* out, int64_t ld_out, const float* P, const float* v, int64_t ld_v, int64_t L, int64_t dh,
-                  int64_t i0) {
+                  int64_t i0, const float* row_scale) {
   int64_t c0 = 0;
-  for (; c0 + 64 <= dh; c0 += 64) block_product<R, 4>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 64);
-  for (; c0 < dh; c0 += 16) block_product<R, 1>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 16);
+  for (; c0 + 64 <= dh; c0 += 64)
+    block_product<R, 4>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 64, row_scale);
+  for (; c0 < dh; c0 += 16)
+    block_product<R, 1>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 16, row_scale);
 }
 
-void attention_context(float* out, int64_t ld_out, const float* P, const float* v, int64_t ld_v, int64_t L,
-                       int64_t dh) {
-  constexpr int kRows = 6;
-  int64_t i0 = 0;
-  for (; i0 + kRows <= L; i0 += kRows) context_rows<kRows>(out, ld_out, P, v, ld_v, L, dh, i0);
-  with_rows<kRows>(L - i0, [&](auto rows) { context_rows<decltype(rows)::value>(out, ld_out, P, v, ld_v, L, dh, i0); });
+// One (sequence, head): P = softmax(Q·Kᵀ·scale) [L, L], out = (P ⊙ keep)·V. Rows go through in
+// blocks of 24 (three score blocks of 8, four context blocks of 6), so that a block's scores are
+// still in L1 for its softmax and context. kt: dh·Lp floats of scratch; dropped: L² floats when
+// keep is given.
+void attention_head(float* out, int64_t ld_out, float* P, const float* q, int64_t ld_q, const float* k, int64_t ld_k,
+                    const float* v, int64_t ld_v, int64_t L, int64_t dh, float scale, const float* keep,
+                    float* dropped, float* kt, bool keep_probs) {
+  const int64_t Lp = (L + 15) / 16 * 16;
+  scaled_transpose(kt, k, ld_k, L, dh, scale);
+  // Normalised probabilities are needed when they are kept or dropped out; otherwise the 1/sum
+  // is folded into the context rows.
+  const bool normalise = keep_probs || keep;
+  constexpr int kScoreRows = 8, kContextRows = 6, kBlock = 24;
+  float inv_sum[kBlock];
+  for (int64_t b0 = 0; b0 < L; b0 += kBlock) {
+    const int64_t b1 = std::min(L, b0 + kBlock);
+    int64_t i0 = b0;
+    for (; i0 + kScoreRows <= b1; i0 += kScoreRows) scores_rows<kScoreRows>(P, q, ld_q, kt, Lp, L, dh, i0);
+    with_rows<kScoreRows>(b1 - i0, [&](auto rows) { scores_rows<decltype(rows)::value>(P, q, ld_q, kt, Lp, L, dh, i0); });
+    softmax_rows(P, L, b0, b1, normalise ? nullptr : inv_sum);
+    const float* weights = P;
+    if (keep) {
+      for (int64_t j = b0 * L; j < b1 * L; ++j) dropped[j] = P[j] * keep[j];
+      weights = dropped;
+    }
+    i0 = b0;
+    for (; i0 + kContextRows <= b1; i0 += kContextRows)
+      context_rows<kContextRows>(out, ld_out, weights, v, ld_v, L, dh, i0, normalise ? nullptr : inv_sum + (i0 - b0));
+    with_rows<kContextRows>(b1 - i0, [&](auto rows) {
+      context_rows<decltype(rows)::value>(out, ld_out, weights, v, ld_v, L, dh, i0,
+                                          normalise ? nullptr : inv_sum + (i0 - b0));
+    });
+  }
 }
 
 constexpr bool kHaveAttentionKernels = true;
 #else
 constexpr bool kHaveAttentionKernels = false;
-void attention_scores(float*, const float*, int64_t, const float*, int64_t, int64_t, int64_t, float, float*) {}
-void attention_context(float*, int64_t, const float*, const float*, int64_t, int64_t, int64_t) {}
+void attention_head(float*, int64_t, float*, const float*, int64_t, const float*, int64_t, const float*, int64_t,
+                    int64_t, int64_t, float, const float*, float*, float*, bool) {}
 #endif
 
 std::atomic<bool> g_attention_kernels{true};
@@ -182,21 +265,17 @@ void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k,
       float* dropped = keep ? scratch + (probs ? 0 : L * L) : nullptr;
       float* kt = scratch + (probs ? 0 : L * L) + (keep ? L * L : 0);
       float* out = ctx + begin * W + h * head_dim;
-      Square pm(p, L, L);
       if (fast) {
-        attention_scores(p, q + begin * ld_q + h * head_dim, ld_q, k + begin * ld_k + h * head_dim, ld_k, L,
-                         head_dim, scale, kt);
-      } else {
-        pm.noalias() = (qh * scale) * kh.transpose();
+        attention_head(out, W, p, q + begin * ld_q + h * head_dim, ld_q, k + begin * ld_k + h * head_dim, ld_k,
+                       v + begin * ld_v + h * head_dim, ld_v, L, head_dim, scale, keep ? keep + at : nullptr, dropped,
+                       kt, probs != nullptr);
+        continue;
       }
+      Square pm(p, L, L);
+      pm.noalias() = (qh * scale) * kh.transpose();
       softmax_forward(p, L, L);
       if (keep) Square(dropped, L, L) = pm.cwiseProduct(ConstSquare(keep + at, L, L));
-      const float* weights = keep ? dropped : p;
-      if (fast) {
-        attention_context(out, W, weights, v + begin * ld_v + h * head_dim, ld_v, L, head_dim);
-      } else {
-        RowsOut(out, L, head_dim, Eigen::OuterStride<>(W)).noalias() = ConstSquare(weights, L, L) * vh;
-      }
+      RowsOut(out, L, head_dim, Eigen::OuterStride<>(W)).noalias() = ConstSquare(keep ? dropped : p, L, L) * vh;
     }
   }
 }
