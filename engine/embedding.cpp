@@ -13,6 +13,19 @@ void embedding_forward(float* out, const int32_t* ids, const float* table, int64
   for (int64_t t = 0; t < T; ++t) std::memcpy(out + t * C, table + int64_t(ids[t]) * C, size_t(C) * 4);
 }
 
+void embedding_sum_forward(float* out, const int32_t* const* ids, const float* const* tables, int n, int64_t T,
+                           int64_t C) {
+#pragma omp parallel for if (T * C > 65536)
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out + t * C;
+    std::memcpy(o, tables[0] + int64_t(ids[0][t]) * C, size_t(C) * 4);
+    for (int i = 1; i < n; ++i) {
+      const float* row = tables[i] + int64_t(ids[i][t]) * C;
+      for (int64_t c = 0; c < C; ++c) o[c] += row[c];
+    }
+  }
+}
+
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t T, int64_t C) {
   // Parallel over column blocks: rows of repeated ids never race, and the result does not
   // depend on the thread count.

@@ -10,6 +10,10 @@ namespace mb {
 
 // out[t, :] = table[ids[t], :]   (table is [V, C]; ids are checked by the caller)
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t T, int64_t C);
+// out[t] = Σ_i tables[i][ids[i][t]] over n tables: BERT's word, position and token-type rows
+// in one pass (inference; the ids are checked by the caller).
+void embedding_sum_forward(float* out, const int32_t* const* ids, const float* const* tables, int n, int64_t T,
+                           int64_t C);
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t T, int64_t C);
 
 // out[T, N] (row stride ldo) = inp[T, K] · W[N, K]^T + b[N]; b may be null.

@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/gemm.h"
+#include "engine/ops.h"
 #include "engine/rng.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -332,6 +333,19 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
   std::vector<int32_t> positions(size_t(b.num_tokens()));
   for (int64_t s = 0; s < b.num_seqs(); ++s)
     for (int32_t t = b.offsets[s]; t < b.offsets[s + 1]; ++t) positions[size_t(t)] = t - b.offsets[s];
+  if (!opt.train && !needs_grad({&word_emb, &pos_emb, &type_emb, &emb_ln_w, &emb_ln_b})) {
+    // Inference: the three rows summed into one buffer and normalised in place, one pass over
+    // [T, H] where the autograd ops below make five (batch 8 × 128: 1.6 → 1.3 ms; most of what
+    // is left is fetching 1,024 random rows of the 94 MB word table).
+    const int64_t T = b.num_tokens(), H = word_emb.dim(1);
+    Tensor x = Tensor::empty({T, H});
+    const int32_t* ids[3] = {b.input_ids.data(), positions.data(), b.token_type_ids.data()};
+    const float* tables[3] = {word_emb.data(), pos_emb.data(), type_emb.data()};
+    embedding_sum_forward(x.f32(), ids, tables, 3, T, H);
+    layernorm_forward(x.f32(), nullptr, nullptr, x.f32(), nullptr, emb_ln_w.data(), emb_ln_b.data(), T, H,
+                      float(config.layer_norm_eps));
+    return Var(x);
+  }
   Var x = add(add(embedding(word_emb, b.input_ids), embedding(pos_emb, positions)), embedding(type_emb, b.token_type_ids));
   x = layernorm(x, emb_ln_w, emb_ln_b, float(config.layer_norm_eps));
   return dropout(x, float(config.hidden_dropout_prob), opt.train, opt.rng);
