@@ -205,11 +205,11 @@ void attention_head(float* out, int64_t ld_out, float* P, const float* q, int64_
       weights = dropped;
     }
     i0 = b0;
+    auto row_scale = [&] { return normalise ? nullptr : inv_sum + (i0 - b0); };
     for (; i0 + kContextRows <= b1; i0 += kContextRows)
-      context_rows<kContextRows>(out, ld_out, weights, v, ld_v, L, dh, i0, normalise ? nullptr : inv_sum + (i0 - b0));
+      context_rows<kContextRows>(out, ld_out, weights, v, ld_v, L, dh, i0, row_scale());
     with_rows<kContextRows>(b1 - i0, [&](auto rows) {
-      context_rows<decltype(rows)::value>(out, ld_out, weights, v, ld_v, L, dh, i0,
-                                          normalise ? nullptr : inv_sum + (i0 - b0));
+      context_rows<decltype(rows)::value>(out, ld_out, weights, v, ld_v, L, dh, i0, row_scale());
     });
   }
 }

@@ -8,11 +8,6 @@
 
 namespace mb {
 
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t T, int64_t C) {
-#pragma omp parallel for if (T * C > 65536)
-  for (int64_t t = 0; t < T; ++t) std::memcpy(out + t * C, table + int64_t(ids[t]) * C, size_t(C) * 4);
-}
-
 void embedding_sum_forward(float* out, const int32_t* const* ids, const float* const* tables, int n, int64_t T,
                            int64_t C) {
 #pragma omp parallel for if (T * C > 65536)
@@ -24,6 +19,10 @@ void embedding_sum_forward(float* out, const int32_t* const* ids, const float* c
       for (int64_t c = 0; c < C; ++c) o[c] += row[c];
     }
   }
+}
+
+void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t T, int64_t C) {
+  embedding_sum_forward(out, &ids, &table, 1, T, C);  // the sum of one table is its gather
 }
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t T, int64_t C) {
