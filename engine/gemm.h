@@ -46,7 +46,9 @@ std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, 
 Precision packed_weight_precision(const PackedWeight& w);
 size_t packed_weight_bytes(const PackedWeight& w);
 // What the packed GEMM applies to each output after the bias, in the kernel (oneDNN post-ops):
-// GELU with the exact erf (Gelu) or its tanh approximation (GeluTanh).
+// GELU with the exact erf (Gelu) or its tanh approximation (GeluTanh). linear_gelu does not use
+// it: on Zen 5, oneDNN 2.6's erf post-op costs twice a separate GELU pass (engine/activations.cpp);
+// engine_bench's BM_gemm_packed times the post-op (its fourth argument) for other CPUs.
 enum class Epilogue { None = 0, Gelu = 1, GeluTanh = 2 };
 // C[M, N] (row stride ldc) = epilogue(A[M, K]·Wᵀ (+ bias[N] on every row when bias is not null)). Returns
 // false, leaving C untouched, when the packed kernel does not take this product (then use sgemm).
