@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -25,6 +26,7 @@
 
 #include "engine/allocator.h"
 #include "engine/dtype.h"
+#include "engine/error.h"
 #include "engine/gemm.h"
 #include "engine/threads.h"
 
@@ -70,9 +72,13 @@ namespace {
 // One matmul primitive per (rows, N, K, output stride, bias, epilogue, threads): creating one costs
 // ~0.2 ms, a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int, int>;
+struct Entry {
+  dnnl::matmul prim;
+  size_t scratchpad_bytes = 0;
+};
 struct Cache {
   std::mutex mu;
-  std::map<Key, dnnl::matmul> prims;
+  std::map<Key, Entry> prims;
 };
 Cache& cache() {
   static Cache c;
@@ -93,6 +99,9 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
   const memory::desc dst({M, N}, memory::data_type::f32, Dims{ldc, 1});
   const memory::desc b = bias ? memory::desc({1, N}, memory::data_type::f32, memory::format_tag::ab) : memory::desc();
   dnnl::primitive_attr attr;
+  // The caller passes the scratchpad (one per thread, gemm_packed), so that two threads can run
+  // the same primitive at once (BertModel::encode runs one sub-batch per thread).
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (int8) attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
   if (epilogue != Epilogue::None) {
     // Applied to each output block while it is still in registers: no second pass over C.
@@ -202,7 +211,7 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   if (M <= 0) return false;
   // The thread count first: a primitive plans its blocking for the threads it will run on.
   const GemmThreads limit(M, w.n, w.k);
-  dnnl::matmul prim;
+  Entry prim;
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mu);
@@ -213,7 +222,7 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
         const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue, w.precision);
         if (!fast_kernel(pd, w.precision)) return false;
         if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
-        it = c.prims.emplace(key, dnnl::matmul(pd)).first;
+        it = c.prims.emplace(key, Entry{dnnl::matmul(pd), pd.scratchpad_desc().get_size()}).first;
       } catch (const dnnl::error&) {
         return false;
       }
@@ -248,8 +257,21 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   }
   if (bias) args[DNNL_ARG_BIAS] = memory({{1, w.n}, memory::data_type::f32, memory::format_tag::ab}, r.engine,
                                          const_cast<float*>(bias));
-  dnnl::stream s = r.stream;
-  prim.execute(s, args);
+  // Per-thread scratchpad, page-aligned.
+  static thread_local std::unique_ptr<void, decltype(&std::free)> scratch(nullptr, &std::free);
+  static thread_local size_t scratch_bytes = 0;
+  if (prim.scratchpad_bytes > scratch_bytes) {
+    const size_t bytes = (prim.scratchpad_bytes + 4095) / 4096 * 4096;
+    scratch.reset(std::aligned_alloc(4096, bytes));
+    MB_CHECK(scratch, "out of memory for a " + std::to_string(bytes) + "-byte GEMM scratchpad");
+    scratch_bytes = bytes;
+  }
+  if (prim.scratchpad_bytes > 0)
+    args[DNNL_ARG_SCRATCHPAD] = memory({{int64_t(prim.scratchpad_bytes)}, memory::data_type::u8, memory::format_tag::a},
+                                       r.engine, scratch.get());
+  // A stream per thread as well: a oneDNN stream is not meant to be shared between threads.
+  static thread_local dnnl::stream s(r.engine);
+  prim.prim.execute(s, args);
   s.wait();
   return true;
 }

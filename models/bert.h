@@ -67,6 +67,12 @@ struct BertLayer {
 
 class BertModel;
 
+// How BertModel::encode splits a batch across `threads` threads: one share of sequence indices
+// (in batch order) per thread, with about equal token counts. Empty, so that the batch runs
+// whole with every product split across the threads, when there are fewer sequences than
+// threads, fewer than 160 tokens a thread, or no split comes within 5 % of even.
+std::vector<std::vector<int64_t>> encode_shares(const Batch& batch, int threads);
+
 // The query and key projections of x [tokens, H] as the layer runs them: a shared layer with
 // swap_qk takes its query from W_K, b_K and its key from W_Q, b_Q. With `model`, its packed
 // weights are used when no gradient is recorded.
@@ -131,6 +137,12 @@ class BertModel {
   Var classifier_logits(const Var& pooled, const ForwardOptions& opt = {}) const;
 
   // --- Inference (no tape, whatever the parameters require).
+  // Last hidden states [tokens, H]. A packed model (pack_for_inference) with at least as many
+  // sequences as threads runs each thread's share of the sequences (encode_shares) through the
+  // whole encoder on that thread alone, instead of splitting every product across the threads:
+  // no thread then waits for the other at the end of each GEMM, and attention, LayerNorm and
+  // GELU need no synchronisation (BERT-base batch 8 × 128 on 2 threads, ~5 % faster). The results
+  // are the same either way.
   Tensor encode(const Batch& batch) const;
   Tensor pool(const Batch& batch, const Tensor& hidden) const;
   Tensor classify(const Tensor& pooled) const;

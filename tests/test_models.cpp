@@ -1,6 +1,7 @@
 // Model structure: parameter/FLOPs counting pinned to docs/METHODS.md, BERT's initialisation,
 // save/load round trips, and the errors for bad configs and weights.
 #include <doctest/doctest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "models/layer_structure.h"
 #include "engine/gemm.h"
 #include "engine/rng.h"
+#include "engine/threads.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -276,4 +278,64 @@ TEST_CASE("weights packed for inference give the unpacked results; training unpa
   (void)mb::trainable_params(m);
   CHECK(m.packed_bytes() == 0);
   m.set_requires_grad(false);
+}
+
+TEST_CASE("a packed model runs a batch as one share of its sequences per thread, with the same results") {
+  auto batch_of = [](const std::vector<int64_t>& lengths, uint64_t seed) {
+    mb::Rng rng(seed);
+    mb::Batch b;
+    for (int64_t n : lengths) {
+      std::vector<int32_t> ids(static_cast<size_t>(n)), types(static_cast<size_t>(n));
+      for (auto& id : ids) id = int32_t(1 + rng.below(1000));
+      for (size_t t = size_t(n) / 2; t < types.size(); ++t) types[t] = 1;
+      b.add(ids, types);
+    }
+    return b;
+  };
+  // Which sequences go to which thread: longest first to the emptiest share, each share in batch
+  // order; no split with fewer than 160 tokens a thread or unless the largest share is within
+  // 5 % of even.
+  const mb::Batch varied = batch_of({120, 40, 82, 78, 200, 10}, 1);  // shares of 278 and 252 tokens
+  const auto shares = mb::encode_shares(varied, 2);
+  REQUIRE(shares.size() == 2);
+  CHECK(shares[0] == std::vector<int64_t>{3, 4});
+  CHECK(shares[1] == std::vector<int64_t>{0, 1, 2, 5});
+  CHECK(mb::encode_shares(batch_of({128, 128, 128, 128}, 2), 2).size() == 2);
+  CHECK(mb::encode_shares(batch_of({200, 200, 200}, 2), 2).empty());  // 400 against 200 tokens
+  CHECK(mb::encode_shares(batch_of({200, 200, 200}, 2), 3).size() == 3);
+  CHECK(mb::encode_shares(batch_of({250, 200, 100}, 2), 2).empty());  // 300 against 250: 9 % over even
+  CHECK(mb::encode_shares(batch_of({128, 128}, 2), 2).empty());       // 128 tokens a thread
+  CHECK(mb::encode_shares(batch_of({200, 200}, 2), 2).size() == 2);
+  CHECK(mb::encode_shares(batch_of({128}, 2), 2).empty());
+  CHECK(mb::encode_shares(batch_of({128, 128}, 2), 1).empty());
+
+  // The split's results against the one-thread pass, on a model with every kind of layer.
+  mb::set_gemm_backend(mb::available_gemm_backends().front());
+  mb::BertConfig c = shipped("tiny");
+  c.num_hidden_layers = 5;
+  mb::write_layer_structure(c, {mb::LayerStructure::encoder(2, 512), mb::LayerStructure::bridge(16, mb::BridgeForm::ResidualLayerNorm),
+                                mb::LayerStructure::shared(0, true), mb::LayerStructure::encoder(0, 64),
+                                mb::LayerStructure::encoder(1, 0)});
+  mb::BertModel m = mb::BertModel::init_random(c, 21);
+  m.pack_for_inference();
+  for (const mb::Batch& b : {varied, batch_of({128, 128, 128, 128, 128, 128}, 3)}) {
+    CHECK(mb::encode_shares(b, 2).size() == 2);
+    mb::set_num_threads(1);
+    const mb::Tensor want = m.encode(b);
+    for (int threads : {2, 3}) {
+      CAPTURE(threads);
+      mb::set_num_threads(threads);
+      const mb::Tensor got = m.encode(b);
+      CHECK(omp_get_max_threads() == threads);  // the threads' one-thread setting did not leak out
+      REQUIRE(got.shape() == want.shape());
+      for (int64_t i = 0; i < got.numel(); ++i) CHECK(got.f32()[i] == doctest::Approx(want.f32()[i]).epsilon(1e-5));
+    }
+  }
+  // A bad sequence is reported by its index in the whole batch, not in a thread's share.
+  mb::Batch bad = batch_of({128, 128, 128, 128}, 4);
+  bad.input_ids[size_t(bad.offsets[3] + 5)] = int32_t(c.vocab_size);
+  REQUIRE(mb::encode_shares(bad, 2).size() == 2);
+  mb::set_num_threads(2);
+  CHECK_THROWS_WITH_AS(m.encode(bad), doctest::Contains("sequence 3: token id"), mb::Error);
+  mb::set_num_threads(0);
 }
