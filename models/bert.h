@@ -141,7 +141,7 @@ class BertModel {
   // sequences as threads runs each thread's share of the sequences (encode_shares) through the
   // whole encoder on that thread alone, instead of splitting every product across the threads:
   // no thread then waits for the other at the end of each GEMM, and attention, LayerNorm and
-  // GELU need no synchronisation (BERT-base batch 8 × 128 on 2 threads, ~5 % faster). The results
+  // GELU need no synchronisation (BERT-base batch 8 × 128 on 2 threads, 3–5 % faster). The results
   // are the same either way.
   Tensor encode(const Batch& batch) const;
   Tensor pool(const Batch& batch, const Tensor& hidden) const;
