@@ -4,7 +4,9 @@
 For each shape (tiny / mini / base, from configs/bert-*.json) this script
   1. makes random weights (tests/reference/bert_reference.py's random_weights), writes a Hugging Face
      model directory (config.json, model.safetensors, vocab.txt) and exports the same model to ONNX
-     (torch.onnx.export: input_ids, attention_mask, token_type_ids -> last_hidden_state);
+     twice (input_ids, attention_mask, token_type_ids -> last_hidden_state): the plain torch.onnx
+     export, and a graph of ONNX Runtime's fused BERT ops (Attention, SkipLayerNormalization,
+     BiasGelu); ORT runs both, and each row is reported against the faster;
   2. checks that the three engines agree on a batch of unequal lengths (max |diff| of the last hidden
      states at real tokens) before anything is timed;
   3. times forward passes at each batch size (and, with --train-shapes, training steps against
@@ -40,7 +42,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 
-ENGINES = ("minibridge", "onnxruntime", "pytorch")
+# ONNX Runtime runs two graphs of the same model, as two engines: which is faster depends on the
+# shape (bench/RESULTS.md), and each row is reported against the faster.
+ORT_GRAPHS = {"onnxruntime": "model.onnx", "onnxruntime-fused": "model_fused.onnx"}
+ENGINES = ("minibridge",) + tuple(ORT_GRAPHS) + ("pytorch",)
 BEGIN, END = "<!-- compare.py: begin generated section -->", "<!-- compare.py: end generated section -->"
 
 
@@ -93,37 +98,128 @@ def onnx_module(cfg, w):
     return Exported().eval()
 
 
-def make_model(work, shape, seed, vocab_dir):
-    """WORK/<shape>/: model dir + model.onnx. Reused when made before with the same seed."""
+def onnx_fused_module(cfg, w):
+    """The same BERT as onnx_module, exported with ONNX Runtime's fused contrib ops: one Attention
+    node per layer (Q, K and V in one [H, 3H] weight, the 2-D mask), SkipLayerNormalization for each
+    residual + LayerNorm, BiasGelu. This is the graph onnxruntime.transformers.optimizer makes of a
+    BERT (PyPI, unreachable here), built directly through torch.autograd.Function symbolics."""
     import torch
-    from bert_reference import random_weights, write_safetensors
-    d = os.path.join(work, shape)
-    stamp = os.path.join(d, "stamp.json")
-    want = {"shape": shape, "seed": seed, "config": shape_config(shape)}
-    if os.path.exists(stamp) and json.load(open(stamp)) == want and os.path.exists(os.path.join(d, "model.onnx")):
-        return d
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    cfg = shape_config(shape)
-    w = random_weights(cfg, seed, with_pooler=True)
-    write_safetensors(os.path.join(d, "model.safetensors"), w, {"format": "pt"})
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    for fn in ("vocab.txt", "tokenizer_config.json"):
-        if os.path.exists(os.path.join(vocab_dir, fn)):
-            shutil.copyfile(os.path.join(vocab_dir, fn), os.path.join(d, fn))
-    ids = torch.randint(1000, cfg["vocab_size"], (2, 16))
-    t0 = time.time()
+    import torch.nn.functional as F
+    H, A, eps = cfg["hidden_size"], cfg["num_attention_heads"], cfg.get("layer_norm_eps", 1e-12)
+    assert cfg.get("hidden_act", "gelu") == "gelu", "the fused graph has exact GELU (BiasGelu) only"
+
+    class Attention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, wqkv, bqkv, mask):
+            B, L, _ = x.shape
+            q, k, v = ((x @ wqkv + bqkv).split(H, -1))
+            q, k, v = (t.view(B, L, A, H // A).transpose(1, 2) for t in (q, k, v))
+            s = q @ k.transpose(-1, -2) / math.sqrt(H // A) + (1.0 - mask[:, None, None, :].float()) * -10000.0
+            return (s.softmax(-1) @ v).transpose(1, 2).reshape(B, L, H)
+
+        @staticmethod
+        def symbolic(g, x, wqkv, bqkv, mask):
+            return g.op("com.microsoft::Attention", x, wqkv, bqkv, mask, num_heads_i=A)
+
+    class SkipLayerNorm(torch.autograd.Function):  # LN(x + skip + bias)
+        @staticmethod
+        def forward(ctx, x, skip, gamma, beta, bias):
+            return F.layer_norm(x + skip + bias, (H,), gamma, beta, eps)
+
+        @staticmethod
+        def symbolic(g, x, skip, gamma, beta, bias):
+            return g.op("com.microsoft::SkipLayerNormalization", x, skip, gamma, beta, bias, epsilon_f=eps)
+
+    class BiasGelu(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, bias):
+            return F.gelu(x + bias)
+
+        @staticmethod
+        def symbolic(g, x, bias):
+            return g.op("com.microsoft::BiasGelu", x, bias)
+
+    def param(t):
+        return torch.nn.Parameter(t.contiguous(), requires_grad=False)
+
+    class Fused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.ParameterList([param(w["embeddings." + n]) for n in (
+                "word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight",
+                "LayerNorm.weight", "LayerNorm.bias")])
+            self.layers = torch.nn.ModuleList()
+            for l in range(cfg["num_hidden_layers"]):
+                p, m = f"encoder.layer.{l}.", torch.nn.Module()
+                m.wqkv = param(torch.cat([w[p + f"attention.self.{n}.weight"].t() for n in ("query", "key", "value")], 1))
+                m.bqkv = param(torch.cat([w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")]))
+                m.wo, m.bo = param(w[p + "attention.output.dense.weight"].t()), param(w[p + "attention.output.dense.bias"])
+                m.g1, m.b1 = param(w[p + "attention.output.LayerNorm.weight"]), param(w[p + "attention.output.LayerNorm.bias"])
+                m.wi, m.bi = param(w[p + "intermediate.dense.weight"].t()), param(w[p + "intermediate.dense.bias"])
+                m.wo2, m.bo2 = param(w[p + "output.dense.weight"].t()), param(w[p + "output.dense.bias"])
+                m.g2, m.b2 = param(w[p + "output.LayerNorm.weight"]), param(w[p + "output.LayerNorm.bias"])
+                self.layers.append(m)
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            word, pos, types, gamma, beta = self.emb
+            x = word[input_ids] + pos[:input_ids.shape[1]].unsqueeze(0) + types[token_type_ids]
+            x = F.layer_norm(x, (H,), gamma, beta, eps)
+            mask = attention_mask.to(torch.int32)
+            for m in self.layers:
+                x = SkipLayerNorm.apply(Attention.apply(x, m.wqkv, m.bqkv, mask) @ m.wo, x, m.g1, m.b1, m.bo)
+                x = SkipLayerNorm.apply(BiasGelu.apply(x @ m.wi, m.bi) @ m.wo2, x, m.g2, m.b2, m.bo2)
+            return x
+
+    return Fused().eval()
+
+
+
+def export_onnx(module, path, vocab_size, custom_opsets=None):
+    """torch.onnx.export with dynamic batch and sequence axes, to a temporary name, then renamed."""
+    import torch
+    ids = torch.randint(1000, vocab_size, (2, 16))
     with torch.no_grad():
-        torch.onnx.export(onnx_module(cfg, w), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-                          os.path.join(d, "model.onnx"), opset_version=17, do_constant_folding=True,
+        torch.onnx.export(module, (ids, torch.ones_like(ids), torch.zeros_like(ids)), path + ".tmp",
+                          opset_version=17, do_constant_folding=True, custom_opsets=custom_opsets,
                           input_names=["input_ids", "attention_mask", "token_type_ids"],
                           output_names=["last_hidden_state"],
                           dynamic_axes={n: {0: "batch", 1: "sequence"} for n in
                                         ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")})
-    log(f"{shape}: wrote {d} (ONNX export {time.time() - t0:.1f} s)")
-    with open(stamp, "w") as f:
-        json.dump(want, f)
+    os.replace(path + ".tmp", path)
+
+
+def make_model(work, shape, seed, vocab_dir):
+    """WORK/<shape>/: model dir + both ONNX graphs (ORT_GRAPHS). Reused when made before with the
+    same seed; a missing graph is exported from the directory's own weights."""
+    from bert_reference import random_weights, write_safetensors
+    d = os.path.join(work, shape)
+    stamp = os.path.join(d, "stamp.json")
+    cfg = shape_config(shape)
+    want = {"shape": shape, "seed": seed, "config": cfg}
+    if not (os.path.exists(stamp) and json.load(open(stamp)) == want):
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        write_safetensors(os.path.join(d, "model.safetensors"), random_weights(cfg, seed, with_pooler=True),
+                          {"format": "pt"})
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+        for fn in ("vocab.txt", "tokenizer_config.json"):
+            if os.path.exists(os.path.join(vocab_dir, fn)):
+                shutil.copyfile(os.path.join(vocab_dir, fn), os.path.join(d, fn))
+        with open(stamp, "w") as f:
+            json.dump(want, f)
+    w = None
+    for engine, name in ORT_GRAPHS.items():
+        path = os.path.join(d, name)
+        if os.path.exists(path):
+            continue
+        t0 = time.time()
+        w = w or read_safetensors(os.path.join(d, "model.safetensors"))
+        if engine.endswith("-fused"):
+            export_onnx(onnx_fused_module(cfg, w), path, cfg["vocab_size"], {"com.microsoft": 1})
+        else:
+            export_onnx(onnx_module(cfg, w), path, cfg["vocab_size"])
+        log(f"{shape}: wrote {path} (ONNX export {time.time() - t0:.1f} s)")
     return d
 
 
@@ -272,9 +368,9 @@ def engine_cmd(engine, a, model_dir, inputs, mode, warmup, iters, dump=None, pre
             cmd.append("--train")
         if dump:
             cmd += ["--dump", dump]
-    elif engine == "onnxruntime":
+    elif engine in ORT_GRAPHS:
         assert mode == "forward"
-        cmd = [a.node, os.path.join(HERE, "ort_bench.js"), "--model", os.path.join(model_dir, "model.onnx"),
+        cmd = [a.node, os.path.join(HERE, "ort_bench.js"), "--model", os.path.join(model_dir, ORT_GRAPHS[engine]),
                "--inputs", inputs, "--threads", T, "--warmup", str(warmup), "--iters", str(iters)]
         if dump:
             cmd += ["--dump", dump]
@@ -349,8 +445,8 @@ def check_agreement(a, env, model_dir, cfg, shape, tmp, precisions=()):
     real = np.zeros((len(lengths), L), bool)
     for b, n in enumerate(lengths):
         real[b, :n] = True
-    diffs = {f"{x} vs {y}": float(np.abs(out[x][real] - out[y][real]).max())
-             for x, y in (("minibridge", "pytorch"), ("onnxruntime", "pytorch"), ("minibridge", "onnxruntime"))}
+    pairs = [("minibridge", "pytorch")] + [(o, "pytorch") for o in ORT_GRAPHS] + [("minibridge", o) for o in ORT_GRAPHS]
+    diffs = {f"{x} vs {y}": float(np.abs(out[x][real] - out[y][real]).max()) for x, y in pairs}
     scale = float(np.abs(out["pytorch"][real]).max())
     ok = all(d <= a.tol * max(1.0, scale) for d in diffs.values())
     log(f"{shape}: outputs agree (lengths {lengths}, max |h| {scale:.2f}): "
@@ -450,21 +546,29 @@ def render(rows, info, a, agreement, contention):
             if "gemm" in s["extra"]:
                 versions["minibridge GEMM"] = s["extra"]["gemm"]
     L.append("Engines: minibridge (GEMM back-end " + versions.get("minibridge GEMM", "?") + "), ONNX Runtime "
-             + versions.get("onnxruntime", "?") + " (npm onnxruntime-node, CPU EP, graph optimisation 'all'), "
+             + versions.get("onnxruntime", "?") + " (npm onnxruntime-node, CPU EP, graph optimisation 'all'; two "
+             "graphs of the model, each row against the faster: *plain*, the torch.onnx export, and *fused*, "
+             "with ORT's Attention, SkipLayerNormalization and BiasGelu contrib ops as its transformers optimizer "
+             "makes them), "
              "PyTorch " + versions.get("pytorch", "?") + " (Debian; a hand-written Hugging Face-equivalent BERT "
              "from tests/reference/bert_reference.py — PyPI `transformers` is unreachable here — under "
              "torch.inference_mode(); training: the same with dropout, cross-entropy, backward, "
              "clip_grad_norm_(1.0), torch.optim.AdamW).")
     L.append("")
-    L.append("| shape | what | batch × seq (real tokens) | minibridge ms | ONNX Runtime ms | PyTorch ms | "
-             "mb / ORT | mb / PyTorch | mb tokens/s | peak RSS MiB (mb / ORT / PT) | mb weights MiB |")
+    L.append("| shape | what | batch × seq (real tokens) | minibridge ms | ONNX Runtime ms (plain / fused) | "
+             "PyTorch ms | mb / ORT | mb / PyTorch | mb tokens/s | peak RSS MiB (mb / ORT / PT) | mb weights MiB |")
     L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         res = r["results"]
-        mb, ort, pt = (res.get(e, {}).get("median_ms") for e in ENGINES)
-        rss = " / ".join(f"{res[e]['peak_rss_mb']:.0f}" if e in res else "—" for e in ENGINES)
+        mb, pt = res["minibridge"]["median_ms"], res.get("pytorch", {}).get("median_ms")
+        ort_engines = [e for e in ORT_GRAPHS if e in res]
+        ort = min((res[e]["median_ms"] for e in ort_engines), default=None)
+        ort_cell = " / ".join(f"**{res[e]['median_ms']:.1f}**" if res[e]["median_ms"] == ort and len(ort_engines) > 1
+                              else f"{res[e]['median_ms']:.1f}" for e in ort_engines) or "—"
+        best_ort = min(ort_engines, key=lambda e: res[e]["median_ms"], default=None)
+        rss = " / ".join(f"{res[e]['peak_rss_mb']:.0f}" if e in res else "—" for e in ("minibridge", best_ort, "pytorch"))
         L.append(f"| {r['shape']} | {r['what']} | {r['batch']} × {r['seq']} ({res['minibridge']['tokens']}) | "
-                 f"{mb:.1f} | {f'{ort:.1f}' if ort else '—'} | {f'{pt:.1f}' if pt else '—'} | "
+                 f"{mb:.1f} | {ort_cell} | {f'{pt:.1f}' if pt else '—'} | "
                  f"{ratio(mb, ort) if ort else '—'} | {ratio(mb, pt) if pt else '—'} | "
                  f"{res['minibridge']['tokens_per_s']:.0f} | {rss} | "
                  f"{res['minibridge']['extra'].get('weights_mb', 0):.0f} |")
