@@ -556,8 +556,9 @@ def render(rows, info, a, agreement, contention):
              "clip_grad_norm_(1.0), torch.optim.AdamW).")
     L.append("")
     L.append("| shape | what | batch × seq (real tokens) | minibridge ms | ONNX Runtime ms (plain / fused) | "
-             "PyTorch ms | mb / ORT | mb / PyTorch | mb tokens/s | peak RSS MiB (mb / ORT / PT) | mb weights MiB |")
-    L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+             "PyTorch ms | mb / ORT | mb / ORT per round: median (range) | mb / PyTorch | mb tokens/s | "
+             "peak RSS MiB (mb / ORT / PT) | mb weights MiB |")
+    L.append("|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|")
     for r in rows:
         res = r["results"]
         mb, pt = res["minibridge"]["median_ms"], res.get("pytorch", {}).get("median_ms")
@@ -567,9 +568,15 @@ def render(rows, info, a, agreement, contention):
                               else f"{res[e]['median_ms']:.1f}" for e in ort_engines) or "—"
         best_ort = min(ort_engines, key=lambda e: res[e]["median_ms"], default=None)
         rss = " / ".join(f"{res[e]['peak_rss_mb']:.0f}" if e in res else "—" for e in ("minibridge", best_ort, "pytorch"))
+        # Each round runs every engine back to back, so a round's ratio is less exposed to the
+        # machine's slow phases than the ratio of medians taken over different rounds.
+        paired = "—"
+        if best_ort:
+            per_round = [m / o for m, o in zip(res["minibridge"]["round_medians_ms"], res[best_ort]["round_medians_ms"])]
+            paired = f"{statistics.median(per_round):.2f} ({min(per_round):.2f}–{max(per_round):.2f})"
         L.append(f"| {r['shape']} | {r['what']} | {r['batch']} × {r['seq']} ({res['minibridge']['tokens']}) | "
                  f"{mb:.1f} | {ort_cell} | {f'{pt:.1f}' if pt else '—'} | "
-                 f"{ratio(mb, ort) if ort else '—'} | {ratio(mb, pt) if pt else '—'} | "
+                 f"{ratio(mb, ort) if ort else '—'} | {paired} | {ratio(mb, pt) if pt else '—'} | "
                  f"{res['minibridge']['tokens_per_s']:.0f} | {rss} | "
                  f"{res['minibridge']['extra'].get('weights_mb', 0):.0f} |")
     L.append("")
