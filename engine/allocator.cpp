@@ -21,6 +21,15 @@ namespace {
 // next forward pass: at bert-tiny's 64 KiB activations that was 16% of a batch-1 forward.
 constexpr size_t kMinCached = size_t(16) << 10;
 
+// Blocks from 2 MiB up (a layer's activations at BERT-base batch sizes) are mapped in huge
+// pages: the products stream them as often as the weights, which are in huge pages too.
+constexpr size_t kHugeBlock = size_t(2) << 20;
+
+void release(void* p, size_t capacity) {
+  if (capacity >= kHugeBlock) huge_page_free(p, capacity);
+  else std::free(p);
+}
+
 // Capacity rounding: 4 KiB steps below 256 KiB, 64 KiB steps above, so that the sizes one
 // model's passes request map to a few reusable capacities.
 size_t rounded_capacity(size_t bytes) {
@@ -71,7 +80,7 @@ void* tensor_alloc(size_t bytes, size_t* capacity) {
       return p;
     }
   }
-  void* p = std::aligned_alloc(64, want);
+  void* p = want >= kHugeBlock ? huge_page_alloc(want) : std::aligned_alloc(64, want);
   if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
   *capacity = want;
   return p;
@@ -87,7 +96,7 @@ void tensor_free(void* p, size_t capacity) {
       return;
     }
   }
-  std::free(p);
+  release(p, capacity);
 }
 
 size_t tensor_cache_bytes() {
@@ -99,7 +108,7 @@ size_t tensor_cache_bytes() {
 void tensor_cache_clear() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  for (auto& [cap, p] : c.free) std::free(p);
+  for (auto& [cap, p] : c.free) release(p, cap);
   c.free.clear();
   c.bytes = 0;
 }

@@ -6,7 +6,8 @@
 
 namespace mb {
 
-// 64-byte aligned; *capacity receives the usable size (>= bytes). Throws mb::Error when out of memory.
+// 64-byte aligned (blocks from 2 MiB up: 2 MiB aligned, in huge pages; see huge_page_alloc);
+// *capacity receives the usable size (>= bytes). Throws mb::Error when out of memory.
 void* tensor_alloc(size_t bytes, size_t* capacity);
 void tensor_free(void* p, size_t capacity);
 // Bytes currently held for reuse (not in use by any tensor).
@@ -19,10 +20,11 @@ void tensor_cache_clear();
 // For the packed inference weights, which every pass streams through: huge pages mean 512× fewer
 // TLB entries and page faults, and the kernel's periodic memory scan (DAMON, every 0.5 s on these
 // machines) no longer stalls a pass on thousands of small pages: BERT-base batch 1, p90 pass time
-// 128 → 84 ms and median −2 % (interleaved A/B, 8 rounds). Not used for activations: recycled
-// tensor blocks in huge pages made a BERT-base training step 5–7 % slower (three A/B rounds;
-// every block then starts on the same 2 MiB boundary, so concurrently streamed operands likely
-// collide in the same cache sets). Throws mb::Error when out of memory; huge_page_free takes the
+// 128 → 84 ms and median −2 % (interleaved A/B, 8 rounds). tensor_alloc uses it too for blocks
+// from 2 MiB up (activations at BERT-base batch 8 and up): batch 8 forward −1.5 to −2 % (A/B, 14
+// rounds, 12 won), bf16 and bert-mini −1 %, batch 1 (no such blocks), int8 and a training step
+// within noise. (An earlier try with every recycled block from 16 KiB up in huge pages made a
+// training step 5–7 % slower.) Throws mb::Error when out of memory; huge_page_free takes the
 // size given to huge_page_alloc.
 void* huge_page_alloc(size_t bytes);
 void huge_page_free(void* p, size_t bytes);
