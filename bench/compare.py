@@ -7,7 +7,7 @@ For each shape (tiny / mini / base, from configs/bert-*.json) this script
      twice (input_ids, attention_mask, token_type_ids -> last_hidden_state): the plain torch.onnx
      export, and a graph of ONNX Runtime's fused BERT ops (Attention, SkipLayerNormalization,
      BiasGelu); ORT runs both, and each row is reported against the faster;
-  2. checks that the three engines agree on a batch of unequal lengths (max |diff| of the last hidden
+  2. checks that the engines agree on a batch of unequal lengths (max |diff| of the last hidden
      states at real tokens) before anything is timed;
   3. times forward passes at each batch size (and, with --train-shapes, training steps against
      PyTorch), running the engines alternately: every round runs each engine once (warm-up + N timed
@@ -171,7 +171,6 @@ def onnx_fused_module(cfg, w):
             return x
 
     return Fused().eval()
-
 
 
 def export_onnx(module, path, vocab_size, custom_opsets=None):
