@@ -562,10 +562,10 @@ def render(rows, info, a, agreement, contention):
         res = r["results"]
         mb, pt = res["minibridge"]["median_ms"], res.get("pytorch", {}).get("median_ms")
         ort_engines = [e for e in ORT_GRAPHS if e in res]
-        ort = min((res[e]["median_ms"] for e in ort_engines), default=None)
-        ort_cell = " / ".join(f"**{res[e]['median_ms']:.1f}**" if res[e]["median_ms"] == ort and len(ort_engines) > 1
-                              else f"{res[e]['median_ms']:.1f}" for e in ort_engines) or "—"
         best_ort = min(ort_engines, key=lambda e: res[e]["median_ms"], default=None)
+        ort = res[best_ort]["median_ms"] if best_ort else None
+        ort_cell = " / ".join(f"**{res[e]['median_ms']:.1f}**" if e == best_ort and len(ort_engines) > 1
+                              else f"{res[e]['median_ms']:.1f}" for e in ort_engines) or "—"
         rss = " / ".join(f"{res[e]['peak_rss_mb']:.0f}" if e in res else "—" for e in ("minibridge", best_ort, "pytorch"))
         # Each round runs every engine back to back, so a round's ratio is less exposed to the
         # machine's slow phases than the ratio of medians taken over different rounds.
