@@ -4,9 +4,15 @@
 // rows; a training step counts 3× the forward's FLOPs), GB/s for the memory-bound ops.
 #include <benchmark/benchmark.h>
 
+#include <cstring>
 #include <map>
 #include <memory>
+#include <thread>
 #include <vector>
+
+#if defined(__AVX512F__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 #include "engine/functional.h"
 #include "engine/gemm.h"
@@ -26,6 +32,66 @@ std::vector<float> random_vec(size_t n, uint64_t seed) {
   std::vector<float> v(n);
   for (float& x : v) x = float(rng.normal());
   return v;
+}
+
+// The ceiling every GFLOP/s counter below is to be read against: fused multiply-adds on arg 0
+// threads at once (0: mb::num_threads()), each thread 12 independent accumulator vectors (enough to
+// cover the FMA latency on both pipes) and no memory traffic. GFLOP/s is the sum over the threads.
+// Timed here, beside the products, because the clock of these shared machines moves from run to
+// run: a product's share of this figure, measured in the same run, is its efficiency.
+#if defined(__AVX512F__)
+using FmaVec = __m512;
+constexpr int kFmaLanes = 16;
+inline FmaVec fma_splat(float x) { return _mm512_set1_ps(x); }
+inline FmaVec fma_step(FmaVec a, FmaVec b, FmaVec c) { return _mm512_fmadd_ps(a, b, c); }
+#elif defined(__FMA__)
+using FmaVec = __m256;
+constexpr int kFmaLanes = 8;
+inline FmaVec fma_splat(float x) { return _mm256_set1_ps(x); }
+inline FmaVec fma_step(FmaVec a, FmaVec b, FmaVec c) { return _mm256_fmadd_ps(a, b, c); }
+#endif
+
+#if defined(__AVX512F__) || defined(__FMA__)
+inline float fma_sum(FmaVec a) {
+  float lanes[kFmaLanes];
+  std::memcpy(lanes, &a, sizeof a);
+  float total = 0;
+  for (float x : lanes) total += x;
+  return total;
+}
+
+float fma_loop(int64_t steps) {
+  FmaVec acc[12];
+#pragma GCC unroll 12
+  for (int j = 0; j < 12; ++j) acc[j] = fma_splat(1.0f + 0.01f * float(j));  // distinct, or the compiler merges equal chains
+  const FmaVec scale = fma_splat(0.9999999f), shift = fma_splat(1e-7f);
+  for (int64_t i = 0; i < steps; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = fma_step(acc[j], scale, shift);
+  }
+  float total = 0;
+  for (int j = 0; j < 12; ++j) total += fma_sum(acc[j]);
+  return total;
+}
+#endif
+
+void BM_fma_peak(benchmark::State& st) {
+#if defined(__AVX512F__) || defined(__FMA__)
+  const int threads = st.range(0) > 0 ? int(st.range(0)) : mb::num_threads();
+  constexpr int64_t kSteps = 4 << 20;  // 1.6 GFLOP a thread: ~8 ms at 200 GFLOP/s
+  std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
+  for (auto _ : st) {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back([&sink, t] { sink[size_t(t)] = fma_loop(kSteps); });
+    for (std::thread& th : pool) th.join();
+    benchmark::DoNotOptimize(sink.data());
+  }
+  st.SetLabel(std::to_string(kFmaLanes * 32) + "-bit vectors, " + std::to_string(threads) + " thread(s)");
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 12 * kFmaLanes * double(kSteps) * threads * double(st.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+#else
+  st.SkipWithError("built without AVX-512 or FMA");
+#endif
 }
 
 // x[T,K] · W[N,K]^T: the shape of every BERT projection.
@@ -263,6 +329,7 @@ void shape_batch_args(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
+BENCHMARK(BM_fma_peak)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemm_packed)
     ->Args({128, 2304, 768, 0, 0})->Args({128, 768, 768, 0, 0})->Args({128, 3072, 768, 0, 0})->Args({128, 3072, 768, 1, 0})
