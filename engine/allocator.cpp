@@ -21,9 +21,12 @@ namespace {
 // next forward pass: at bert-tiny's 64 KiB activations that was 16% of a batch-1 forward.
 constexpr size_t kMinCached = size_t(16) << 10;
 
-// Blocks from 2 MiB up (a layer's activations at BERT-base batch sizes) are mapped in huge
-// pages: the products stream them as often as the weights, which are in huge pages too.
-constexpr size_t kHugeBlock = size_t(2) << 20;
+constexpr size_t kHugePage = size_t(2) << 20, kSmallPage = size_t(4) << 10;
+
+// Blocks of a huge page and up (a layer's activations at BERT-base batch sizes) are mapped in
+// huge pages: the products stream them as often as the weights, which are in huge pages too.
+// A smaller block could not fill one.
+constexpr size_t kHugeBlock = kHugePage;
 
 void release(void* p, size_t capacity) {
   if (capacity >= kHugeBlock) huge_page_free(p, capacity);
@@ -114,7 +117,6 @@ void tensor_cache_clear() {
 }
 
 namespace {
-constexpr size_t kHugePage = size_t(2) << 20, kSmallPage = size_t(4) << 10;
 size_t page_rounded(size_t bytes) { return (std::max<size_t>(bytes, 1) + kSmallPage - 1) / kSmallPage * kSmallPage; }
 }  // namespace
 
