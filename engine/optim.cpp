@@ -30,9 +30,63 @@ AdamW::AdamW(std::vector<ParamRef> params, AdamWConfig config, NoDecay no_decay)
   }
 }
 
-void AdamW::step(double lr) {
+namespace {
+
+// The optimizer's passes stream every parameter (110 M floats at BERT-base) through memory. They
+// run as one parallel loop over fixed-size pieces of all tensors together: one loop per tensor
+// put ~200 fork/join barriers in a step and left the small tensors to one thread.
+constexpr int64_t kPiece = int64_t(1) << 16;
+
+struct Piece {
+  size_t param;
+  int64_t begin, end;
+};
+
+std::vector<Piece> pieces_of(const std::vector<ParamRef>& params) {
+  std::vector<Piece> out;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ParamRef& p = params[i];
+    if (!p.grad || !p.grad->defined()) continue;
+    const int64_t n = p.grad->numel();
+    for (int64_t b = 0; b < n; b += kPiece) out.push_back({i, b, std::min(n, b + kPiece)});
+  }
+  return out;
+}
+
+// Σ g² over g[0, n) in double, in 32 interleaved partial sums: one running sum is a chain of
+// dependent additions (4 cycles each), which held the norm to a float every ~2 cycles.
+double sum_of_squares(const float* g, int64_t n) {
+  double acc[32] = {};
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32)
+    for (int l = 0; l < 32; ++l) {
+      const double x = g[j + l];
+      acc[l] += x * x;
+    }
+  for (; j < n; ++j) acc[0] += double(g[j]) * double(g[j]);
+  double s = 0.0;
+  for (double a : acc) s += a;
+  return s;
+}
+
+}  // namespace
+
+void AdamW::step(double lr) { step(lr, 1.0f, false); }
+
+void AdamW::step(double lr, float grad_scale, bool zero_grads) {
   ++steps_;
   const AdamWConfig& c = config_;
+  // Per parameter: its scalars, in double, applied in float, in torch's order of operations
+  // (_single_tensor_adamw).
+  struct Update {
+    float* w;
+    float* g;
+    float* m;
+    float* v;
+    int64_t n;
+    float decay, step_size, bc2_sqrt;
+  };
+  std::vector<Update> updates(params_.size(), Update{});
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamRef& p = params_[i];
     if (!p.grad || !p.grad->defined()) continue;
@@ -41,25 +95,49 @@ void AdamW::step(double lr) {
                  shape_str(p.value->shape()));
     Slot& s = slots_[i];
     const int64_t t = ++s.steps;
-    // Scalars in double, applied in float, in torch's order of operations (_single_tensor_adamw).
-    const float decay = float(1.0 - lr * (s.decay ? c.weight_decay : 0.0));
-    const float b1 = float(c.beta1), b2 = float(c.beta2), a1 = float(1.0 - c.beta1), a2 = float(1.0 - c.beta2);
-    const float step_size = float(lr / (1.0 - std::pow(c.beta1, double(t))));
-    const float bc2_sqrt = float(std::sqrt(1.0 - std::pow(c.beta2, double(t))));
-    const float eps = float(c.eps);
-    float* w = p.value->f32();
-    const float* g = p.grad->f32();
-    float* m = s.exp_avg.f32();
-    float* v = s.exp_avg_sq.f32();
-    const int64_t n = p.value->numel();
-#pragma omp parallel for if (n > 65536)
-    for (int64_t j = 0; j < n; ++j) {
-      w[j] *= decay;
-      m[j] = m[j] * b1 + a1 * g[j];
-      v[j] = v[j] * b2 + a2 * g[j] * g[j];
-      w[j] += -step_size * (m[j] / (std::sqrt(v[j]) / bc2_sqrt + eps));
+    updates[i] = {p.value->f32(),
+                  p.grad->f32(),
+                  s.exp_avg.f32(),
+                  s.exp_avg_sq.f32(),
+                  p.value->numel(),
+                  float(1.0 - lr * (s.decay ? c.weight_decay : 0.0)),
+                  float(lr / (1.0 - std::pow(c.beta1, double(t)))),
+                  float(std::sqrt(1.0 - std::pow(c.beta2, double(t))))};
+  }
+  const float b1 = float(c.beta1), b2 = float(c.beta2), a1 = float(1.0 - c.beta1), a2 = float(1.0 - c.beta2);
+  const float eps = float(c.eps);
+  // A grad is zeroed as soon as it is read, unless two parameters share one (then after all).
+  std::vector<const float*> grads;
+  for (const Update& u : updates)
+    if (u.g) grads.push_back(u.g);
+  std::sort(grads.begin(), grads.end());
+  const bool zero_after = zero_grads && std::adjacent_find(grads.begin(), grads.end()) != grads.end();
+  const bool zero_now = zero_grads && !zero_after;
+  const std::vector<Piece> pieces = pieces_of(params_);
+  const int64_t count = int64_t(pieces.size());
+#pragma omp parallel for schedule(static) if (count > 1)
+  for (int64_t k = 0; k < count; ++k) {
+    const Piece& piece = pieces[size_t(k)];
+    const Update& u = updates[piece.param];
+    float* __restrict w = u.w;
+    float* __restrict g = u.g;
+    float* __restrict m = u.m;
+    float* __restrict v = u.v;
+    for (int64_t j = piece.begin; j < piece.end; ++j) {
+      // The clipped gradient as torch's clip_grad_norm_ leaves it (g·coef in float); × 1 is exact.
+      const float gj = g[j] * grad_scale;
+      const float wj = w[j] * u.decay;
+      const float mj = m[j] * b1 + a1 * gj;
+      const float vj = v[j] * b2 + a2 * gj * gj;
+      m[j] = mj;
+      v[j] = vj;
+      w[j] = wj + -u.step_size * (mj / (std::sqrt(vj) / u.bc2_sqrt + eps));
+      if (zero_now) g[j] = 0.0f;
     }
   }
+  if (zero_after)
+    for (const Update& u : updates)
+      if (u.g) std::fill(u.g, u.g + u.n, 0.0f);
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors(const std::string& prefix) const {
@@ -128,27 +206,34 @@ void AdamW::load_state(const nlohmann::json& state, const std::map<std::string, 
   steps_ = steps;
 }
 
-double clip_grad_norm(const std::vector<ParamRef>& params, double max_norm) {
+double grad_norm(const std::vector<ParamRef>& params) {
+  const std::vector<Piece> pieces = pieces_of(params);
+  const int64_t count = int64_t(pieces.size());
   double sum = 0.0;
-  for (const ParamRef& p : params) {
-    if (!p.grad || !p.grad->defined()) continue;
-    const float* g = p.grad->f32();
-    const int64_t n = p.grad->numel();
-    double s = 0.0;
-#pragma omp parallel for reduction(+ : s) if (n > 65536)
-    for (int64_t j = 0; j < n; ++j) s += double(g[j]) * double(g[j]);
-    sum += s;
+#pragma omp parallel for schedule(static) reduction(+ : sum) if (count > 1)
+  for (int64_t k = 0; k < count; ++k) {
+    const Piece& piece = pieces[size_t(k)];
+    sum += sum_of_squares(params[piece.param].grad->f32() + piece.begin, piece.end - piece.begin);
   }
-  const double norm = std::sqrt(sum);
+  return std::sqrt(sum);
+}
+
+float clip_coefficient(double norm, double max_norm) {
   const double coef = max_norm / (norm + 1e-6);
-  if (!std::isfinite(norm) || coef >= 1.0) return norm;
-  const float f = float(coef);
-  for (const ParamRef& p : params) {
-    if (!p.grad || !p.grad->defined()) continue;
-    float* g = p.grad->f32();
-    const int64_t n = p.grad->numel();
-#pragma omp parallel for if (n > 65536)
-    for (int64_t j = 0; j < n; ++j) g[j] *= f;
+  return std::isfinite(norm) && coef < 1.0 ? float(coef) : 1.0f;
+}
+
+double clip_grad_norm(const std::vector<ParamRef>& params, double max_norm) {
+  const double norm = grad_norm(params);
+  const float f = clip_coefficient(norm, max_norm);
+  if (f == 1.0f) return norm;
+  const std::vector<Piece> pieces = pieces_of(params);
+  const int64_t count = int64_t(pieces.size());
+#pragma omp parallel for schedule(static) if (count > 1)
+  for (int64_t k = 0; k < count; ++k) {
+    const Piece& piece = pieces[size_t(k)];
+    float* g = params[piece.param].grad->f32();
+    for (int64_t j = piece.begin; j < piece.end; ++j) g[j] *= f;
   }
   return norm;
 }

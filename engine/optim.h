@@ -42,6 +42,10 @@ class AdamW {
 
   // One update of every parameter with a defined grad, at learning rate lr.
   void step(double lr);
+  // The same with each grad taken as grad · grad_scale (what clip_grad_norm would have left in
+  // it, bit for bit), and with zero_grads the grads set to 0 once read: clipping, the update and
+  // zeroing in one pass over memory instead of three.
+  void step(double lr, float grad_scale, bool zero_grads);
 
   int64_t step_count() const { return steps_; }  // calls to step()
   const AdamWConfig& config() const { return config_; }
@@ -74,6 +78,10 @@ class AdamW {
 // grads are scaled by max_norm / (norm + 1e-6) when that is < 1. Returns the norm before clipping.
 // A non-finite norm is returned as is and the grads are left alone (the caller should skip the step).
 double clip_grad_norm(const std::vector<ParamRef>& params, double max_norm);
+// Its two halves: the global L2 norm of the defined grads (in double), and the factor
+// clip_grad_norm scales the grads by (1 when the norm is within max_norm or not finite).
+double grad_norm(const std::vector<ParamRef>& params);
+float clip_coefficient(double norm, double max_norm);
 
 // HF get_linear_schedule_with_warmup: the lr for the optimizer step that follows `step` steps
 // already taken: base_lr * step/warmup during warm-up, then linear decay to 0 at total_steps.

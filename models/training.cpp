@@ -21,10 +21,16 @@ std::vector<ParamRef> trainable_params(const BertModel& model) {
 }
 
 double optimizer_step(AdamW& opt, const std::vector<ParamRef>& params, double lr, double max_grad_norm) {
-  const double norm = max_grad_norm > 0 ? clip_grad_norm(params, max_grad_norm) : 0.0;
-  if (std::isfinite(norm)) opt.step(lr);
-  else std::cerr << "minibridge: warning: non-finite gradient norm, update skipped\n";
-  // Zero in place: AdamW holds pointers to these tensors.
+  bool same = params.size() == opt.params().size();
+  for (size_t i = 0; same && i < params.size(); ++i) same = params[i].grad == opt.params()[i].grad;
+  MB_CHECK(same, "optimizer_step: params are not the ones the optimizer was built from");
+  const double norm = max_grad_norm > 0 ? grad_norm(params) : 0.0;
+  if (std::isfinite(norm)) {
+    // Clipping, the update and zeroing the grads in one pass (AdamW::step).
+    opt.step(lr, max_grad_norm > 0 ? clip_coefficient(norm, max_grad_norm) : 1.0f, true);
+    return norm;
+  }
+  std::cerr << "minibridge: warning: non-finite gradient norm, update skipped\n";
   for (const ParamRef& p : params)
     if (p.grad && p.grad->defined()) std::memset(p.grad->raw(), 0, p.grad->nbytes());
   return norm;

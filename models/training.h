@@ -32,8 +32,9 @@ struct TrainOptions {
 // Every parameter of the model as (value, grad) references for AdamW. Requires gradients on them.
 std::vector<ParamRef> trainable_params(const BertModel& model);
 
-// After backward(): clip the global gradient norm, take an AdamW step at lr, drop the gradients.
-// Returns the gradient norm before clipping. A non-finite norm skips the update (and says so).
+// After backward(): clip the global gradient norm, take an AdamW step at lr, zero the gradients.
+// params are those opt was built from. Returns the gradient norm before clipping. A non-finite
+// norm skips the update (and says so).
 double optimizer_step(AdamW& opt, const std::vector<ParamRef>& params, double lr, double max_grad_norm);
 
 // OUT/checkpoint: model parameters ("model.<name>"), optimizer state, and `state`.

@@ -165,6 +165,49 @@ TEST_CASE("clip_grad_norm") {
   CHECK(g2.f32()[0] == doctest::Approx(0.8).epsilon(1e-6));
 }
 
+TEST_CASE("AdamW::step(lr, scale, zero_grads) == clip_grad_norm, step(lr), zeroing: bit for bit") {
+  // Tensors longer than the optimizer's parallel pieces (65,536), so that pieces and threads split them.
+  std::vector<std::string> names{"a.weight", "a.bias", "b.weight"};
+  std::vector<Shape> shapes{{300, 700}, {700}, {5, 3}};
+  std::vector<Tensor> v1, v2, g1, g2;
+  Rng rng(5);
+  for (const Shape& s : shapes) {
+    v1.push_back(random_tensor(rng, s, 0.5));
+    v2.push_back(v1.back().clone());
+    g1.push_back(Tensor());
+    g2.push_back(Tensor());
+  }
+  std::vector<ParamRef> p1, p2;
+  for (size_t i = 0; i < names.size(); ++i) {
+    p1.push_back({names[i], &v1[i], &g1[i]});
+    p2.push_back({names[i], &v2[i], &g2[i]});
+  }
+  AdamW o1(p1, {.weight_decay = 0.01}), o2(p2, {.weight_decay = 0.01});
+  for (int k = 0; k < 4; ++k) {
+    Rng gr(100 + uint64_t(k));
+    for (size_t i = 0; i < names.size(); ++i) {
+      g1[i] = random_tensor(gr, shapes[i], k % 2 ? 1.0 : 1e-4);  // clipped on odd steps only
+      g2[i] = g1[i].clone();
+    }
+    const double n1 = clip_grad_norm(p1, 1.0);
+    o1.step(1e-3);
+    const double n2 = grad_norm(p2);
+    CHECK(n2 == doctest::Approx(n1).epsilon(1e-12));
+    CHECK((clip_coefficient(n2, 1.0) < 1.0f) == (k % 2 == 1));
+    o2.step(1e-3, clip_coefficient(n2, 1.0), true);
+    for (size_t i = 0; i < names.size(); ++i) {
+      CHECK(same_bits(v1[i], v2[i]));
+      bool zero = true;
+      for (int64_t j = 0; j < g2[i].numel(); ++j) zero = zero && g2[i].f32()[j] == 0.0f;
+      CHECK(zero);
+    }
+  }
+  CHECK(clip_coefficient(INFINITY, 1.0) == 1.0f);
+  CHECK(clip_coefficient(NAN, 1.0) == 1.0f);
+  CHECK(clip_coefficient(0.5, 1.0) == 1.0f);
+  CHECK(clip_coefficient(4.0, 1.0) == doctest::Approx(0.25));
+}
+
 TEST_CASE("AdamW state: save, restore into a fresh optimizer, continue == uninterrupted") {
   Toy a(7);
   AdamW opt_a(a.refs(), {.weight_decay = 0.01});
