@@ -1,4 +1,5 @@
 // Element-wise add, scale, per-column bias and mask, and dropout.
+#include <cmath>
 #include <vector>
 
 #include "engine/error.h"
@@ -11,9 +12,17 @@ namespace mb {
 void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng) {
   const uint64_t base = rng.skip(uint64_t(n));
   const float s = 1.0f / (1.0f - p);
+  // Draw i is dropped when uniform_of(u) = (u >> 11)·2⁻⁵³ < p, i.e. when the integer u >> 11 is
+  // below ⌈p·2⁵³⌉ (exact: p·2⁵³ only moves p's exponent). In integers and without a branch the
+  // loop vectorises (64-bit multiplies), where the double compare and its 10 %-taken branch ran
+  // one draw at a time: 2.6 % of a BERT-base training step.
+  const uint64_t below = uint64_t(std::ceil(std::ldexp(double(p), 53)));
   parallel_chunks(n, 16384, [&](int64_t a, int64_t b) {
+    float* out = keep;  // locals: read through the closure, GCC would not vectorise the loop
+    const uint64_t first = base, limit = below;
+    const float kept = s;
     for (int64_t i = a; i < b; ++i)
-      keep[i] = Rng::uniform_of(Rng::mix(base + uint64_t(i + 1) * Rng::kGamma)) < p ? 0.0f : s;
+      out[i] = (Rng::mix(first + uint64_t(i + 1) * Rng::kGamma) >> 11) < limit ? 0.0f : kept;
   });
 }
 

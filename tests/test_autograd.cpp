@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "engine/functional.h"
 #include "io/safetensors.h"
 #include "models/bert.h"
@@ -182,6 +183,26 @@ TEST_CASE("dropout: identity at inference, inverted scaling and matching gradien
   CHECK(zeros == doctest::Approx(1000).epsilon(0.15));
   mb::backward(y, mb::Tensor::from_vector(std::vector<float>(10000, 1.0f), {100, 100}));
   for (int64_t i = 0; i < y.numel(); ++i) CHECK(x.grad().f32()[i] == y.data()[i]);
+}
+
+TEST_CASE("fill_dropout_mask: the values of n serial rng.uniform() draws, whatever the thread count") {
+  // Includes p whose p·2⁵³ is an integer (0.5, 0.25) and tiny and near-one p: the vectorised
+  // integer compare must drop exactly where uniform() < p does.
+  for (float p : {0.0f, 1e-9f, 0.1f, 0.25f, 0.5f, 0.999f}) {
+    const int64_t n = 100003;  // several threads' chunks and a ragged end
+    std::vector<float> keep(size_t(n), -1.0f);
+    mb::Rng rng(11), serial(11);
+    mb::fill_dropout_mask(keep.data(), n, p, rng);
+    int64_t differ = 0, dropped = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float want = serial.uniform() < double(p) ? 0.0f : 1.0f / (1.0f - p);
+      differ += keep[size_t(i)] != want;
+      dropped += keep[size_t(i)] == 0.0f;
+    }
+    CHECK_MESSAGE(differ == 0, "p = " << p);
+    CHECK(rng.state() == serial.state());
+    if (p == 0.5f) CHECK(dropped == doctest::Approx(n / 2).epsilon(0.02));
+  }
 }
 
 TEST_CASE("l2_normalize_rows: unit rows, and a zero row stays zero with a finite gradient") {
