@@ -56,5 +56,11 @@ enum class Epilogue { None = 0, Gelu = 1, GeluTanh = 2 };
 // stay out of memory.
 bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
                  Epilogue epilogue = Epilogue::None);
+// The same product on a weight W [N, K] as it is, unpacked (training changes it every step): oneDNN's
+// matmul kernel packs blocks of it on the fly, with the bias added in the kernel. Returns false
+// where that kernel is not available (then use sgemm). linear_forward picks it over sgemm for
+// the shapes where it measured faster (engine/linear.cpp).
+bool gemm_weight(const float* W, int64_t N, int64_t K, int64_t M, const float* A, const float* bias, float* C,
+                 int64_t ldc);
 
 }  // namespace mb

@@ -71,7 +71,7 @@ namespace {
 
 // One matmul primitive per (rows, N, K, output stride, bias, epilogue, threads): creating one costs
 // ~0.2 ms, a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int, int>;
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int, int, bool>;
 struct Entry {
   dnnl::matmul prim;
   size_t scratchpad_bytes = 0;
@@ -206,8 +206,11 @@ float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q) {
 
 }  // namespace
 
-bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
-                 Epilogue epilogue) {
+namespace {
+
+// The matmul on w, packed or (plain) a view of a weight as it is.
+bool run_matmul(const PackedWeight& w, bool plain, int64_t M, const float* A, const float* bias, float* C,
+                int64_t ldc, Epilogue epilogue) {
   if (M <= 0) return false;
   // The thread count first: a primitive plans its blocking for the threads it will run on.
   const GemmThreads limit(M, w.n, w.k);
@@ -215,7 +218,7 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mu);
-    const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads(), int(w.precision)};
+    const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads(), int(w.precision), plain};
     auto it = c.prims.find(key);
     if (it == c.prims.end()) {
       try {
@@ -276,6 +279,28 @@ bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* 
   return true;
 }
 
+}  // namespace
+
+bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
+                 Epilogue epilogue) {
+  return run_matmul(w, false, M, A, bias, C, ldc, epilogue);
+}
+
+bool gemm_weight(const float* W, int64_t N, int64_t K, int64_t M, const float* A, const float* bias, float* C,
+                 int64_t ldc) {
+  if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return false;
+  try {
+    PackedWeight view;  // W [N, K] row-major is B = Wᵀ [K, N] in "ba" order
+    view.n = N;
+    view.k = K;
+    view.desc = memory::desc({K, N}, memory::data_type::f32, memory::format_tag::ba);
+    view.mem = memory(view.desc, runtime().engine, const_cast<float*>(W));
+    return run_matmul(view, true, M, A, bias, C, ldc, Epilogue::None);
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
 #else  // no oneDNN: nothing is packed, callers use sgemm
 
 struct PackedWeight {};
@@ -283,6 +308,7 @@ std::shared_ptr<PackedWeight> pack_weight(const float*, int64_t, int64_t, Precis
 Precision packed_weight_precision(const PackedWeight&) { return Precision::F32; }
 size_t packed_weight_bytes(const PackedWeight&) { return 0; }
 bool gemm_packed(const PackedWeight&, int64_t, const float*, const float*, float*, int64_t, Epilogue) { return false; }
+bool gemm_weight(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t) { return false; }
 
 #endif
 
