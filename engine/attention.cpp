@@ -61,10 +61,10 @@ void with_rows(int64_t rows, F&& f) {
 
 // C[R, 16·V] = A[R, K] · B[K, 16·V] (row strides lda, ldb, ldc) with the output block in registers:
 // per k, V vector loads of B and R broadcasts of A feed R·V FMAs. The first `cols` columns of
-// each output row are stored (B may be padded past them).
+// each output row are stored (B may be padded past them), or added to C with `accumulate`.
 template <int R, int V>
 void block_product(float* c, int64_t ldc, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t K,
-                   int64_t cols, const float* row_scale = nullptr) {
+                   int64_t cols, const float* row_scale = nullptr, bool accumulate = false) {
   __m512 acc[R][V];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < V; ++j) acc[r][j] = _mm512_setzero_ps();
@@ -81,7 +81,10 @@ void block_product(float* c, int64_t ldc, const float* a, int64_t lda, const flo
       for (int j = 0; j < V; ++j) acc[r][j] = _mm512_mul_ps(acc[r][j], _mm512_set1_ps(row_scale[r]));
   for (int j = 0; j < V; ++j) {
     const __mmask16 m = tail_mask(cols - 16 * j);
-    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(c + r * ldc + 16 * j, m, acc[r][j]);
+    for (int r = 0; r < R; ++r) {
+      float* at = c + r * ldc + 16 * j;
+      _mm512_mask_storeu_ps(at, m, accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, at), acc[r][j]) : acc[r][j]);
+    }
   }
 }
 
@@ -194,12 +197,38 @@ void softmax_rows(float* S, int64_t L, int64_t i0, int64_t i1, float* inv_sum) {
 // output row times row_scale[r] when given.
 template <int R>
 void context_rows(float* out, int64_t ld_out, const float* P, const float* v, int64_t ld_v, int64_t L, int64_t dh,
-                  int64_t i0, const float* row_scale) {
+                  int64_t i0, const float* row_scale, bool accumulate = false) {
   int64_t c0 = 0;
   for (; c0 + 64 <= dh; c0 += 64)
-    block_product<R, 4>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 64, row_scale);
+    block_product<R, 4>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 64, row_scale, accumulate);
   for (; c0 < dh; c0 += 16)
-    block_product<R, 1>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 16, row_scale);
+    block_product<R, 1>(out + i0 * ld_out + c0, ld_out, P + i0 * L, L, v + c0, ld_v, L, 16, row_scale, accumulate);
+}
+
+// out[L, dh] (row stride ld_out) += P[L, L] · V[L, dh] (row stride ld_v), all rows.
+void accumulate_product(float* out, int64_t ld_out, const float* P, const float* v, int64_t ld_v, int64_t L,
+                        int64_t dh) {
+  constexpr int kRows = 6;
+  int64_t i0 = 0;
+  for (; i0 + kRows <= L; i0 += kRows) context_rows<kRows>(out, ld_out, P, v, ld_v, L, dh, i0, nullptr, true);
+  with_rows<kRows>(L - i0, [&](auto rows) {
+    context_rows<decltype(rows)::value>(out, ld_out, P, v, ld_v, L, dh, i0, nullptr, true);
+  });
+}
+
+// out[cols, rows] (row stride ld_out) = a[rows, cols]ᵀ (row stride ld_a), any sizes, in 16×16 blocks.
+void transpose(float* out, int64_t ld_out, const float* a, int64_t ld_a, int64_t rows, int64_t cols) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+    const __mmask16 row_mask = tail_mask(rows - i0);
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const __mmask16 col_mask = tail_mask(cols - j0);
+      __m512 r[16];
+      for (int64_t i = 0; i < 16; ++i)
+        r[i] = i0 + i < rows ? _mm512_maskz_loadu_ps(col_mask, a + (i0 + i) * ld_a + j0) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t c = 0; c < 16 && j0 + c < cols; ++c) _mm512_mask_storeu_ps(out + (j0 + c) * ld_out + i0, row_mask, r[c]);
+    }
+  }
 }
 
 // One (sequence, head): P = softmax(Q·Kᵀ·scale) [L, L], out = (P ⊙ keep)·V. Rows go through in
@@ -237,11 +266,63 @@ void attention_head(float* out, int64_t ld_out, float* P, const float* q, int64_
   }
 }
 
+// Gradients of one (sequence, head) from its kept probabilities P [L, L] and dctx [L, dh]:
+//   dV += (P⊙keep)ᵀ·dctx,  dP = (dctx·Vᵀ)⊙keep,  dS = P⊙(dP − rowsum(dP⊙P))/√d,
+//   dQ += dS·K,  dK += dSᵀ·Q.
+// The transposed operands (P⊙keep, dS, V) are written out first, so that all four products run
+// on the forward's register-blocked kernels. Scratch: 3·L² + dh·Lp floats.
+void attention_head_backward(float* dq, float* dk, float* dv, const float* g, const float* q, const float* k,
+                             const float* v, int64_t ld, const float* P, const float* keep, int64_t L, int64_t dh,
+                             float scale, float* scratch) {
+  const int64_t Lp = (L + 15) / 16 * 16;
+  float* pt = scratch;          // (P⊙keep)ᵀ, then dSᵀ
+  float* dp = pt + L * L;       // dP, then dS
+  float* weights = dp + L * L;  // P⊙keep
+  float* vt = weights + L * L;  // Vᵀ [dh, Lp]
+  const float* w = P;
+  if (keep) {
+    for (int64_t j = 0; j < L * L; ++j) weights[j] = P[j] * keep[j];
+    w = weights;
+  }
+  transpose(pt, L, w, L, L, L);
+  accumulate_product(dv, ld, pt, g, ld, L, dh);
+  scaled_transpose(vt, v, ld, L, dh, 1.0f);
+  constexpr int kRows = 8;
+  int64_t i0 = 0;
+  for (; i0 + kRows <= L; i0 += kRows) scores_rows<kRows>(dp, g, ld, vt, Lp, L, dh, i0);
+  with_rows<kRows>(L - i0, [&](auto rows) { scores_rows<decltype(rows)::value>(dp, g, ld, vt, Lp, L, dh, i0); });
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int64_t i = 0; i < L; ++i) {
+    float* d = dp + i * L;
+    const float* p = P + i * L;
+    const float* kp = keep ? keep + i * L : nullptr;
+    __m512 dot = _mm512_setzero_ps();
+    for (int64_t j = 0; j < L; j += 16) {
+      const __mmask16 t = tail_mask(L - j);
+      __m512 x = _mm512_maskz_loadu_ps(t, d + j);
+      if (kp) x = _mm512_mul_ps(x, _mm512_maskz_loadu_ps(t, kp + j));
+      _mm512_mask_storeu_ps(d + j, t, x);
+      dot = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(t, p + j), dot);
+    }
+    const __m512 sum = _mm512_set1_ps(_mm512_reduce_add_ps(dot));
+    for (int64_t j = 0; j < L; j += 16) {
+      const __mmask16 t = tail_mask(L - j);
+      const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(t, d + j), sum);
+      _mm512_mask_storeu_ps(d + j, t, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, p + j), x), s));
+    }
+  }
+  accumulate_product(dq, ld, dp, k, ld, L, dh);
+  transpose(pt, L, dp, L, L, L);
+  accumulate_product(dk, ld, pt, q, ld, L, dh);
+}
+
 constexpr bool kHaveAttentionKernels = true;
 #else
 constexpr bool kHaveAttentionKernels = false;
 void attention_head(float*, int64_t, float*, const float*, int64_t, const float*, int64_t, const float*, int64_t,
                     int64_t, int64_t, float, const float*, float*, float*, bool) {}
+void attention_head_backward(float*, float*, float*, const float*, const float*, const float*, const float*, int64_t,
+                             const float*, const float*, int64_t, int64_t, float, float*) {}
 #endif
 
 std::atomic<bool> g_attention_kernels{true};
@@ -309,6 +390,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dctx, cons
   const int64_t W = heads * head_dim;
   const float scale = 1.0f / std::sqrt(float(head_dim));
   const std::vector<int64_t> pstart = probs_offsets(offsets, num_seqs, heads);
+  const bool fast = kHaveAttentionKernels && head_dim % 16 == 0 && g_attention_kernels;
 #pragma omp parallel
   {
     static thread_local std::vector<float> buf;  // as scratch_storage above
@@ -318,10 +400,17 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dctx, cons
       const int64_t begin = offsets[s], L = offsets[s + 1] - offsets[s];
       if (L == 0) continue;
       const int64_t col = begin * W + h * head_dim;
+      const int64_t at = pstart[size_t(s)] + h * L * L;
+      if (fast) {
+        const size_t need = size_t(3 * L * L + head_dim * ((L + 15) / 16 * 16));
+        if (buf.size() < need) buf.resize(need);
+        attention_head_backward(dq + col, dk + col, dv + col, dctx + col, q + col, k + col, v + col, W, probs + at,
+                                keep ? keep + at : nullptr, L, head_dim, scale, buf.data());
+        continue;
+      }
       const Eigen::OuterStride<> st(W);
       Rows qh(q + col, L, head_dim, st), kh(k + col, L, head_dim, st), vh(v + col, L, head_dim, st);
       Rows g(dctx + col, L, head_dim, st);
-      const int64_t at = pstart[size_t(s)] + h * L * L;
       ConstSquare p(probs + at, L, L);
       if (buf.size() < size_t(2 * L * L)) buf.resize(size_t(2 * L * L));
       Square dp(buf.data(), L, L), pd(buf.data() + L * L, L, L);

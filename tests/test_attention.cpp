@@ -51,6 +51,43 @@ void reference(std::vector<double>& ctx, std::vector<double>& probs, const float
   }
 }
 
+// dq, dk, dv in float64 from the definition, given the kept probabilities P and dctx:
+// dV += (P⊙keep)ᵀ·dctx, dP = (dctx·Vᵀ)⊙keep, dS = P⊙(dP − rowsum(dP⊙P))/√d, dQ += dS·K, dK += dSᵀ·Q.
+void reference_backward(std::vector<double>& dq, std::vector<double>& dk, std::vector<double>& dv, const float* g,
+                        const float* q, const float* k, const float* v, const float* probs, const float* keep,
+                        const std::vector<int32_t>& offsets, int64_t heads, int64_t dh) {
+  const int64_t W = heads * dh;
+  for (auto* d : {&dq, &dk, &dv}) d->assign(size_t(offsets.back() * W), 0.0);
+  size_t at = 0;
+  for (size_t s = 0; s + 1 < offsets.size(); ++s) {
+    const int64_t b = offsets[s], L = offsets[s + 1] - offsets[s];
+    for (int64_t h = 0; h < heads; ++h, at += size_t(L * L)) {
+      auto P = [&](int64_t i, int64_t j) { return double(probs[at + size_t(i * L + j)]); };
+      auto K = [&](int64_t i, int64_t j) { return keep ? double(keep[at + size_t(i * L + j)]) : 1.0; };
+      auto x = [&](const float* m, int64_t i, int64_t d) { return double(m[(b + i) * W + h * dh + d]); };
+      auto out = [&](std::vector<double>& m, int64_t i, int64_t d) -> double& { return m[size_t((b + i) * W + h * dh + d)]; };
+      std::vector<double> dS(size_t(L * L));
+      for (int64_t i = 0; i < L; ++i) {
+        double dot = 0;
+        for (int64_t j = 0; j < L; ++j) {
+          double dP = 0;
+          for (int64_t d = 0; d < dh; ++d) dP += x(g, i, d) * x(v, j, d);
+          dS[size_t(i * L + j)] = dP * K(i, j);
+          dot += dS[size_t(i * L + j)] * P(i, j);
+        }
+        for (int64_t j = 0; j < L; ++j) dS[size_t(i * L + j)] = P(i, j) * (dS[size_t(i * L + j)] - dot) / std::sqrt(double(dh));
+      }
+      for (int64_t i = 0; i < L; ++i)
+        for (int64_t j = 0; j < L; ++j)
+          for (int64_t d = 0; d < dh; ++d) {
+            out(dv, j, d) += P(i, j) * K(i, j) * x(g, i, d);
+            out(dq, i, d) += dS[size_t(i * L + j)] * x(k, j, d);
+            out(dk, j, d) += dS[size_t(i * L + j)] * x(q, i, d);
+          }
+    }
+  }
+}
+
 double max_diff(const float* got, const std::vector<double>& want) {
   double m = 0;
   for (size_t i = 0; i < want.size(); ++i) m = std::max(m, std::fabs(double(got[i]) - want[i]));
@@ -90,6 +127,53 @@ TEST_CASE("attention kernels match a float64 reference and the Eigen path") {
         mb::set_attention_kernels(true);
         CHECK(max_diff(ctx_fast.data(), want_ctx) < 2e-5);
         CHECK(max_diff(ctx_eigen.data(), want_ctx) < 2e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("attention backward kernels match a float64 reference and the Eigen path") {
+  const std::vector<std::vector<int32_t>> length_sets = {{1}, {7, 17}, {33, 8, 128}, {9, 1, 37, 20}};
+  for (const int64_t dh : {16, 48, 64, 80, 24}) {
+    for (const auto& lengths : length_sets) {
+      const int64_t heads = 3, W = heads * dh;
+      std::vector<int32_t> offsets{0};
+      for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
+      const int64_t T = offsets.back(), n = int64_t(lengths.size());
+      const std::vector<float> q = random_floats(size_t(T * W), uint64_t(dh + T)),
+                               k = random_floats(size_t(T * W), uint64_t(dh + T + 1)),
+                               v = random_floats(size_t(T * W), uint64_t(dh + T + 2)),
+                               g = random_floats(size_t(T * W), uint64_t(dh + T + 3));
+      const int64_t P = mb::attention_probs_size(offsets.data(), n, heads);
+      std::vector<float> keep(static_cast<size_t>(P)), probs(static_cast<size_t>(P)), ctx(size_t(T * W));
+      mb::Rng rng(9);
+      mb::fill_dropout_mask(keep.data(), P, 0.25f, rng);
+      for (const bool train : {false, true}) {
+        CAPTURE(dh);
+        CAPTURE(T);
+        CAPTURE(train);
+        const float* kp = train ? keep.data() : nullptr;
+        mb::attention_forward(ctx.data(), q.data(), W, k.data(), W, v.data(), W, offsets.data(), n, heads, dh,
+                              probs.data(), kp);
+        std::vector<double> want_dq, want_dk, want_dv;
+        reference_backward(want_dq, want_dk, want_dv, g.data(), q.data(), k.data(), v.data(), probs.data(), kp, offsets,
+                           heads, dh);
+        for (const bool kernels : {true, false}) {
+          CAPTURE(kernels);
+          // Gradients accumulate: start from 1 and compare against 1 + the reference.
+          std::vector<float> dq(size_t(T * W), 1.0f), dk(size_t(T * W), 1.0f), dv(size_t(T * W), 1.0f);
+          mb::set_attention_kernels(kernels);
+          mb::attention_backward(dq.data(), dk.data(), dv.data(), g.data(), q.data(), k.data(), v.data(), probs.data(),
+                                 kp, offsets.data(), n, heads, dh);
+          mb::set_attention_kernels(true);
+          for (auto* want : {&want_dq, &want_dk, &want_dv})
+            for (double& x : *want) x += 1.0;
+          CHECK(max_diff(dq.data(), want_dq) < 1e-4);
+          CHECK(max_diff(dk.data(), want_dk) < 1e-4);
+          CHECK(max_diff(dv.data(), want_dv) < 1e-4);
+          for (auto* want : {&want_dq, &want_dk, &want_dv})
+            for (double& x : *want) x -= 1.0;
+        }
       }
     }
   }
