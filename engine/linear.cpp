@@ -14,9 +14,10 @@ namespace {
 // Where oneDNN's matmul kernel on the unpacked weight beats sgemm (bias broadcast first, beta = 1).
 // Measured on Zen 5, 2 threads, GFLOP/s matmul vs sgemm: K > N (BERT's FFN-out and the like)
 // 340 vs 257 at 1,024 rows (3072 → 768), 343 vs 283 (1024 → 256), 379 vs 303 (512 → 128); few
-// rows, any shape: 128 rows 310 vs 265 (768²), 294 vs 251 (768 → 3072), 322 vs 156 (3072 → 768).
-// Elsewhere sgemm is level or ahead (N > K at 1,024 rows: 340 vs 328, 347 vs 316).
-bool matmul_wins(int64_t T, int64_t K, int64_t N) { return K > N || T <= 256; }
+// rows: 128 rows 310 vs 265 (768²), 294 vs 251 (768 → 3072), 322 vs 156 (3072 → 768). Elsewhere
+// sgemm is level or ahead: N > K at 1,024 rows (340 vs 328, 347 vs 316), and a vocabulary-wide
+// output at few rows (the masked-LM decoder, 154 rows, 768 → 30522: 241 vs 252).
+bool matmul_wins(int64_t T, int64_t K, int64_t N) { return K > N || (T <= 256 && N <= 4 * K); }
 
 }  // namespace
 
