@@ -1,0 +1,141 @@
+// sgemm on every back-end of this build, every transpose combination, alpha and beta, and strided
+// operands, against a float64 reference; the shapes include those where the oneDNN back-end splits
+// C's rows between the threads itself (engine/gemm.cpp). And gemm_weight, the matmul on an unpacked
+// weight that linear_forward picks for some shapes, with and without a bias.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/gemm.h"
+#include "engine/ops.h"
+#include "engine/rng.h"
+#include "engine/threads.h"
+
+namespace {
+
+std::vector<float> random_floats(size_t n, uint64_t seed) {
+  mb::Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = float(rng.normal());
+  return v;
+}
+
+// Largest |got − want| over C's M×N block, relative to the size of what is summed.
+double worst_error(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const std::vector<float>& A,
+                   int64_t lda, const std::vector<float>& B, int64_t ldb, float beta, const std::vector<float>& C0,
+                   const std::vector<float>& C, int64_t ldc) {
+  double worst = 0;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double dot = 0, scale = 1;
+      for (int64_t k = 0; k < K; ++k) {
+        const double a = ta ? A[size_t(k * lda + i)] : A[size_t(i * lda + k)];
+        const double b = tb ? B[size_t(j * ldb + k)] : B[size_t(k * ldb + j)];
+        dot += a * b;
+        scale += std::fabs(a * b);
+      }
+      const double want = alpha * dot + beta * double(C0[size_t(i * ldc + j)]);
+      worst = std::max(worst, std::fabs(double(C[size_t(i * ldc + j)]) - want) / scale);
+    }
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("sgemm: every back-end and transpose against a float64 reference") {
+  const mb::GemmBackend saved = mb::gemm_backend();
+  struct Shape {
+    int64_t M, N, K;
+  };
+  // (600, 96, 96) and (600, 64, 80): large enough for two threads, where oneDNN's back-end splits
+  // the rows itself for Aᵀ·B and for A·Bᵀ with a square B.
+  const std::vector<Shape> shapes = {{7, 5, 3}, {600, 96, 96}, {600, 64, 80}, {130, 40, 200}};
+  for (mb::GemmBackend backend : mb::available_gemm_backends()) {
+    mb::set_gemm_backend(backend);
+    for (const Shape& s : shapes)
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (float beta : {0.0f, 1.0f}) {
+            CAPTURE(mb::gemm_backend_name(backend));
+            CAPTURE(s.M);
+            CAPTURE(s.N);
+            CAPTURE(s.K);
+            CAPTURE(ta);
+            CAPTURE(tb);
+            CAPTURE(beta);
+            // Row strides past the rows' ends: the product must read and write only its block.
+            const int64_t lda = (ta ? s.M : s.K) + 3, ldb = (tb ? s.K : s.N) + 2, ldc = s.N + 5;
+            const std::vector<float> A = random_floats(size_t((ta ? s.K : s.M) * lda), 1);
+            const std::vector<float> B = random_floats(size_t((tb ? s.N : s.K) * ldb), 2);
+            const std::vector<float> C0 = random_floats(size_t(s.M * ldc), 3);
+            std::vector<float> C = C0;
+            const float alpha = 0.5f;
+            mb::sgemm(ta, tb, s.M, s.N, s.K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+            CHECK(worst_error(ta, tb, s.M, s.N, s.K, alpha, A, lda, B, ldb, beta, C0, C, ldc) < 1e-5);
+            bool padding_untouched = true;
+            for (int64_t i = 0; i < s.M; ++i)
+              for (int64_t j = s.N; j < ldc; ++j) padding_untouched &= C[size_t(i * ldc + j)] == C0[size_t(i * ldc + j)];
+            CHECK(padding_untouched);
+          }
+  }
+  mb::set_gemm_backend(saved);
+}
+
+TEST_CASE("gemm_weight and linear_forward: x·Wᵀ + b on the unpacked weight") {
+  // Rows and shapes on both sides of linear_forward's choice between the matmul kernel and sgemm.
+  struct Shape {
+    int64_t T, K, N;
+  };
+  for (const Shape& s : std::vector<Shape>{{5, 48, 16}, {300, 64, 192}, {600, 192, 64}, {600, 64, 64}}) {
+    for (bool with_bias : {false, true}) {
+      CAPTURE(s.T);
+      CAPTURE(s.K);
+      CAPTURE(s.N);
+      CAPTURE(with_bias);
+      const std::vector<float> x = random_floats(size_t(s.T * s.K), 4), W = random_floats(size_t(s.N * s.K), 5),
+                               b = random_floats(size_t(s.N), 6);
+      const float* bias = with_bias ? b.data() : nullptr;
+      std::vector<float> want(size_t(s.T * s.N));
+      for (int64_t t = 0; t < s.T; ++t)
+        for (int64_t n = 0; n < s.N; ++n) {
+          double dot = with_bias ? b[size_t(n)] : 0.0;
+          for (int64_t k = 0; k < s.K; ++k) dot += double(x[size_t(t * s.K + k)]) * W[size_t(n * s.K + k)];
+          want[size_t(t * s.N + n)] = float(dot);
+        }
+      auto worst = [&](const std::vector<float>& got, int64_t ld) {
+        double m = 0;
+        for (int64_t t = 0; t < s.T; ++t)
+          for (int64_t n = 0; n < s.N; ++n)
+            m = std::max(m, double(std::fabs(got[size_t(t * ld + n)] - want[size_t(t * s.N + n)])));
+        return m;
+      };
+      for (const int64_t ld : {s.N, s.N + 7}) {  // also a strided output, as the fused QKV buffer has
+        CAPTURE(ld);
+        std::vector<float> out(size_t(s.T * ld), 42.0f);
+        // Where oneDNN has no fast kernel for a product, gemm_weight declines and leaves C alone.
+        const bool ran = mb::gemm_weight(W.data(), s.N, s.K, s.T, x.data(), bias, out.data(), ld);
+        if (ran) {
+          CHECK(worst(out, ld) < 1e-4);
+          if (ld > s.N) CHECK(out[size_t(s.N)] == 42.0f);  // past the first row's end: untouched
+        } else {
+          CHECK(std::all_of(out.begin(), out.end(), [](float v) { return v == 42.0f; }));
+        }
+#if defined(__AVX512F__)
+        // oneDNN's brgemm kernel takes every dense output here (a strided one it may decline).
+        if (mb::gemm_backend() == mb::GemmBackend::OneDNN && ld == s.N) CHECK(ran);
+#endif
+        // Asked again (the answer is cached either way): the same.
+        std::vector<float> again(out.size(), 42.0f);
+        CHECK(mb::gemm_weight(W.data(), s.N, s.K, s.T, x.data(), bias, again.data(), ld) == ran);
+        if (ran) CHECK(again == out);
+
+        std::fill(out.begin(), out.end(), 42.0f);
+        mb::linear_forward(out.data(), x.data(), W.data(), bias, s.T, s.K, s.N, ld);
+        CHECK(worst(out, ld) < 1e-4);
+        if (ld > s.N) CHECK(out[size_t(s.N)] == 42.0f);
+      }
+    }
+  }
+}
