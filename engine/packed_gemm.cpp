@@ -69,12 +69,15 @@ struct PackedWeight {
 
 namespace {
 
-// One matmul primitive per (rows, N, K, output stride, bias, epilogue, threads): creating one costs
-// ~0.2 ms, a forward pass reuses each shape many times (every layer), and a new batch length adds a few.
+// One matmul primitive per (rows, N, K, output stride, bias, epilogue, threads, precision, plain):
+// creating one costs ~0.2-0.5 ms, a forward pass reuses each shape many times (every layer), and a
+// new batch length adds a few. A shape oneDNN has no fast kernel for is remembered too (usable =
+// false), so that asking again costs a lookup, not a primitive descriptor.
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int, int, int, bool>;
 struct Entry {
   dnnl::matmul prim;
   size_t scratchpad_bytes = 0;
+  bool usable = false;
 };
 struct Cache {
   std::mutex mu;
@@ -221,15 +224,16 @@ bool run_matmul(const PackedWeight& w, bool plain, int64_t M, const float* A, co
     const Key key{M, w.n, w.k, ldc, bias != nullptr, int(epilogue), omp_get_max_threads(), int(w.precision), plain};
     auto it = c.prims.find(key);
     if (it == c.prims.end()) {
+      if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
+      Entry e;
       try {
         const auto pd = matmul_pd(M, w.n, w.k, ldc, bias != nullptr, w.desc, epilogue, w.precision);
-        if (!fast_kernel(pd, w.precision)) return false;
-        if (c.prims.size() >= 4096) c.prims.clear();  // many distinct batch lengths: start over
-        it = c.prims.emplace(key, Entry{dnnl::matmul(pd), pd.scratchpad_desc().get_size()}).first;
+        if (fast_kernel(pd, w.precision)) e = Entry{dnnl::matmul(pd), pd.scratchpad_desc().get_size(), true};
       } catch (const dnnl::error&) {
-        return false;
       }
+      it = c.prims.emplace(key, std::move(e)).first;
     }
+    if (!it->second.usable) return false;
     prim = it->second;
   }
   const Runtime& r = runtime();
