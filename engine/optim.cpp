@@ -19,11 +19,15 @@ bool default_no_decay(const std::string& name) {
 AdamW::AdamW(std::vector<ParamRef> params, AdamWConfig config, NoDecay no_decay)
     : params_(std::move(params)), config_(config) {
   std::set<std::string> seen;
+  std::set<const void*> values;
   for (const ParamRef& p : params_) {
     MB_CHECK(p.value && p.value->defined() && p.value->dtype() == DType::F32,
              "AdamW: parameter '" + p.name + "' must be a defined F32 tensor");
     MB_CHECK(seen.insert(p.name).second, "AdamW: duplicate parameter name '" + p.name + "'");
     p.value->make_owned();  // updated in place: a view of a read-only mapping must be copied first
+    // step() updates all parameters at once, in parallel: memory listed twice would race.
+    MB_CHECK(p.value->numel() == 0 || values.insert(p.value->raw()).second,
+             "AdamW: parameter '" + p.name + "' is the memory of one listed already");
     // State is allocated up front (torch does it at the first grad; the memory is the same after
     // one step) so that every checkpoint has the same tensors.
     slots_.push_back({Tensor::zeros(p.value->shape()), Tensor::zeros(p.value->shape()), 0, !no_decay(p.name)});

@@ -208,6 +208,13 @@ TEST_CASE("AdamW::step(lr, scale, zero_grads) == clip_grad_norm, step(lr), zeroi
   CHECK(clip_coefficient(4.0, 1.0) == doctest::Approx(0.25));
 }
 
+TEST_CASE("AdamW rejects memory listed twice (its parallel update would race)") {
+  Tensor w = Tensor::zeros({4}), g1 = Tensor::zeros({4}), g2 = Tensor::zeros({4});
+  CHECK_THROWS_AS(AdamW({{"a", &w, &g1}, {"b", &w, &g2}}), Error);
+  Tensor v = Tensor::zeros({4});
+  CHECK_NOTHROW(AdamW({{"a", &w, &g1}, {"b", &v, &g2}}));
+}
+
 TEST_CASE("AdamW state: save, restore into a fresh optimizer, continue == uninterrupted") {
   Toy a(7);
   AdamW opt_a(a.refs(), {.weight_decay = 0.01});
