@@ -10,15 +10,9 @@
 
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "tests/test_util.h"
 
 namespace {
-
-std::vector<float> random_floats(size_t n, uint64_t seed) {
-  mb::Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v) x = float(rng.normal());
-  return v;
-}
 
 // ctx and probs in float64 from the definition: per (sequence, head) P = softmax(QKᵀ/√d), ctx = (P⊙keep)V.
 void reference(std::vector<double>& ctx, std::vector<double>& probs, const float* q, const float* k, const float* v,
@@ -104,7 +98,7 @@ TEST_CASE("attention kernels match a float64 reference and the Eigen path") {
       std::vector<int32_t> offsets{0};
       for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
       const int64_t T = offsets.back(), n = int64_t(lengths.size());
-      const std::vector<float> qkv = random_floats(size_t(T * ld), uint64_t(dh * 100 + T));
+      const std::vector<float> qkv = mbtest::random_normals(size_t(T * ld), uint64_t(dh * 100 + T));
       const float *q = qkv.data(), *k = q + W, *v = q + 2 * W;
       const int64_t P = mb::attention_probs_size(offsets.data(), n, heads);
       std::vector<float> keep(static_cast<size_t>(P));
@@ -140,10 +134,10 @@ TEST_CASE("attention backward kernels match a float64 reference and the Eigen pa
       std::vector<int32_t> offsets{0};
       for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
       const int64_t T = offsets.back(), n = int64_t(lengths.size());
-      const std::vector<float> q = random_floats(size_t(T * W), uint64_t(dh + T)),
-                               k = random_floats(size_t(T * W), uint64_t(dh + T + 1)),
-                               v = random_floats(size_t(T * W), uint64_t(dh + T + 2)),
-                               g = random_floats(size_t(T * W), uint64_t(dh + T + 3));
+      const std::vector<float> q = mbtest::random_normals(size_t(T * W), uint64_t(dh + T)),
+                               k = mbtest::random_normals(size_t(T * W), uint64_t(dh + T + 1)),
+                               v = mbtest::random_normals(size_t(T * W), uint64_t(dh + T + 2)),
+                               g = mbtest::random_normals(size_t(T * W), uint64_t(dh + T + 3));
       const int64_t P = mb::attention_probs_size(offsets.data(), n, heads);
       std::vector<float> keep(static_cast<size_t>(P)), probs(static_cast<size_t>(P)), ctx(size_t(T * W));
       mb::Rng rng(9);

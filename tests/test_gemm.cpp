@@ -11,16 +11,10 @@
 #include "engine/gemm.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "tests/test_util.h"
 #include "engine/threads.h"
 
 namespace {
-
-std::vector<float> random_floats(size_t n, uint64_t seed) {
-  mb::Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v) x = float(rng.normal());
-  return v;
-}
 
 // Largest |got − want| over C's M×N block, relative to the size of what is summed.
 double worst_error(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const std::vector<float>& A,
@@ -67,9 +61,9 @@ TEST_CASE("sgemm: every back-end and transpose against a float64 reference") {
             CAPTURE(beta);
             // Row strides past the rows' ends: the product must read and write only its block.
             const int64_t lda = (ta ? s.M : s.K) + 3, ldb = (tb ? s.K : s.N) + 2, ldc = s.N + 5;
-            const std::vector<float> A = random_floats(size_t((ta ? s.K : s.M) * lda), 1);
-            const std::vector<float> B = random_floats(size_t((tb ? s.N : s.K) * ldb), 2);
-            const std::vector<float> C0 = random_floats(size_t(s.M * ldc), 3);
+            const std::vector<float> A = mbtest::random_normals(size_t((ta ? s.K : s.M) * lda), 1);
+            const std::vector<float> B = mbtest::random_normals(size_t((tb ? s.N : s.K) * ldb), 2);
+            const std::vector<float> C0 = mbtest::random_normals(size_t(s.M * ldc), 3);
             std::vector<float> C = C0;
             const float alpha = 0.5f;
             mb::sgemm(ta, tb, s.M, s.N, s.K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
@@ -94,8 +88,9 @@ TEST_CASE("gemm_weight and linear_forward: x·Wᵀ + b on the unpacked weight") 
       CAPTURE(s.K);
       CAPTURE(s.N);
       CAPTURE(with_bias);
-      const std::vector<float> x = random_floats(size_t(s.T * s.K), 4), W = random_floats(size_t(s.N * s.K), 5),
-                               b = random_floats(size_t(s.N), 6);
+      const std::vector<float> x = mbtest::random_normals(size_t(s.T * s.K), 4);
+      const std::vector<float> W = mbtest::random_normals(size_t(s.N * s.K), 5);
+      const std::vector<float> b = mbtest::random_normals(size_t(s.N), 6);
       const float* bias = with_bias ? b.data() : nullptr;
       std::vector<float> want(size_t(s.T * s.N));
       for (int64_t t = 0; t < s.T; ++t)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/rng.h"
 #include "io/safetensors.h"
 #include "models/bert.h"
 
@@ -27,6 +28,14 @@ inline std::string env_or(const char* name, const std::string& fallback) {
 inline std::string fixtures_dir() { return env_or("MB_FIXTURES", std::string(MB_BINARY_DIR) + "/fixtures"); }
 inline std::string data_dir() { return env_or("MINIBRIDGE_DATA", std::string(MB_SOURCE_DIR) + "/../shared/data"); }
 inline std::string cli_path() { return env_or("MB_CLI", std::string(MB_BINARY_DIR) + "/minibridge"); }
+
+// n standard-normal floats from Rng(seed): test inputs that are the same on every platform.
+inline std::vector<float> random_normals(size_t n, uint64_t seed) {
+  mb::Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = float(rng.normal());
+  return v;
+}
 
 // A fresh empty directory under the build tree, removed and recreated on each call.
 inline std::string scratch_dir(const std::string& name) {
