@@ -115,17 +115,21 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// kt = scale · Kᵀ [dh, Lp] for K [L, dh] (row stride ld_k), Lp = L rounded up to 16, zero past L.
-void scaled_transpose(float* kt, const float* k, int64_t ld_k, int64_t L, int64_t dh, float scale) {
-  const int64_t Lp = (L + 15) / 16 * 16;
+// out[cols, padded] (row stride ld_out) = scale · a[rows, cols]ᵀ (row stride ld_a), zero in the
+// columns from rows to padded (≥ rows: an operand padded for the kernels), in 16×16 blocks.
+void transpose(float* out, int64_t ld_out, const float* a, int64_t ld_a, int64_t rows, int64_t cols, int64_t padded,
+               float scale = 1.0f) {
   const __m512 s = _mm512_set1_ps(scale);
-  for (int64_t j0 = 0; j0 < Lp; j0 += 16) {
-    for (int64_t d0 = 0; d0 < dh; d0 += 16) {
+  for (int64_t i0 = 0; i0 < padded; i0 += 16) {
+    const __mmask16 row_mask = tail_mask(padded - i0);
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const __mmask16 col_mask = tail_mask(cols - j0);
       __m512 r[16];
       for (int64_t i = 0; i < 16; ++i)
-        r[i] = j0 + i < L ? _mm512_loadu_ps(k + (j0 + i) * ld_k + d0) : _mm512_setzero_ps();
+        r[i] = i0 + i < rows ? _mm512_maskz_loadu_ps(col_mask, a + (i0 + i) * ld_a + j0) : _mm512_setzero_ps();
       transpose16(r);
-      for (int64_t c = 0; c < 16; ++c) _mm512_storeu_ps(kt + (d0 + c) * Lp + j0, _mm512_mul_ps(r[c], s));
+      for (int64_t c = 0; c < 16 && j0 + c < cols; ++c)
+        _mm512_mask_storeu_ps(out + (j0 + c) * ld_out + i0, row_mask, _mm512_mul_ps(r[c], s));
     }
   }
 }
@@ -216,21 +220,6 @@ void accumulate_product(float* out, int64_t ld_out, const float* P, const float*
   });
 }
 
-// out[cols, rows] (row stride ld_out) = a[rows, cols]ᵀ (row stride ld_a), any sizes, in 16×16 blocks.
-void transpose(float* out, int64_t ld_out, const float* a, int64_t ld_a, int64_t rows, int64_t cols) {
-  for (int64_t i0 = 0; i0 < rows; i0 += 16) {
-    const __mmask16 row_mask = tail_mask(rows - i0);
-    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
-      const __mmask16 col_mask = tail_mask(cols - j0);
-      __m512 r[16];
-      for (int64_t i = 0; i < 16; ++i)
-        r[i] = i0 + i < rows ? _mm512_maskz_loadu_ps(col_mask, a + (i0 + i) * ld_a + j0) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int64_t c = 0; c < 16 && j0 + c < cols; ++c) _mm512_mask_storeu_ps(out + (j0 + c) * ld_out + i0, row_mask, r[c]);
-    }
-  }
-}
-
 // One (sequence, head): P = softmax(Q·Kᵀ·scale) [L, L], out = (P ⊙ keep)·V. Rows go through in
 // blocks of 24 (three score blocks of 8, four context blocks of 6), so that a block's scores are
 // still in L1 for its softmax and context. kt: dh·Lp floats of scratch; dropped: L² floats when
@@ -239,7 +228,7 @@ void attention_head(float* out, int64_t ld_out, float* P, const float* q, int64_
                     const float* v, int64_t ld_v, int64_t L, int64_t dh, float scale, const float* keep,
                     float* dropped, float* kt, bool keep_probs) {
   const int64_t Lp = (L + 15) / 16 * 16;
-  scaled_transpose(kt, k, ld_k, L, dh, scale);
+  transpose(kt, Lp, k, ld_k, L, dh, Lp, scale);  // kt = scale · Kᵀ [dh, Lp]
   // Normalised probabilities are needed when they are kept or dropped out; otherwise the 1/sum
   // is folded into the context rows.
   const bool normalise = keep_probs || keep;
@@ -284,9 +273,9 @@ void attention_head_backward(float* dq, float* dk, float* dv, const float* g, co
     for (int64_t j = 0; j < L * L; ++j) weights[j] = P[j] * keep[j];
     w = weights;
   }
-  transpose(pt, L, w, L, L, L);
+  transpose(pt, L, w, L, L, L, L);
   accumulate_product(dv, ld, pt, g, ld, L, dh);
-  scaled_transpose(vt, v, ld, L, dh, 1.0f);
+  transpose(vt, Lp, v, ld, L, dh, Lp);
   constexpr int kRows = 8;
   int64_t i0 = 0;
   for (; i0 + kRows <= L; i0 += kRows) scores_rows<kRows>(dp, g, ld, vt, Lp, L, dh, i0);
@@ -312,7 +301,7 @@ void attention_head_backward(float* dq, float* dk, float* dv, const float* g, co
     }
   }
   accumulate_product(dq, ld, dp, k, ld, L, dh);
-  transpose(pt, L, dp, L, L, L);
+  transpose(pt, L, dp, L, L, L, L);
   accumulate_product(dk, ld, pt, q, ld, L, dh);
 }
 
