@@ -82,6 +82,23 @@ void reference_backward(std::vector<double>& dq, std::vector<double>& dk, std::v
   }
 }
 
+// Every sequence-length tail: rows and columns past a block, one token, a full 128.
+const std::vector<std::vector<int32_t>> kLengthSets = {{1}, {7, 17}, {33, 8, 128}, {9, 1, 37, 20}};
+
+std::vector<int32_t> offsets_of(const std::vector<int32_t>& lengths) {
+  std::vector<int32_t> offsets{0};
+  for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
+  return offsets;
+}
+
+// Attention-dropout scales for P probabilities (p = 0.25), from Rng(seed).
+std::vector<float> keep_mask(int64_t P, uint64_t seed) {
+  std::vector<float> keep(static_cast<size_t>(P));
+  mb::Rng rng(seed);
+  mb::fill_dropout_mask(keep.data(), P, 0.25f, rng);
+  return keep;
+}
+
 double max_diff(const float* got, const std::vector<double>& want) {
   double m = 0;
   for (size_t i = 0; i < want.size(); ++i) m = std::max(m, std::fabs(double(got[i]) - want[i]));
@@ -91,19 +108,15 @@ double max_diff(const float* got, const std::vector<double>& want) {
 }  // namespace
 
 TEST_CASE("attention kernels match a float64 reference and the Eigen path") {
-  const std::vector<std::vector<int32_t>> length_sets = {{1}, {7, 17}, {33, 8, 128}, {9, 1, 37, 20}};
   for (const int64_t dh : {16, 48, 64, 80, 24}) {  // 24: no kernel (not a multiple of 16), the Eigen path
-    for (const auto& lengths : length_sets) {
+    for (const auto& lengths : kLengthSets) {
       const int64_t heads = 3, W = heads * dh, ld = 3 * W;  // Q, K, V side by side as in the fused buffer
-      std::vector<int32_t> offsets{0};
-      for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
+      const std::vector<int32_t> offsets = offsets_of(lengths);
       const int64_t T = offsets.back(), n = int64_t(lengths.size());
       const std::vector<float> qkv = mbtest::random_normals(size_t(T * ld), uint64_t(dh * 100 + T));
       const float *q = qkv.data(), *k = q + W, *v = q + 2 * W;
       const int64_t P = mb::attention_probs_size(offsets.data(), n, heads);
-      std::vector<float> keep(static_cast<size_t>(P));
-      mb::Rng rng(5);
-      mb::fill_dropout_mask(keep.data(), P, 0.25f, rng);
+      const std::vector<float> keep = keep_mask(P, 5);
       for (const bool train : {false, true}) {
         CAPTURE(dh);
         CAPTURE(T);
@@ -127,21 +140,18 @@ TEST_CASE("attention kernels match a float64 reference and the Eigen path") {
 }
 
 TEST_CASE("attention backward kernels match a float64 reference and the Eigen path") {
-  const std::vector<std::vector<int32_t>> length_sets = {{1}, {7, 17}, {33, 8, 128}, {9, 1, 37, 20}};
   for (const int64_t dh : {16, 48, 64, 80, 24}) {
-    for (const auto& lengths : length_sets) {
+    for (const auto& lengths : kLengthSets) {
       const int64_t heads = 3, W = heads * dh;
-      std::vector<int32_t> offsets{0};
-      for (int32_t n : lengths) offsets.push_back(offsets.back() + n);
+      const std::vector<int32_t> offsets = offsets_of(lengths);
       const int64_t T = offsets.back(), n = int64_t(lengths.size());
       const std::vector<float> q = mbtest::random_normals(size_t(T * W), uint64_t(dh + T)),
                                k = mbtest::random_normals(size_t(T * W), uint64_t(dh + T + 1)),
                                v = mbtest::random_normals(size_t(T * W), uint64_t(dh + T + 2)),
                                g = mbtest::random_normals(size_t(T * W), uint64_t(dh + T + 3));
       const int64_t P = mb::attention_probs_size(offsets.data(), n, heads);
-      std::vector<float> keep(static_cast<size_t>(P)), probs(static_cast<size_t>(P)), ctx(size_t(T * W));
-      mb::Rng rng(9);
-      mb::fill_dropout_mask(keep.data(), P, 0.25f, rng);
+      const std::vector<float> keep = keep_mask(P, 9);
+      std::vector<float> probs(static_cast<size_t>(P)), ctx(size_t(T * W));
       for (const bool train : {false, true}) {
         CAPTURE(dh);
         CAPTURE(T);
