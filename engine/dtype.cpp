@@ -2,11 +2,9 @@
 
 #include <cmath>
 
+#include "engine/cpu_kernels.h"
 #include "engine/error.h"
 
-#if defined(__AVX512BF16__)
-#include <immintrin.h>
-#endif
 
 namespace mb {
 
@@ -107,15 +105,6 @@ void convert_to_f32(const void* src, DType dt, float* dst, size_t n) {
   }
 }
 
-void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
-  size_t i = 0;
-#if defined(__AVX512BF16__)
-  for (; i + 16 <= n; i += 16) {  // the same rounding to nearest even, NaN kept
-    const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), reinterpret_cast<const __m256i&>(h));
-  }
-#endif
-  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
-}
+void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) { cpu_kernels().f32_to_bf16(src, dst, n); }
 
 }  // namespace mb

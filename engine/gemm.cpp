@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "engine/cpu.h"
 #include "engine/error.h"
 #include "engine/threads.h"
 
@@ -50,9 +51,26 @@ GemmBackend parse_gemm_backend(const std::string& name) {
   throw Error("unknown or unavailable GEMM back-end '" + name + "' (this build has: " + have + ")");
 }
 
+void onednn_follow_cpu_level() {
+#ifdef MB_HAVE_ONEDNN
+  static const bool once = [] {
+    if (const char* env = std::getenv("MB_CPU"); env && *env) {
+      // cpu_level() has checked MB_CPU. Capped at AVX2 (with AVX-VNNI where present) or SSE4.1,
+      // the x86-64 levels below AVX-512; oneDNN checks the CPU for each of those itself.
+      const CpuLevel level = cpu_level();
+      if (level != CpuLevel::AVX512)
+        dnnl_set_max_cpu_isa(level == CpuLevel::AVX2 ? dnnl_cpu_isa_avx2_vnni : dnnl_cpu_isa_sse41);
+    }
+    return true;
+  }();
+  (void)once;
+#endif
+}
+
 namespace {
 
 GemmBackend initial_backend() {
+  onednn_follow_cpu_level();
   if (const char* env = std::getenv("MB_GEMM"); env && *env) return parse_gemm_backend(env);
   return available_gemm_backends().front();
 }

@@ -18,6 +18,12 @@ const char* gemm_backend_name(GemmBackend b);
 // Parses "onednn" / "openblas" / "eigen"; throws mb::Error for an unknown or unavailable name.
 GemmBackend parse_gemm_backend(const std::string& name);
 
+// oneDNN chooses its kernels from the CPU by itself; when MB_CPU forces a level below the CPU's
+// best, oneDNN is capped to that level too, so that MB_CPU=avx2 runs what an AVX2 CPU would. Called
+// before oneDNN's first use (the GEMM back-end's initialisation does); later calls do nothing, and
+// set_cpu_level() afterwards switches the engine's own kernels only.
+void onednn_follow_cpu_level();
+
 // Process-wide selection. Default: MB_GEMM env var if set, else the first available back-end.
 GemmBackend gemm_backend();
 void set_gemm_backend(GemmBackend b);
@@ -44,6 +50,9 @@ const char* precision_name(Precision p);  // "f32", "bf16", "int8"
 // for this CPU).
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision = Precision::F32);
 Precision packed_weight_precision(const PackedWeight& w);
+// Whether pack_weight gives packed weights of this precision here (back-end, CPU and level): oneDNN
+// 2.6 has packed f32 and bf16 kernels (brgemm) from AVX-512 on, and int8 ones wherever it has VNNI.
+bool packed_gemm_available(Precision precision);
 size_t packed_weight_bytes(const PackedWeight& w);
 // What the packed GEMM applies to each output after the bias, in the kernel (oneDNN post-ops):
 // GELU with the exact erf (Gelu) or its tanh approximation (GeluTanh). linear_gelu does not use

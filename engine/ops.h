@@ -62,9 +62,10 @@ void softmax_forward(float* x, int64_t T, int64_t C);
 void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k, int64_t ld_k, const float* v,
                        int64_t ld_v, const int32_t* offsets, int64_t num_seqs, int64_t heads, int64_t head_dim,
                        float* probs = nullptr, const float* keep = nullptr);
-// attention_forward's own register-blocked AVX-512 kernels for Q·Kᵀ and P·V (head sizes that are
-// multiples of 16, builds with AVX-512) instead of Eigen's general product: available in this
-// build, and on (default) or off process-wide, for A/B runs and the tests that compare the two.
+// attention_forward's own register-blocked kernels for Q·Kᵀ and P·V (engine/cpu_kernels.h, at the
+// CPU level in use; head sizes that are multiples of the level's vector width) instead of Eigen's
+// general product: always built, and on (default) or off process-wide, for A/B runs and the tests
+// that compare the two.
 bool attention_kernels_available();
 void set_attention_kernels(bool on);
 // Size of the probs buffer: Σ_i heads·L_i².

@@ -1,13 +1,18 @@
 // attention_forward's register-blocked kernels against a float64 reference and against the
-// Eigen path they replace: every sequence length tail (rows and columns past a block), head sizes
-// with one, several and a partial group of 16-wide vectors, strided Q/K/V (the fused QKV buffer),
-// and the training forms (probabilities kept, dropout scale applied).
+// Eigen path they replace, at every CPU level this machine has: every sequence length tail (rows and
+// columns past a block), head sizes with one, several and a partial group of vectors, strided
+// Q/K/V (the fused QKV buffer), and the training forms (probabilities kept, dropout scale applied).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
+#include "engine/cpu.h"
+#include "engine/cpu_kernels.h"
+#include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
 #include "tests/test_util.h"
@@ -105,10 +110,28 @@ double max_diff(const float* got, const std::vector<double>& want) {
   return m;
 }
 
+// The head sizes: multiples of 16 (every level's kernels), 24 (AVX2's 8 lanes and the 4 of SSE2 and
+// NEON; AVX-512 runs the Eigen path), 12 (4 lanes only), 14 (the Eigen path everywhere).
+const std::vector<int64_t> kHeadSizes = {16, 48, 64, 80, 24, 12, 14};
+
+// Runs f once at every CPU level this machine supports (engine/cpu.h), the level captured.
+template <class F>
+void at_every_level(F f) {
+  const mb::CpuLevel saved = mb::cpu_level();
+  for (const mb::CpuLevel level : mb::supported_cpu_levels()) {
+    mb::set_cpu_level(level);
+    const std::string level_name = mb::cpu_level_name(level);
+    CAPTURE(level_name);
+    f();
+  }
+  mb::set_cpu_level(saved);
+}
+
 }  // namespace
 
 TEST_CASE("attention kernels match a float64 reference and the Eigen path") {
-  for (const int64_t dh : {16, 48, 64, 80, 24}) {  // 24: no kernel (not a multiple of 16), the Eigen path
+  at_every_level([] {
+  for (const int64_t dh : kHeadSizes) {
     for (const auto& lengths : kLengthSets) {
       const int64_t heads = 3, W = heads * dh, ld = 3 * W;  // Q, K, V side by side as in the fused buffer
       const std::vector<int32_t> offsets = offsets_of(lengths);
@@ -134,13 +157,23 @@ TEST_CASE("attention kernels match a float64 reference and the Eigen path") {
         mb::set_attention_kernels(true);
         CHECK(max_diff(ctx_fast.data(), want_ctx) < 2e-5);
         CHECK(max_diff(ctx_eigen.data(), want_ctx) < 2e-5);
+        // Keeping the probabilities (training without dropout) leaves the kernels' context as it is,
+        // bitwise (the Eigen path's products vectorise differently with the buffers' alignment).
+        if (!train && dh % mb::cpu_kernels().lanes == 0) {
+          std::vector<float> ctx_kept(size_t(T * W));
+          mb::attention_forward(ctx_kept.data(), q, ld, k, ld, v, ld, offsets.data(), n, heads, dh, probs.data(), nullptr);
+          CHECK(ctx_kept == ctx_fast);
+          CHECK(max_diff(probs.data(), want_probs) < 1e-6);
+        }
       }
     }
   }
+  });
 }
 
 TEST_CASE("attention backward kernels match a float64 reference and the Eigen path") {
-  for (const int64_t dh : {16, 48, 64, 80, 24}) {
+  at_every_level([] {
+  for (const int64_t dh : kHeadSizes) {
     for (const auto& lengths : kLengthSets) {
       const int64_t heads = 3, W = heads * dh;
       const std::vector<int32_t> offsets = offsets_of(lengths);
@@ -181,12 +214,33 @@ TEST_CASE("attention backward kernels match a float64 reference and the Eigen pa
       }
     }
   }
+  });
 }
 
-TEST_CASE("the kernels are built where the CPU has AVX-512") {
-#if defined(__AVX512F__)
-  CHECK(mb::attention_kernels_available());
-#else
-  CHECK_FALSE(mb::attention_kernels_available());
+TEST_CASE("every CPU level the CPU has runs, best first; MB_CPU names one") {
+  const mb::CpuFeatures& f = mb::cpu_features();
+  std::vector<mb::CpuLevel> want;
+#if defined(__x86_64__)
+  if (f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl) want.push_back(mb::CpuLevel::AVX512);
+  if (f.avx2 && f.fma && f.f16c) want.push_back(mb::CpuLevel::AVX2);
 #endif
+  want.push_back(mb::CpuLevel::Baseline);
+  CHECK(mb::supported_cpu_levels() == want);
+  for (const mb::CpuLevel level : want) {
+    CHECK(mb::parse_cpu_level(mb::cpu_level_name(level)) == level);
+    REQUIRE(mb::cpu_kernels_at(level) != nullptr);
+    CHECK(mb::cpu_kernels_at(level)->level == level);
+    CHECK(std::string(mb::cpu_kernels_at(level)->name) == mb::cpu_level_name(level));
+  }
+  CHECK(mb::parse_cpu_level("baseline") == mb::CpuLevel::Baseline);
+  CHECK_THROWS_WITH_AS(mb::parse_cpu_level("sse9"), doctest::Contains("unknown CPU level 'sse9'"), mb::Error);
+#if defined(__x86_64__)
+  if (!f.avx512f) {
+    CHECK(mb::cpu_kernels_at(mb::CpuLevel::AVX512) == nullptr);
+    CHECK_THROWS_WITH_AS(mb::parse_cpu_level("avx512"), doctest::Contains("this CPU lacks"), mb::Error);
+  }
+#endif
+  // The level in use is MB_CPU's when set, else the best.
+  const char* env = std::getenv("MB_CPU");
+  CHECK(mb::cpu_level() == (env && *env ? mb::parse_cpu_level(env) : want.front()));
 }

@@ -38,7 +38,8 @@ void check_case(const Case& c) {
   // Every GEMM back-end, then oneDNN on weights packed for inference (engine/packed_gemm.cpp).
   std::vector<std::pair<mb::GemmBackend, bool>> runs;
   for (mb::GemmBackend backend : mb::available_gemm_backends()) runs.emplace_back(backend, false);
-  if (runs.front().first == mb::GemmBackend::OneDNN) runs.emplace_back(mb::GemmBackend::OneDNN, true);
+  if (runs.front().first == mb::GemmBackend::OneDNN && mb::packed_gemm_available(mb::Precision::F32))
+    runs.emplace_back(mb::GemmBackend::OneDNN, true);
   for (const auto& [backend, packed] : runs) {
     mb::set_gemm_backend(backend);
     if (packed) {

@@ -22,6 +22,7 @@
 
 #include "commands.h"
 #include "engine/autograd.h"
+#include "engine/cpu.h"
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/gemm.h"
@@ -229,6 +230,7 @@ void run_bench(const BenchOptions& o) {
   j["padded_tokens"] = batch.num_seqs() * (o.inputs.empty() ? int64_t(o.seq) : max_len);
   j["threads"] = mb::num_threads();
   j["gemm"] = mb::gemm_backend_name(mb::gemm_backend());
+  j["cpu_level"] = mb::cpu_level_name(mb::cpu_level());
   j["mode"] = o.train ? "train" : "forward";
   j["packed_weights_mb"] = double(model.packed_bytes()) / (1024.0 * 1024.0);
   j["precision"] = mb::precision_name(model.packed_precision());

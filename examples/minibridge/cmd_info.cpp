@@ -9,7 +9,9 @@
 #include <string>
 
 #include "commands.h"
+#include "engine/cpu.h"
 #include "engine/error.h"
+#include "engine/gemm.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/bert.h"
@@ -72,13 +74,16 @@ void run_info(const InfoOptions& o) {
        {{"embeddings", c.embedding_params}, {"encoder", c.encoder_params()}, {"pooler", c.pooler_params},
         {"classifier", c.classifier_params}, {"other", c.extra_params}, {"total", c.total_params()}}},
       {"flops", {{"seq_len", o.seq_len}, {"total", c.flops()}, {"per_token", c.flops() / o.seq_len}}},
-      {"layers", layers}};
+      {"layers", layers},
+      {"runtime", runtime_json()}};
   if (o.json) {
     std::cout << j.dump() << "\n";
     return;
   }
   std::printf("model       %s\n", o.model.c_str());
   std::printf("dtype       %s stored, F32 compute\n", dtype.c_str());
+  std::printf("runtime     kernels %s, GEMM %s, packed weights: %s\n", mb::cpu_level_name(mb::cpu_level()),
+              mb::gemm_backend_name(mb::gemm_backend()), runtime_json()["packed"].get<std::string>().c_str());
   // Pruned, bridged and shared layers differ from config.json's uniform sizes: say so, since the
   // per-layer lines below are then the real structure.
   bool uniform = true;

@@ -3,6 +3,7 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "models/training.h"
@@ -24,6 +25,11 @@ void add_compress_peakd_command(CLI::App& compress);
 // --warmup-ratio, --max-len, --seed (described by seed_help), --max-train-examples, --log-steps.
 void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& max_len, int64_t& max_train_examples,
                                   const std::string& seed_help);
+
+// --version: the version, the CPU level of the kernels, the GEMM back-end, the build.
+std::string version_text();
+// The same for info --json and bench: cpu_level, cpu, gemm, packed, build.
+nlohmann::json runtime_json();
 
 // --data as given, or $MINIBRIDGE_DATA/glue (mb::Error when neither exists).
 std::string glue_dir_or_default(const std::string& given);

@@ -1,6 +1,7 @@
 // minibridge: run, inspect and create BERT models from the command line.
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <iostream>
 
 #include "commands.h"
@@ -9,7 +10,8 @@
 int main(int argc, char** argv) {
   CLI::App app{"minibridge: a C++ engine for BERT-family encoders (run, train, compress)"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "minibridge 0.1.0");
+  app.set_version_flag("--version", std::function<std::string()>(mbcli::version_text),
+                       "the version, the CPU level the kernels run at, the GEMM back-end, the build");
   mbcli::add_infer_commands(app);
   mbcli::add_info_command(app);
   mbcli::add_init_command(app);

@@ -1,0 +1,270 @@
+#include "engine/cpu.h"
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "engine/cpu_kernels.h"
+#include "engine/error.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#elif defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+namespace mb {
+
+// Each level's table, from engine/kernels/cpu_kernels.cpp compiled for that level (CMakeLists.txt).
+#define MB_DECLARE_KERNELS(ns) \
+  namespace ns {               \
+  const CpuKernels* kernel_table(const CpuFeatures& cpu); \
+  }
+#ifdef MB_KERNELS_AVX512
+MB_DECLARE_KERNELS(kernels_avx512)
+#endif
+#ifdef MB_KERNELS_AVX2
+MB_DECLARE_KERNELS(kernels_avx2)
+#endif
+#ifdef MB_KERNELS_BASELINE
+MB_DECLARE_KERNELS(kernels_baseline)
+#endif
+#ifdef MB_KERNELS_NEON
+MB_DECLARE_KERNELS(kernels_neon)
+#endif
+#undef MB_DECLARE_KERNELS
+
+namespace {
+
+#if defined(__x86_64__)
+std::string cpu_brand() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x80000004u) return "";
+  char brand[49] = {};
+  for (unsigned leaf = 0; leaf < 3; ++leaf) {
+    __get_cpuid(0x80000002u + leaf, &a, &b, &c, &d);
+    std::memcpy(brand + 16 * leaf, &a, 4);
+    std::memcpy(brand + 16 * leaf + 4, &b, 4);
+    std::memcpy(brand + 16 * leaf + 8, &c, 4);
+    std::memcpy(brand + 16 * leaf + 12, &d, 4);
+  }
+  std::string s(brand);
+  const size_t first = s.find_first_not_of(' '), last = s.find_last_not_of(' ');
+  return first == std::string::npos ? "" : s.substr(first, last - first + 1);
+}
+
+CpuFeatures detect() {
+  CpuFeatures f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28);
+  f.fma = c & (1u << 12);
+  f.f16c = c & (1u << 29);
+  // The OS must save the vector registers on a context switch: XCR0 bits 1-2 (SSE, AVX state)
+  // for AVX, and bits 5-7 (opmask, upper ZMM halves, ZMM16-31) as well for AVX-512.
+  uint64_t xcr0 = 0;
+  if (osxsave) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    xcr0 = (uint64_t(hi) << 32) | lo;
+  }
+  const bool os_avx = avx && (xcr0 & 0x6) == 0x6;
+  const bool os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;
+  f.fma = f.fma && os_avx;
+  f.f16c = f.f16c && os_avx;
+  unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  if (max_leaf >= 7) {
+    __cpuid_count(7, 0, a, b, c, d);
+    f.avx2 = os_avx && (b & (1u << 5));
+    f.avx512f = os_avx512 && (b & (1u << 16));
+    f.avx512dq = os_avx512 && (b & (1u << 17));
+    f.avx512bw = os_avx512 && (b & (1u << 30));
+    f.avx512vl = os_avx512 && (b & (1u << 31));
+    f.avx512vnni = os_avx512 && (c & (1u << 11));
+    const unsigned subleaves = a;
+    if (subleaves >= 1) {
+      __cpuid_count(7, 1, a, b, c, d);
+      f.avxvnni = os_avx && (a & (1u << 4));
+      f.avx512bf16 = os_avx512 && (a & (1u << 5));
+    }
+  }
+  return f;
+}
+#elif defined(__aarch64__)
+CpuFeatures detect() {
+  CpuFeatures f;
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  f.neon = hw & HWCAP_ASIMD;
+  f.dotprod = hw & HWCAP_ASIMDDP;
+#ifdef HWCAP2_BF16
+  f.bf16 = hw2 & HWCAP2_BF16;
+#endif
+#ifdef HWCAP2_I8MM
+  f.i8mm = hw2 & HWCAP2_I8MM;
+#endif
+  (void)hw2;
+  return f;
+}
+#else
+CpuFeatures detect() { return {}; }
+#endif
+
+// Whether the CPU has what a level's kernels were compiled for.
+bool runs(CpuLevel level, const CpuFeatures& f) {
+  switch (level) {
+    case CpuLevel::AVX512: return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx2 && f.fma && f.f16c;
+    case CpuLevel::AVX2: return f.avx2 && f.fma && f.f16c;
+    case CpuLevel::Baseline: return true;
+  }
+  return false;
+}
+
+// What a level needs that this CPU lacks, for the error message.
+std::string lacking(CpuLevel level, const CpuFeatures& f) {
+  std::string s;
+  auto need = [&](bool have, const char* name) {
+    if (!have) s += std::string(s.empty() ? "" : " ") + name;
+  };
+  need(f.avx2, "avx2");
+  need(f.fma, "fma");
+  need(f.f16c, "f16c");
+  if (level == CpuLevel::AVX512) {
+    need(f.avx512f, "avx512f");
+    need(f.avx512bw, "avx512bw");
+    need(f.avx512dq, "avx512dq");
+    need(f.avx512vl, "avx512vl");
+  }
+  return s;
+}
+
+const CpuKernels* table_of(CpuLevel level) {
+  const CpuFeatures& f = cpu_features();
+  if (!runs(level, f)) return nullptr;
+  switch (level) {
+#ifdef MB_KERNELS_AVX512
+    case CpuLevel::AVX512: return kernels_avx512::kernel_table(f);
+#endif
+#ifdef MB_KERNELS_AVX2
+    case CpuLevel::AVX2: return kernels_avx2::kernel_table(f);
+#endif
+#ifdef MB_KERNELS_BASELINE
+    case CpuLevel::Baseline: return kernels_baseline::kernel_table(f);
+#endif
+#ifdef MB_KERNELS_NEON
+    case CpuLevel::Baseline: return kernels_neon::kernel_table(f);
+#endif
+    default: return nullptr;
+  }
+}
+
+std::atomic<const CpuKernels*> g_kernels{nullptr};
+std::once_flag g_kernels_once;
+
+void choose_level() {
+  CpuLevel level = supported_cpu_levels().front();
+  if (const char* env = std::getenv("MB_CPU"); env && *env) {
+    try {
+      level = parse_cpu_level(env);
+    } catch (const Error& e) {
+      throw Error(std::string("MB_CPU: ") + e.what());
+    }
+  }
+  g_kernels = table_of(level);
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+const char* cpu_level_name(CpuLevel level) {
+  switch (level) {
+    case CpuLevel::AVX512: return "avx512";
+    case CpuLevel::AVX2: return "avx2";
+    case CpuLevel::Baseline:
+#if defined(__aarch64__)
+      return "neon";
+#else
+      return "baseline";
+#endif
+  }
+  return "?";
+}
+
+std::vector<CpuLevel> supported_cpu_levels() {
+  std::vector<CpuLevel> levels;
+  for (CpuLevel l : {CpuLevel::AVX512, CpuLevel::AVX2, CpuLevel::Baseline})
+    if (table_of(l)) levels.push_back(l);
+  return levels;
+}
+
+CpuLevel parse_cpu_level(const std::string& name) {
+  for (CpuLevel l : {CpuLevel::AVX512, CpuLevel::AVX2, CpuLevel::Baseline}) {
+    if (name != cpu_level_name(l) && !(l == CpuLevel::Baseline && name == "baseline")) continue;
+    if (table_of(l)) return l;
+    const std::string missing = lacking(l, cpu_features());
+    throw Error("the CPU level '" + name + "' cannot run here: " +
+                (missing.empty() ? std::string("this build has no kernels for it") : "this CPU lacks " + missing));
+  }
+  std::string have;
+  for (CpuLevel l : supported_cpu_levels()) have += std::string(have.empty() ? "" : ", ") + cpu_level_name(l);
+  throw Error("unknown CPU level '" + name + "' (this CPU runs: " + have + ")");
+}
+
+const CpuKernels& cpu_kernels() {
+  std::call_once(g_kernels_once, choose_level);
+  return *g_kernels.load(std::memory_order_relaxed);
+}
+
+const CpuKernels* cpu_kernels_at(CpuLevel level) { return table_of(level); }
+
+CpuLevel cpu_level() { return cpu_kernels().level; }
+
+void set_cpu_level(CpuLevel level) {
+  cpu_kernels();  // the MB_CPU choice first, so that it cannot overwrite this one later
+  const CpuKernels* t = table_of(level);
+  MB_CHECK(t, std::string("the CPU level '") + cpu_level_name(level) + "' cannot run here");
+  g_kernels = t;
+}
+
+std::string cpu_summary() {
+  const CpuFeatures& f = cpu_features();
+  std::string features;
+  auto add = [&](bool have, const char* name) {
+    if (have) features += std::string(features.empty() ? "" : " ") + name;
+  };
+#if defined(__x86_64__)
+  std::string s = "x86-64";
+  add(f.avx2, "avx2");
+  add(f.fma, "fma");
+  add(f.avx512f, "avx512f");
+  add(f.avx512bw, "avx512bw");
+  add(f.avx512vl, "avx512vl");
+  add(f.avx512dq, "avx512dq");
+  add(f.avx512bf16, "avx512bf16");
+  add(f.avx512vnni, "avx512vnni");
+  add(f.avxvnni, "avxvnni");
+  const std::string brand = cpu_brand();
+#elif defined(__aarch64__)
+  std::string s = "aarch64";
+  add(f.neon, "neon");
+  add(f.dotprod, "dotprod");
+  add(f.bf16, "bf16");
+  add(f.i8mm, "i8mm");
+  const std::string brand;
+#else
+  std::string s = "generic";
+  const std::string brand;
+#endif
+  s += std::string(", kernels ") + cpu_level_name(cpu_level());
+  s += " (cpu:" + (features.empty() ? std::string(" no SIMD extensions") : " " + features);
+  if (!brand.empty()) s += "; " + brand;
+  return s + ")";
+}
+
+}  // namespace mb
