@@ -10,10 +10,11 @@
 #include <thread>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__FMA__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
+#include "engine/cpu.h"
 #include "engine/functional.h"
 #include "engine/gemm.h"
 #include "engine/ops.h"
@@ -39,58 +40,51 @@ std::vector<float> random_vec(size_t n, uint64_t seed) {
 // cover the FMA latency on both pipes) and no memory traffic. GFLOP/s is the sum over the threads.
 // Timed here, beside the products, because the clock of these shared machines moves from run to
 // run: a product's share of this figure, measured in the same run, is its efficiency.
-#if defined(__AVX512F__)
-using FmaVec = __m512;
-constexpr int kFmaLanes = 16;
-inline FmaVec fma_splat(float x) { return _mm512_set1_ps(x); }
-inline FmaVec fma_step(FmaVec a, FmaVec b, FmaVec c) { return _mm512_fmadd_ps(a, b, c); }
-#elif defined(__FMA__)
-using FmaVec = __m256;
-constexpr int kFmaLanes = 8;
-inline FmaVec fma_splat(float x) { return _mm256_set1_ps(x); }
-inline FmaVec fma_step(FmaVec a, FmaVec b, FmaVec c) { return _mm256_fmadd_ps(a, b, c); }
-#endif
-
-#if defined(__AVX512F__) || defined(__FMA__)
-inline float fma_sum(FmaVec a) {
-  float lanes[kFmaLanes];
-  std::memcpy(lanes, &a, sizeof a);
-  float total = 0;
-  for (float x : lanes) total += x;
-  return total;
-}
-
-float fma_loop(int64_t steps) {
-  FmaVec acc[12];
-#pragma GCC unroll 12
-  for (int j = 0; j < 12; ++j) acc[j] = fma_splat(1.0f + 0.01f * float(j));  // distinct, or the compiler merges equal chains
-  const FmaVec scale = fma_splat(0.9999999f), shift = fma_splat(1e-7f);
-  for (int64_t i = 0; i < steps; ++i) {
-#pragma GCC unroll 12
-    for (int j = 0; j < 12; ++j) acc[j] = fma_step(acc[j], scale, shift);
+#if defined(__x86_64__)
+// One loop per vector width, compiled for it alone and run where the CPU level has it (engine/cpu.h).
+#define MB_FMA_LOOP(name, isa, Vec, lanes, splat, fmadd)                                          \
+  __attribute__((target(isa))) float name(int64_t steps) {                                        \
+    Vec acc[12];                                                                                  \
+    _Pragma("GCC unroll 12") for (int j = 0; j < 12; ++j) acc[j] = splat(1.0f + 0.01f * float(j)); \
+    const Vec scale = splat(0.9999999f), shift = splat(1e-7f);                                    \
+    for (int64_t i = 0; i < steps; ++i) {                                                         \
+      _Pragma("GCC unroll 12") for (int j = 0; j < 12; ++j) acc[j] = fmadd(acc[j], scale, shift); \
+    }                                                                                             \
+    float total = 0;                                                                              \
+    for (int j = 0; j < 12; ++j) {                                                                \
+      float x[lanes];                                                                             \
+      std::memcpy(x, &acc[j], sizeof x);                                                          \
+      for (float v : x) total += v;                                                               \
+    }                                                                                             \
+    return total;                                                                                 \
   }
-  float total = 0;
-  for (int j = 0; j < 12; ++j) total += fma_sum(acc[j]);
-  return total;
-}
+// (distinct starting values, or the compiler merges equal chains)
+MB_FMA_LOOP(fma_loop_avx512, "avx512f", __m512, 16, _mm512_set1_ps, _mm512_fmadd_ps)
+MB_FMA_LOOP(fma_loop_avx2, "avx2,fma", __m256, 8, _mm256_set1_ps, _mm256_fmadd_ps)
+#undef MB_FMA_LOOP
 #endif
 
 void BM_fma_peak(benchmark::State& st) {
-#if defined(__AVX512F__) || defined(__FMA__)
+#if !defined(__x86_64__)
+  return st.SkipWithError("x86-64 only");
+#else
+  const mb::CpuLevel level = mb::cpu_level();
+  if (level == mb::CpuLevel::Baseline) return st.SkipWithError("the CPU level in use has no FMA");
+  const bool wide = level == mb::CpuLevel::AVX512;
+  const int lanes = wide ? 16 : 8;
   const int threads = st.range(0) > 0 ? int(st.range(0)) : mb::num_threads();
   constexpr int64_t kSteps = 4 << 20;  // 1.6 GFLOP a thread: ~8 ms at 200 GFLOP/s
   std::vector<float> sink(static_cast<size_t>(threads), 0.0f);
   for (auto _ : st) {
     std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back([&sink, t] { sink[size_t(t)] = fma_loop(kSteps); });
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&sink, t, wide] { sink[size_t(t)] = wide ? fma_loop_avx512(kSteps) : fma_loop_avx2(kSteps); });
     for (std::thread& th : pool) th.join();
     benchmark::DoNotOptimize(sink.data());
   }
-  st.SetLabel(std::to_string(kFmaLanes * 32) + "-bit vectors, " + std::to_string(threads) + " thread(s)");
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 12 * kFmaLanes * double(kSteps) * threads * double(st.iterations()) / 1e9,
+  st.SetLabel(std::to_string(lanes * 32) + "-bit vectors, " + std::to_string(threads) + " thread(s)");
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 12 * lanes * double(kSteps) * threads * double(st.iterations()) / 1e9,
                                               benchmark::Counter::kIsRate);
-#else
-  st.SkipWithError("built without AVX-512 or FMA");
 #endif
 }
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 build_pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev libopenblas-openmp-dev libdnnl-dev
             libbenchmark-dev doctest-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev
             libgfortran-12-dev)  # libgfortran: the static OpenBLAS archive of -DMB_STATIC=ON needs it
-test_pkgs=(python3-torch)
+test_pkgs=(python3-torch qemu-user-static)  # qemu: the static binary on emulated CPUs (tests/CMakeLists.txt)
 want=("${build_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then
   want+=("${test_pkgs[@]}")
