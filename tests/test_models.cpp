@@ -185,7 +185,7 @@ static void check_low_precision(mb::Precision precision, double bytes_ratio, dou
   if (!mb::packed_gemm_available(precision)) {  // no such kernel on this CPU: the model says so
     m.pack_for_inference(precision);
     CHECK(m.packed_precision() != precision);
-    MESSAGE("no packed " << mb::precision_name(precision) << " kernel on this CPU; not measured");
+    MESSAGE("no packed " << std::string(mb::precision_name(precision)) << " kernel on this CPU; not measured");
     return;
   }
   m.pack_for_inference();
