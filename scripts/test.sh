@@ -9,7 +9,7 @@ ctest --output-on-failure -j 2 "$@"
 
 # The whole suite again at each lower CPU level this machine has (engine/cpu.h), forced with MB_CPU:
 # the kernels a CPU without AVX-512 (or AVX2) runs, natively. The build and emulation checks ran above.
-best=$(./minibridge --version | sed -n 's/.*kernels \([a-z0-9]*\) .*/\1/p')
+best=$(./minibridge --version | sed -n 's/^cpu:.*kernels \([a-z0-9]*\) .*/\1/p')
 for level in avx2 baseline; do
   [[ $level == "$best" ]] && continue
   MB_CPU=$level ./minibridge --version >/dev/null 2>&1 || continue
