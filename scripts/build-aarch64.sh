@@ -8,19 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-aarch64}
 extra=("${@:2}")
-pkgs=(g++-aarch64-linux-gnu libopenblas-openmp-dev:arm64 libutf8proc-dev:arm64 libgfortran-12-dev-arm64-cross
-      qemu-user-static)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  SUDO=""
-  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  dpkg --print-foreign-architectures | grep -qx arm64 || $SUDO dpkg --add-architecture arm64
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/install-deps.sh --aarch64
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64-linux-gnu.cmake" \
   -DMB_STATIC=ON -DMB_BUILD_TESTS=$( ((${#extra[@]})) && echo ON || echo OFF) -DMB_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" --target minibridge_cli "${extra[@]}" -j "$(nproc)"
