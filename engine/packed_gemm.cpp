@@ -134,7 +134,8 @@ bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
 
 // f32 → bfloat16 (engine/dtype.h), in parallel.
 void to_bf16(const float* x, uint16_t* out, int64_t n) {
-  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert_f32_to_bf16(x + b, out + b, size_t(e - b)); });
+  const auto convert = cpu_kernels().f32_to_bf16;  // the level chosen outside the parallel region
+  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert(x + b, out + b, size_t(e - b)); });
 }
 
 }  // namespace

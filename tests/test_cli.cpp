@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -149,6 +150,17 @@ TEST_CASE("bad input: one clear error, non-zero exit, no crash") {
   r = mbtest::run_cli("encode --model /nonexistent/dir", "x\n");
   CHECK(r.status == 1);
   CHECK(r.err.find("/nonexistent/dir") != std::string::npos);
+
+  // An unknown CPU level, before anything runs (the child inherits this process's environment).
+  const char* saved = std::getenv("MB_CPU");
+  const std::string saved_level = saved ? saved : "";
+  setenv("MB_CPU", "avx9000", 1);
+  r = mbtest::run_cli("encode --batch 8 --model " + tiny(), "x\ny\n");
+  if (saved) setenv("MB_CPU", saved_level.c_str(), 1);
+  else unsetenv("MB_CPU");
+  CHECK(r.status == 1);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("MB_CPU: unknown CPU level 'avx9000'") != std::string::npos);
 
   // A model directory with a truncated weight file, a config missing a key, a missing vocab.
   const std::string bad = mbtest::scratch_dir("cli_bad") + "/m";

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "engine/cpu.h"
 #include "engine/error.h"
 
 int main(int argc, char** argv) {
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   mbcli::add_bench_command(app);
   mbcli::add_compress_command(app);
   try {
+    mb::cpu_level();  // MB_CPU checked first: a bad level is one clear error before any work
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
