@@ -37,7 +37,6 @@ std::atomic<bool> g_attention_kernels{true};
 
 }  // namespace
 
-bool attention_kernels_available() { return true; }
 void set_attention_kernels(bool on) { g_attention_kernels = on; }
 
 int64_t attention_probs_size(const int32_t* offsets, int64_t num_seqs, int64_t heads) {

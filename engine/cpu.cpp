@@ -112,37 +112,45 @@ CpuFeatures detect() {
 CpuFeatures detect() { return {}; }
 #endif
 
-// Whether the CPU has what a level's kernels were compiled for.
-bool runs(CpuLevel level, const CpuFeatures& f) {
-  switch (level) {
-    case CpuLevel::AVX512: return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx2 && f.fma && f.f16c;
-    case CpuLevel::AVX2: return f.avx2 && f.fma && f.f16c;
-    case CpuLevel::Baseline: return true;
-  }
-  return false;
-}
+// The features the kernels care about, in the order they are reported, each with the lowest level
+// whose kernels need it (kReportedOnly: none needs it; it is reported).
+constexpr int kReportedOnly = 3;
+struct Feature {
+  bool CpuFeatures::*has;
+  const char* name;
+  int needed_from;
+};
+#if defined(__aarch64__)
+constexpr const char* kArch = "aarch64";
+constexpr Feature kFeatures[] = {{&CpuFeatures::neon, "neon", kReportedOnly},
+                                 {&CpuFeatures::dotprod, "dotprod", kReportedOnly},
+                                 {&CpuFeatures::bf16, "bf16", kReportedOnly},
+                                 {&CpuFeatures::i8mm, "i8mm", kReportedOnly}};
+#else
+constexpr const char* kArch = "x86-64";
+constexpr Feature kFeatures[] = {{&CpuFeatures::avx2, "avx2", 1},
+                                 {&CpuFeatures::fma, "fma", 1},
+                                 {&CpuFeatures::f16c, "f16c", 1},
+                                 {&CpuFeatures::avx512f, "avx512f", 2},
+                                 {&CpuFeatures::avx512bw, "avx512bw", 2},
+                                 {&CpuFeatures::avx512dq, "avx512dq", 2},
+                                 {&CpuFeatures::avx512vl, "avx512vl", 2},
+                                 {&CpuFeatures::avx512bf16, "avx512bf16", kReportedOnly},
+                                 {&CpuFeatures::avx512vnni, "avx512vnni", kReportedOnly},
+                                 {&CpuFeatures::avxvnni, "avxvnni", kReportedOnly}};
+#endif
 
-// What a level needs that this CPU lacks, for the error message.
+// What a level's kernels need that this CPU lacks, space-separated; empty where the level runs.
 std::string lacking(CpuLevel level, const CpuFeatures& f) {
   std::string s;
-  auto need = [&](bool have, const char* name) {
-    if (!have) s += std::string(s.empty() ? "" : " ") + name;
-  };
-  need(f.avx2, "avx2");
-  need(f.fma, "fma");
-  need(f.f16c, "f16c");
-  if (level == CpuLevel::AVX512) {
-    need(f.avx512f, "avx512f");
-    need(f.avx512bw, "avx512bw");
-    need(f.avx512dq, "avx512dq");
-    need(f.avx512vl, "avx512vl");
-  }
+  for (const Feature& x : kFeatures)
+    if (x.needed_from <= int(level) && !(f.*x.has)) s += std::string(s.empty() ? "" : " ") + x.name;
   return s;
 }
 
 const CpuKernels* table_of(CpuLevel level) {
   const CpuFeatures& f = cpu_features();
-  if (!runs(level, f)) return nullptr;
+  if (!lacking(level, f).empty()) return nullptr;
   switch (level) {
 #ifdef MB_KERNELS_AVX512
     case CpuLevel::AVX512: return kernels_avx512::kernel_table(f);
@@ -235,34 +243,15 @@ void set_cpu_level(CpuLevel level) {
 std::string cpu_summary() {
   const CpuFeatures& f = cpu_features();
   std::string features;
-  auto add = [&](bool have, const char* name) {
-    if (have) features += std::string(features.empty() ? "" : " ") + name;
-  };
+  for (const Feature& x : kFeatures)
+    if (f.*x.has) features += " " + std::string(x.name);
 #if defined(__x86_64__)
-  std::string s = "x86-64";
-  add(f.avx2, "avx2");
-  add(f.fma, "fma");
-  add(f.avx512f, "avx512f");
-  add(f.avx512bw, "avx512bw");
-  add(f.avx512vl, "avx512vl");
-  add(f.avx512dq, "avx512dq");
-  add(f.avx512bf16, "avx512bf16");
-  add(f.avx512vnni, "avx512vnni");
-  add(f.avxvnni, "avxvnni");
   const std::string brand = cpu_brand();
-#elif defined(__aarch64__)
-  std::string s = "aarch64";
-  add(f.neon, "neon");
-  add(f.dotprod, "dotprod");
-  add(f.bf16, "bf16");
-  add(f.i8mm, "i8mm");
-  const std::string brand;
 #else
-  std::string s = "generic";
   const std::string brand;
 #endif
-  s += std::string(", kernels ") + cpu_level_name(cpu_level());
-  s += " (cpu:" + (features.empty() ? std::string(" no SIMD extensions") : " " + features);
+  std::string s = std::string(kArch) + ", kernels " + cpu_level_name(cpu_level());
+  s += " (cpu:" + (features.empty() ? std::string(" no SIMD extensions") : features);
   if (!brand.empty()) s += "; " + brand;
   return s + ")";
 }

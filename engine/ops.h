@@ -66,7 +66,6 @@ void attention_forward(float* ctx, const float* q, int64_t ld_q, const float* k,
 // CPU level in use; head sizes that are multiples of the level's vector width) instead of Eigen's
 // general product: always built, and on (default) or off process-wide, for A/B runs and the tests
 // that compare the two.
-bool attention_kernels_available();
 void set_attention_kernels(bool on);
 // Size of the probs buffer: Σ_i heads·L_i².
 int64_t attention_probs_size(const int32_t* offsets, int64_t num_seqs, int64_t heads);

@@ -83,7 +83,7 @@ void run_info(const InfoOptions& o) {
   std::printf("model       %s\n", o.model.c_str());
   std::printf("dtype       %s stored, F32 compute\n", dtype.c_str());
   std::printf("runtime     kernels %s, GEMM %s, packed weights: %s\n", mb::cpu_level_name(mb::cpu_level()),
-              mb::gemm_backend_name(mb::gemm_backend()), runtime_json()["packed"].get<std::string>().c_str());
+              mb::gemm_backend_name(mb::gemm_backend()), j["runtime"]["packed"].get<std::string>().c_str());
   // Pruned, bridged and shared layers differ from config.json's uniform sizes: say so, since the
   // per-layer lines below are then the real structure.
   bool uniform = true;

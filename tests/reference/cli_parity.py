@@ -116,9 +116,9 @@ def main():
     check(len(got) == len(cases) and same == len(cases),
           f"[{where}] tokenize: {same}/{len(cases)} identical to the HF tokenizer")
 
-    lines = [c["source"] for c in cases if len(c["ids"]) > 3][:ENCODE_LINES]
-    encodings = [{"input_ids": c["ids"], "token_type_ids": c["type_ids"]} for c in cases if len(c["ids"]) > 3]
-    encodings = encodings[:ENCODE_LINES]
+    sentences = [c for c in cases if len(c["ids"]) > 3][:ENCODE_LINES]
+    lines = [c["source"] for c in sentences]
+    encodings = [{"input_ids": c["ids"], "token_type_ids": c["type_ids"]} for c in sentences]
     stdin = "".join(l + "\n" for l in lines)
     for name, tol in MODELS:
         d = os.path.join(fixtures, "bert", name)
