@@ -5,7 +5,6 @@
 #include "engine/cpu_kernels.h"
 #include "engine/error.h"
 
-
 namespace mb {
 
 size_t dtype_size(DType dt) {

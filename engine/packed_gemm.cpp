@@ -119,11 +119,10 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
 }
 
 // Whether oneDNN picked a kernel worth packing for: brgemm for f32 and bf16 (its other f32 kernels
-// re-pack on every call; for bf16 the others are reference loops), anything but the reference
-// loops for int8.
-// int8 needs VNNI (vpdpbusd): without it oneDNN multiplies with vpmaddubsw, whose 16-bit pair sums
-// saturate on full-range int8 operands (measured on Zen 3, AVX2: max |diff| 0.041 against f32 on
-// test_models' model, against 0.008 with VNNI).
+// re-pack on every call; for bf16 the others are reference loops); for int8 anything but the
+// reference loops, on a CPU level with VNNI (vpdpbusd). Without VNNI oneDNN multiplies with
+// vpmaddubsw, whose 16-bit pair sums saturate on full-range int8 operands (measured on Zen 3, AVX2:
+// max |diff| 0.041 against f32 on test_models' model, against 0.008 with VNNI).
 bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
   const std::string impl = pd.impl_info_str();
   if (precision != Precision::Int8) return impl.rfind("brg", 0) == 0;

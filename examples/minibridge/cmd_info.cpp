@@ -9,9 +9,7 @@
 #include <string>
 
 #include "commands.h"
-#include "engine/cpu.h"
 #include "engine/error.h"
-#include "engine/gemm.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/bert.h"
@@ -82,8 +80,9 @@ void run_info(const InfoOptions& o) {
   }
   std::printf("model       %s\n", o.model.c_str());
   std::printf("dtype       %s stored, F32 compute\n", dtype.c_str());
-  std::printf("runtime     kernels %s, GEMM %s, packed weights: %s\n", mb::cpu_level_name(mb::cpu_level()),
-              mb::gemm_backend_name(mb::gemm_backend()), j["runtime"]["packed"].get<std::string>().c_str());
+  const nlohmann::json& rt = j["runtime"];
+  std::printf("runtime     kernels %s, GEMM %s, packed weights: %s\n", rt["cpu_level"].get<std::string>().c_str(),
+              rt["gemm"].get<std::string>().c_str(), rt["packed"].get<std::string>().c_str());
   // Pruned, bridged and shared layers differ from config.json's uniform sizes: say so, since the
   // per-layer lines below are then the real structure.
   bool uniform = true;

@@ -28,7 +28,7 @@ void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& m
 
 // --version: the version, the CPU level of the kernels, the GEMM back-end, the build.
 std::string version_text();
-// The same for info --json and bench: cpu_level, cpu, gemm, packed, build.
+// The same for info: cpu_level, cpu, gemm, packed, build.
 nlohmann::json runtime_json();
 
 // --data as given, or $MINIBRIDGE_DATA/glue (mb::Error when neither exists).
