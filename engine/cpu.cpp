@@ -21,7 +21,7 @@ namespace mb {
 // Each level's table, from engine/kernels/cpu_kernels.cpp compiled for that level (CMakeLists.txt).
 #define MB_DECLARE_KERNELS(ns) \
   namespace ns {               \
-  const CpuKernels* kernel_table(const CpuFeatures& cpu); \
+  void kernel_table(const CpuFeatures& cpu, CpuKernels* table); \
   }
 #ifdef MB_KERNELS_AVX512
 MB_DECLARE_KERNELS(kernels_avx512)
@@ -148,24 +148,36 @@ std::string lacking(CpuLevel level, const CpuFeatures& f) {
   return s;
 }
 
+// The level's table, filled once (by the level's own object) for this CPU's features.
 const CpuKernels* table_of(CpuLevel level) {
-  const CpuFeatures& f = cpu_features();
-  if (!lacking(level, f).empty()) return nullptr;
-  switch (level) {
+  struct Tables {
+    CpuKernels of[3];
+    bool present[3] = {false, false, false};
+  };
+  static const Tables tables = [] {
+    Tables t;
+    const CpuFeatures& f = cpu_features();
+    auto fill = [&](CpuLevel l, void (*kernel_table)(const CpuFeatures&, CpuKernels*)) {
+      if (!lacking(l, f).empty()) return;  // never run a level's code on a CPU without it
+      kernel_table(f, &t.of[int(l)]);
+      t.present[int(l)] = true;
+    };
 #ifdef MB_KERNELS_AVX512
-    case CpuLevel::AVX512: return kernels_avx512::kernel_table(f);
+    fill(CpuLevel::AVX512, kernels_avx512::kernel_table);
 #endif
 #ifdef MB_KERNELS_AVX2
-    case CpuLevel::AVX2: return kernels_avx2::kernel_table(f);
+    fill(CpuLevel::AVX2, kernels_avx2::kernel_table);
 #endif
 #ifdef MB_KERNELS_BASELINE
-    case CpuLevel::Baseline: return kernels_baseline::kernel_table(f);
+    fill(CpuLevel::Baseline, kernels_baseline::kernel_table);
 #endif
 #ifdef MB_KERNELS_NEON
-    case CpuLevel::Baseline: return kernels_neon::kernel_table(f);
+    fill(CpuLevel::Baseline, kernels_neon::kernel_table);
 #endif
-    default: return nullptr;
-  }
+    (void)fill;
+    return t;
+  }();
+  return tables.present[int(level)] ? &tables.of[int(level)] : nullptr;
 }
 
 std::atomic<const CpuKernels*> g_kernels{nullptr};

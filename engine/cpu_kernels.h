@@ -15,6 +15,48 @@ namespace mb {
 
 struct CpuFeatures;
 
+// The engine's own packed GEMM (engine/packed_gemm_own.cpp packs, blocks and threads; the level's
+// kernels in engine/kernels/gemm_kernels.cpp compute). C[M, N] = A[M, K] · Wᵀ with W [N, K] packed
+// once: per block of K (kc), per panel of nr = 2 · lanes columns, the panel's kc × nr values in
+// groups of g consecutive k per column ([kc / g][nr][g]): f32 g = 1, bf16 g = 2, int8 g = 4.
+// A is packed per call, per block of K, in tiles of mr rows, in the form the kernel reads:
+enum class PackForm : uint8_t {
+  F32,        // f32 [kc][mr]
+  Bf16AsF32,  // bf16 values widened to f32, [kc][mr] (kernels that widen B's bf16 pairs to f32)
+  Bf16Pairs,  // bf16 pairs (k, k+1) in 32 bits, [kc / 2][mr] (AVX512-BF16's vdpbf16ps)
+  S8Pairs16,  // int8 as two int16 pairs (k, k+2), (k+1, k+3) per quad, [kc / 4][mr][2] (pmaddwd)
+  S8QuadsU8,  // int8 + 128 as uint8 quads, [kc / 4][mr] (VNNI's vpdpbusd; the kernel subtracts comp)
+  S8QuadsS8,  // int8 quads, [kc / 4][mr] (Arm's sdot)
+};
+// Bytes of a packed A tile per (k, row).
+inline int pack_form_bytes(PackForm f) {
+  return f == PackForm::F32 || f == PackForm::Bf16AsF32 ? 4 : f == PackForm::S8QuadsU8 || f == PackForm::S8QuadsS8 ? 1 : 2;
+}
+
+// One call of a level's kernel: one block of K, `rows` rows of C (tiles of mr from a) by `cols`
+// columns (panels of nr from b).
+struct GemmBlock {
+  const uint8_t* a;       // the first A tile of this K block; tiles a_tile_bytes apart
+  int64_t a_tile_bytes;
+  const uint8_t* b;       // the first B panel of this K block; panels b_panel_bytes apart
+  int64_t b_panel_bytes;
+  int64_t kc;             // K of this block, a multiple of the group (zero-padded)
+  int64_t rows, cols;
+  float* c;               // C's first row and column of this block
+  int64_t ldc;
+  bool first, last;       // first block of K: C is overwritten; last: C gets its final values
+                          // (int8 keeps its exact int32 sums in C's bytes until then)
+  const float* bias;      // last: + bias[j] (may be null); indexed from this block's first column
+  const float* scale;     // int8, last: the sum times scale[j] (padded to whole panels)
+  const int32_t* comp;    // int8 S8QuadsU8, last: minus comp[j] = 128 · Σ_k W[j, k] (padded)
+};
+
+struct PackedGemmKernel {
+  int mr = 0;                              // rows per register tile
+  PackForm a_form = PackForm::F32;          // how A is packed for it
+  void (*block)(const GemmBlock&) = nullptr;  // null: no kernel for this precision here
+};
+
 struct CpuKernels {
   CpuLevel level;
   const char* name;  // "avx512", "avx2", "baseline", "neon"
@@ -42,6 +84,9 @@ struct CpuKernels {
   float (*abs_max)(const float* x, int64_t n);
   // out[i] = x[i] · inv_scale rounded to nearest even, for |x[i] · inv_scale| <= 127.
   void (*quantize_s8)(const float* x, int64_t n, float inv_scale, int8_t* out);
+
+  // The packed GEMM's kernels by precision (mb::Precision: f32, bf16, int8), nr = 2 · lanes.
+  PackedGemmKernel gemm[3];
 };
 
 // Padded length the attention kernels' transposed operands use: L rounded up to 16 floats (the

@@ -31,31 +31,37 @@ void set_gemm_backend(GemmBackend b);
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// A weight W [N, K] (PyTorch's [out, in]) reordered once into the layout of oneDNN's matmul
-// kernel, for inference: products with few rows then skip the packing sgemm redoes on every call
-// (engine/packed_gemm.cpp has the measurements). The packed copy does not follow later changes
-// to W.
+// A weight W [N, K] (PyTorch's [out, in]) reordered once into the layout of a matmul kernel, for
+// inference: products with few rows then skip the packing sgemm redoes on every call
+// (engine/packed_gemm.cpp has the measurements). The kernel is oneDNN's where it has a fast one
+// for the precision (brgemm from AVX-512 on; int8 with VNNI), else the engine's own
+// (engine/packed_gemm_own.cpp: every precision at every CPU level, int8 on Arm with the dot
+// product), so that the static binary, built without oneDNN, runs every precision too. The packed
+// copy does not follow later changes to W.
 struct PackedWeight;
 // What a packed weight holds and the kernel computes in (inference only; outputs are f32):
 //   F32   the weights as they are;
 //   BF16  weights rounded once to bfloat16, every product's A rounded to bfloat16 (round to
-//         nearest even), accumulated in f32 by oneDNN's AVX512-BF16 kernel: about 2× the f32
-//         kernel's speed on these machines, at bfloat16's 8-bit mantissa;
+//         nearest even), accumulated in f32: with AVX512-BF16 about 2× the f32 kernel's speed,
+//         elsewhere half the weights' memory at the f32 kernel's speed, at bfloat16's 8-bit mantissa;
 //   Int8  dynamic int8: W quantised once, symmetric per output row; every product quantises
-//         its A with one scale (max|A| / 127) and runs oneDNN's s8·s8 kernel (AVX-512 VNNI),
-//         the output scaled back to f32.
+//         its A with one scale (max|A| / 127), sums the int8 products exactly in int32 (VNNI,
+//         AVX2's pmaddwd or Arm's sdot) and scales the sums back to f32.
 enum class Precision { F32, BF16, Int8 };
 const char* precision_name(Precision p);  // "f32", "bf16", "int8"
 // Null when there is no packed kernel for this precision (a back-end other than oneDNN, or none
 // for this CPU).
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision = Precision::F32);
 Precision packed_weight_precision(const PackedWeight& w);
-// Whether pack_weight gives packed weights of this precision here (back-end, CPU and level): oneDNN
-// 2.6 has packed f32 and bf16 kernels (brgemm) from AVX-512 on, and int8 ones wherever it has VNNI.
+// Whether pack_weight gives packed weights of this precision here (back-end, CPU and level).
 bool packed_gemm_available(Precision precision);
+// Whose kernel runs them: "onednn" (oneDNN 2.6 has packed f32 and bf16 kernels, brgemm, from
+// AVX-512 on, and int8 ones wherever it has VNNI), "engine" (the engine's own), or "" (none).
+const char* packed_gemm_kernel(Precision precision);
 size_t packed_weight_bytes(const PackedWeight& w);
 // What the packed GEMM applies to each output after the bias, in the kernel (oneDNN post-ops):
-// GELU with the exact erf (Gelu) or its tanh approximation (GeluTanh). linear_gelu does not use
+// GELU with the exact erf (Gelu) or its tanh approximation (GeluTanh); oneDNN's kernels only (the
+// engine's own decline a product with an epilogue). linear_gelu does not use
 // it: on Zen 5, oneDNN 2.6's erf post-op costs twice a separate GELU pass (engine/activations.cpp);
 // engine_bench's BM_gemm_packed times the post-op (its fourth argument) for other CPUs.
 enum class Epilogue { None = 0, Gelu = 1, GeluTanh = 2 };

@@ -28,6 +28,7 @@
 #include "engine/dtype.h"
 #include "engine/error.h"
 #include "engine/gemm.h"
+#include "engine/packed_gemm_own.h"
 #include "engine/threads.h"
 
 #ifdef MB_HAVE_ONEDNN
@@ -62,6 +63,7 @@ Runtime& runtime() {
 struct PackedWeight {
   int64_t n = 0, k = 0;
   Precision precision = Precision::F32;
+  std::shared_ptr<OwnPackedWeight> own;  // the engine's own kernels; else oneDNN's:
   std::vector<float> scale;  // int8: W[j, :] ≈ scale[j] · Wq[j, :], symmetric per output j
   memory::desc desc;         // the blocked layout the kernel chose
   std::shared_ptr<void> storage;  // the packed bytes, in huge pages (engine/allocator.h)
@@ -139,8 +141,10 @@ void to_bf16(const float* x, uint16_t* out, int64_t n) {
 
 }  // namespace
 
-std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision) {
-  if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return nullptr;
+namespace {
+
+// W packed for oneDNN's matmul, or null where oneDNN has no fast kernel for the precision here.
+std::shared_ptr<PackedWeight> pack_onednn(const float* W, int64_t N, int64_t K, Precision precision) {
   const bool int8 = precision == Precision::Int8;
   try {
     // The layout is chosen for a typical row count; matmuls of other row counts accept it (the
@@ -185,32 +189,6 @@ std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, 
   } catch (const dnnl::error&) {
     return nullptr;
   }
-}
-
-Precision packed_weight_precision(const PackedWeight& w) { return w.precision; }
-
-bool packed_gemm_available(Precision precision) {
-  const std::vector<float> w(64 * 64, 0.5f);
-  return pack_weight(w.data(), 64, 64, precision) != nullptr;
-}
-
-size_t packed_weight_bytes(const PackedWeight& w) { return w.desc.get_size() + w.scale.size() * sizeof(float); }
-
-namespace {
-
-// Dynamic quantisation of the source: one symmetric scale for the whole [M, K] block (what
-// oneDNN's per-output run-time scale can express), s_A = max|A| / 127.
-float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q) {
-  if (q.size() < size_t(n)) q.resize(size_t(n));
-  const CpuKernels& kern = cpu_kernels();
-  std::vector<float> part(size_t(std::max(1, num_threads())), 0.0f);
-  std::atomic<int> slot{0};
-  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { part[size_t(slot++)] = kern.abs_max(A + b, e - b); });
-  const float amax = *std::max_element(part.begin(), part.end());
-  const float scale = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / scale;
-  int8_t* out = q.data();
-  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { kern.quantize_s8(A + b, e - b, inv, out + b); });
-  return scale;
 }
 
 }  // namespace
@@ -291,11 +269,6 @@ bool run_matmul(const PackedWeight& w, bool plain, int64_t M, const float* A, co
 
 }  // namespace
 
-bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
-                 Epilogue epilogue) {
-  return run_matmul(w, false, M, A, bias, C, ldc, epilogue);
-}
-
 bool gemm_weight(const float* W, int64_t N, int64_t K, int64_t M, const float* A, const float* bias, float* C,
                  int64_t ldc) {
   if (gemm_backend() != GemmBackend::OneDNN || N <= 0 || K <= 0) return false;
@@ -311,16 +284,62 @@ bool gemm_weight(const float* W, int64_t N, int64_t K, int64_t M, const float* A
   }
 }
 
-#else  // no oneDNN: nothing is packed, callers use sgemm
+#else  // no oneDNN: the engine's own kernels pack every precision
 
-struct PackedWeight {};
-std::shared_ptr<PackedWeight> pack_weight(const float*, int64_t, int64_t, Precision) { return nullptr; }
-Precision packed_weight_precision(const PackedWeight&) { return Precision::F32; }
-bool packed_gemm_available(Precision) { return false; }
-size_t packed_weight_bytes(const PackedWeight&) { return 0; }
-bool gemm_packed(const PackedWeight&, int64_t, const float*, const float*, float*, int64_t, Epilogue) { return false; }
+struct PackedWeight {
+  int64_t n = 0, k = 0;
+  Precision precision = Precision::F32;
+  std::shared_ptr<OwnPackedWeight> own;
+};
 bool gemm_weight(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t) { return false; }
 
 #endif
+
+std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision) {
+  if (N <= 0 || K <= 0) return nullptr;
+#ifdef MB_HAVE_ONEDNN
+  if (gemm_backend() == GemmBackend::OneDNN)
+    if (std::shared_ptr<PackedWeight> p = pack_onednn(W, N, K, precision)) return p;
+#endif
+  std::shared_ptr<OwnPackedWeight> own = own_pack_weight(W, N, K, precision);
+  if (!own) return nullptr;
+  auto p = std::make_shared<PackedWeight>();
+  p->n = N;
+  p->k = K;
+  p->precision = precision;
+  p->own = std::move(own);
+  return p;
+}
+
+Precision packed_weight_precision(const PackedWeight& w) { return w.precision; }
+
+const char* packed_gemm_kernel(Precision precision) {
+  const std::vector<float> w(64 * 64, 0.5f);
+  const std::shared_ptr<PackedWeight> p = pack_weight(w.data(), 64, 64, precision);
+  return !p ? "" : p->own ? "engine" : "onednn";
+}
+
+bool packed_gemm_available(Precision precision) { return *packed_gemm_kernel(precision) != '\0'; }
+
+size_t packed_weight_bytes(const PackedWeight& w) {
+#ifdef MB_HAVE_ONEDNN
+  if (!w.own) return w.desc.get_size() + w.scale.size() * sizeof(float);
+#endif
+  return own_packed_bytes(*w.own);
+}
+
+bool gemm_packed(const PackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc,
+                 Epilogue epilogue) {
+  if (w.own) {
+    if (epilogue != Epilogue::None || M <= 0) return false;  // no post-ops in the own kernels
+    own_gemm(*w.own, M, A, bias, C, ldc);
+    return true;
+  }
+#ifdef MB_HAVE_ONEDNN
+  return run_matmul(w, false, M, A, bias, C, ldc, epilogue);
+#else
+  return false;
+#endif
+}
 
 }  // namespace mb

@@ -35,11 +35,12 @@ void check_case(const Case& c) {
   const auto& e = expected.tensors;
   const mb::Batch batch = mbtest::fixture_batch(expected);
 
-  // Every GEMM back-end, then oneDNN on weights packed for inference (engine/packed_gemm.cpp).
+  // Every GEMM back-end, then the weights packed for inference (engine/packed_gemm.cpp: oneDNN's
+  // kernel or the engine's own).
   std::vector<std::pair<mb::GemmBackend, bool>> runs;
   for (mb::GemmBackend backend : mb::available_gemm_backends()) runs.emplace_back(backend, false);
-  if (runs.front().first == mb::GemmBackend::OneDNN && mb::packed_gemm_available(mb::Precision::F32))
-    runs.emplace_back(mb::GemmBackend::OneDNN, true);
+  mb::set_gemm_backend(runs.front().first);
+  if (mb::packed_gemm_available(mb::Precision::F32)) runs.emplace_back(runs.front().first, true);
   for (const auto& [backend, packed] : runs) {
     mb::set_gemm_backend(backend);
     if (packed) {

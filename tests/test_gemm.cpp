@@ -8,7 +8,10 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/cpu.h"
+#include "engine/dtype.h"
 #include "engine/gemm.h"
+#include "engine/packed_gemm_own.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
 #include "tests/test_util.h"
@@ -119,7 +122,8 @@ TEST_CASE("gemm_weight and linear_forward: x·Wᵀ + b on the unpacked weight") 
         }
         // oneDNN's brgemm kernel (AVX-512, where weights can be packed) takes every dense output
         // here (a strided one it may decline).
-        if (mb::gemm_backend() == mb::GemmBackend::OneDNN && mb::packed_gemm_available(mb::Precision::F32) && ld == s.N)
+        if (mb::gemm_backend() == mb::GemmBackend::OneDNN && mb::packed_gemm_kernel(mb::Precision::F32) == std::string("onednn") &&
+            ld == s.N)
           CHECK(ran);
         // Asked again (the answer is cached either way): the same.
         std::vector<float> again(out.size(), 42.0f);
@@ -133,4 +137,101 @@ TEST_CASE("gemm_weight and linear_forward: x·Wᵀ + b on the unpacked weight") 
       }
     }
   }
+}
+
+namespace {
+
+// What a packed product of the precision computes, in float64: f32 as it is; bf16 on A and W rounded
+// to bfloat16; int8 as the integers the quantisation gives (one scale for A, one per row of W,
+// rounded as gemm.h says) times the scales. Only the accumulation order and the final scaling may
+// differ from this.
+std::vector<double> packed_reference(mb::Precision p, int64_t M, int64_t N, int64_t K, const std::vector<float>& A,
+                                     const std::vector<float>& W, const float* bias, std::vector<double>* magnitude) {
+  std::vector<double> a(A.begin(), A.end()), w(W.begin(), W.end()), row_scale(size_t(N), 1.0);
+  double a_scale = 1.0;
+  if (p == mb::Precision::BF16) {
+    for (double& x : a) x = mb::bf16_to_f32(mb::f32_to_bf16(float(x)));
+    for (double& x : w) x = mb::bf16_to_f32(mb::f32_to_bf16(float(x)));
+  } else if (p == mb::Precision::Int8) {
+    float amax = 0;
+    for (float x : A) amax = std::max(amax, std::fabs(x));
+    const float s = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+    a_scale = s;
+    for (size_t i = 0; i < A.size(); ++i) a[i] = double(std::lrint(A[i] * inv));
+    for (int64_t j = 0; j < N; ++j) {
+      float wmax = 0;
+      for (int64_t k = 0; k < K; ++k) wmax = std::max(wmax, std::fabs(W[size_t(j * K + k)]));
+      const float ws = wmax > 0 ? wmax / 127.0f : 1.0f;
+      row_scale[size_t(j)] = ws;
+      for (int64_t k = 0; k < K; ++k) w[size_t(j * K + k)] = double(std::lrint(W[size_t(j * K + k)] / ws));
+    }
+  }
+  std::vector<double> out(size_t(M * N));
+  magnitude->assign(size_t(M * N), 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double dot = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double t = a[size_t(i * K + k)] * w[size_t(j * K + k)];
+        dot += t;
+        mag += std::fabs(t);
+      }
+      const double s = a_scale * row_scale[size_t(j)];
+      out[size_t(i * N + j)] = dot * s + (bias ? bias[j] : 0.0);
+      (*magnitude)[size_t(i * N + j)] = mag * s + (bias ? std::fabs(bias[j]) : 0.0) + 1.0;
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the engine's own packed GEMM: every precision at every CPU level against float64") {
+  // Shapes with partial tiles and panels, several blocks of K for every precision (a block holds
+  // 256 f32, 512 bf16 or 1024 int8 values of K), more work items than threads, and a single row.
+  struct Shape {
+    int64_t M, N, K;
+  };
+  const std::vector<Shape> shapes = {{1, 1, 1}, {7, 5, 3}, {13, 37, 77}, {1, 300, 257}, {130, 100, 600},
+                                     {50, 40, 2100}, {200, 192, 64}};
+  const mb::CpuLevel saved = mb::cpu_level();
+  for (mb::CpuLevel level : mb::supported_cpu_levels()) {
+    mb::set_cpu_level(level);
+    CAPTURE(mb::cpu_level_name(level));
+    for (mb::Precision p : {mb::Precision::F32, mb::Precision::BF16, mb::Precision::Int8}) {
+      CAPTURE(mb::precision_name(p));
+      for (const Shape& s : shapes)
+        for (bool with_bias : {false, true}) {
+          CAPTURE(s.M);
+          CAPTURE(s.N);
+          CAPTURE(s.K);
+          CAPTURE(with_bias);
+          const std::vector<float> A = mbtest::random_normals(size_t(s.M * s.K), 7);
+          const std::vector<float> W = mbtest::random_normals(size_t(s.N * s.K), 8);
+          const std::vector<float> b = mbtest::random_normals(size_t(s.N), 9);
+          const float* bias = with_bias ? b.data() : nullptr;
+          const std::shared_ptr<mb::OwnPackedWeight> w = mb::own_pack_weight(W.data(), s.N, s.K, p);
+          if (!w) {  // only Arm without the dot product has no int8 kernel
+            CHECK(p == mb::Precision::Int8);
+            CHECK(!mb::cpu_features().dotprod);
+            continue;
+          }
+          std::vector<double> magnitude;
+          const std::vector<double> want = packed_reference(p, s.M, s.N, s.K, A, W, bias, &magnitude);
+          const int64_t ldc = s.N + 3;  // a strided output: the padding stays untouched
+          std::vector<float> C(size_t(s.M * ldc), 42.0f);
+          mb::own_gemm(*w, s.M, A.data(), bias, C.data(), ldc);
+          double worst = 0;
+          bool padding_untouched = true;
+          for (int64_t i = 0; i < s.M; ++i) {
+            for (int64_t j = 0; j < s.N; ++j)
+              worst = std::max(worst, std::fabs(C[size_t(i * ldc + j)] - want[size_t(i * s.N + j)]) /
+                                          magnitude[size_t(i * s.N + j)]);
+            for (int64_t j = s.N; j < ldc; ++j) padding_untouched &= C[size_t(i * ldc + j)] == 42.0f;
+          }
+          CHECK(worst < 2e-6);
+          CHECK(padding_untouched);
+        }
+    }
+  }
+  mb::set_cpu_level(saved);
 }

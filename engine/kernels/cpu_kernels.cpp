@@ -320,21 +320,19 @@ constexpr const char* kName = "neon";
 constexpr const char* kName = "baseline";
 #endif
 
-constexpr CpuKernels kTable = {CpuLevel(MB_KERNEL_LEVEL), kName, kLanes, attention_head, attention_head_backward,
-                               f32_to_bf16, abs_max, quantize_s8};
-#if MB_SIMD_AVX512
-constexpr CpuKernels kTableBf16 = {CpuLevel(MB_KERNEL_LEVEL), kName, kLanes, attention_head,
-                                   attention_head_backward, f32_to_bf16_native, abs_max, quantize_s8};
-#endif
-
 }  // namespace
 
-const CpuKernels* kernel_table(const CpuFeatures& cpu) {
+void packed_gemm_kernels(const CpuFeatures& cpu, PackedGemmKernel out[3]);  // engine/kernels/gemm_kernels.cpp
+
+// Filled in by the caller's storage (engine/cpu.cpp, once per level): a function-local static here
+// would bring the C++ runtime's guard and unwinding symbols into the object.
+void kernel_table(const CpuFeatures& cpu, CpuKernels* t) {
+  *t = CpuKernels{CpuLevel(MB_KERNEL_LEVEL), kName, kLanes, attention_head, attention_head_backward, f32_to_bf16,
+                  abs_max, quantize_s8, {}};
 #if MB_SIMD_AVX512
-  if (cpu.avx512bf16) return &kTableBf16;
+  if (cpu.avx512bf16) t->f32_to_bf16 = f32_to_bf16_native;
 #endif
-  (void)cpu;
-  return &kTable;
+  packed_gemm_kernels(cpu, t->gemm);
 }
 
 }  // namespace MB_KERNEL_NS

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "commands.h"
+#include "engine/cpu.h"
 #include "engine/error.h"
 #include "engine/threads.h"
 #include "io/data_dir.h"
@@ -23,7 +24,7 @@ std::string glue_dir_or_default(const std::string& given) {
 
 void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
   CLI::Option* bf16 = cmd->add_flag("--bf16", flags.bf16,
-                                    "bfloat16 encoder weights and products (AVX512-BF16; faster, slightly less exact)");
+                                    "bfloat16 encoder weights and products (half the weights' memory; faster with AVX512-BF16; slightly less exact)");
   CLI::Option* int8 = cmd->add_flag("--int8", flags.int8, "dynamic int8 encoder weights and activations (faster, less exact)");
   bf16->excludes(int8);
 }
@@ -32,8 +33,8 @@ void pack_model(mb::BertModel& model, mb::Precision precision, const std::string
   model.pack_for_inference(precision);
   const std::string flag = std::string("--") + mb::precision_name(precision);
   MB_CHECK(model.packed_precision() == precision,
-           model_dir + ": " + flag + " needs the oneDNN GEMM back-end with a " + mb::precision_name(precision) +
-               " kernel for this CPU (GEMM back-end here: " + std::string(mb::gemm_backend_name(mb::gemm_backend())) + ")");
+           model_dir + ": " + flag + " has no kernel on this CPU (" + mb::cpu_summary() +
+               "); int8 needs x86-64 or Arm's dot product (ARMv8.2 dotprod)");
 }
 
 namespace {

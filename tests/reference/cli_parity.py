@@ -12,7 +12,9 @@ cannot run natively: RUNNER runs them (qemu-user with a CPU model, or nothing).
     RUNNER          e.g. qemu-x86_64-static -cpu Haswell
 
 The tolerances are the native parity tests' (tests/test_bert_parity.cpp): 1e-4 for F32 weights,
-2e-3 for BF16. Exits 1 on any mismatch, with one line per check either way.
+2e-3 for BF16. Then classify with --bf16 and --int8 (the packed low-precision kernels) against the
+same float64 logits, within bounds about 3x what they measure natively. Exits 1 on any mismatch,
+with one line per check either way.
 """
 import json
 import os
@@ -27,6 +29,8 @@ from check_safetensors import read as read_safetensors  # noqa: E402
 
 # (model, tolerance on hidden states and logits), as in test_bert_parity.cpp.
 MODELS = [("tiny_f32", 1e-4), ("tiny_bf16", 2e-3)]
+# (flag, bound on logits against float64 for tiny_f32): what reduced precision costs.
+PRECISIONS = [("--bf16", 0.02), ("--int8", 0.12)]  # measured 6.5e-3 and 4.0e-2 (AVX2, SSE2)
 ENCODE_LINES = 24  # sentences run through encode/classify (the tokenizer check takes them all)
 
 failures = 0
@@ -136,6 +140,13 @@ def main():
         worst = (z - logits).abs().max().item() if z.shape == logits.shape else float("inf")
         labels = all(c["label"] == f"class_{int(logits[i].argmax())}" for i, c in enumerate(cls))
         check(worst <= tol and labels, f"[{where}] classify {name}: max |diff| logits {worst:.2e}, labels match: {labels}")
+        if name != "tiny_f32":
+            continue
+        for flag, bound in PRECISIONS:
+            cls = json_lines(run(cli + ["classify", "--model", d, flag], stdin))
+            z = torch.tensor([c["logits"] for c in cls], dtype=torch.float64)
+            worst = (z - logits).abs().max().item() if z.shape == logits.shape else float("inf")
+            check(0 < worst <= bound, f"[{where}] classify {name} {flag}: max |diff| logits {worst:.2e} (bound {bound:g})")
     print(f"cli_parity [{where}]: {'FAILED' if failures else 'passed'}", flush=True)
     sys.exit(1 if failures else 0)
 
