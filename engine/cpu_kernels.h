@@ -54,6 +54,7 @@ struct GemmBlock {
 struct PackedGemmKernel {
   int mr = 0;                              // rows per register tile
   PackForm a_form = PackForm::F32;          // how A is packed for it
+  int64_t kc = 0;                          // K per block (a multiple of 4)
   void (*block)(const GemmBlock&) = nullptr;  // null: no kernel for this precision here
 };
 

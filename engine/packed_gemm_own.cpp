@@ -43,12 +43,6 @@ namespace {
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// K per block: the panel kc × nr of weights fills about half of L1 (32 KiB at AVX-512's nr = 32).
-int64_t block_k(Precision p, int64_t nr) {
-  const int64_t panel_bytes = nr >= 32 ? 32768 : 16384;
-  return panel_bytes / (nr * (p == Precision::F32 ? 4 : p == Precision::BF16 ? 2 : 1));
-}
-
 }  // namespace
 
 float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q) {
@@ -76,7 +70,7 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int6
   w->nr = 2 * kern.lanes;
   w->group = precision == Precision::F32 ? 1 : precision == Precision::BF16 ? 2 : 4;
   w->elem_bytes = precision == Precision::F32 ? 4 : precision == Precision::BF16 ? 2 : 1;
-  w->kc = block_k(precision, w->nr);
+  w->kc = kernel.kc;
   w->k_pad = round_up(K, w->group);
   w->n_pad = round_up(N, w->nr);
   w->bytes = size_t(w->k_pad * w->n_pad * w->elem_bytes);
