@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/cpu.h"
+#include "engine/gemm.h"
 #include "io/tokenizer.h"
 #include "models/bert.h"
 #include "models/counting.h"
@@ -134,6 +136,12 @@ TEST_CASE("init writes a model that info, encode and classify accept") {
   CHECK(info["params"]["embeddings"] == 30522 * 128 + 512 * 128 + 2 * 128 + 2 * 128);
   CHECK(info["flops"]["total"].get<double>() == doctest::Approx(c.flops()));
   CHECK(info["dtype"] == "F32");
+  // The runtime: the level in use and whose kernel runs each packed precision here.
+  CHECK(info["runtime"]["cpu_level"] == mb::cpu_level_name(mb::cpu_level()));
+  for (mb::Precision p : {mb::Precision::F32, mb::Precision::BF16, mb::Precision::Int8}) {
+    const std::string kernel = mb::packed_gemm_kernel(p);
+    CHECK(info["runtime"]["packed"].value(mb::precision_name(p), std::string()) == kernel);
+  }
   CHECK(mbtest::run_cli("info --model " + dir).out.find("total") != std::string::npos);
   CHECK(mbtest::json_lines(mbtest::run_cli("classify --model " + dir, kLines).out).size() == 4);
 

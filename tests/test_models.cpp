@@ -193,9 +193,10 @@ static void check_low_precision(mb::Precision precision, double bytes_ratio, dou
   const size_t f32_bytes = m.packed_bytes();
   m.pack_for_inference(precision);
   REQUIRE(m.packed_precision() == precision);
-  REQUIRE(f32_bytes > 0);  // f32 always packs (the engine's own kernels where oneDNN has none)
-  const size_t head_bytes = size_t(c.hidden_size * c.hidden_size + 3 * c.hidden_size) * 4;
-  CHECK(double(m.packed_bytes() - head_bytes) < double(f32_bytes - head_bytes) * bytes_ratio);
+  if (f32_bytes > 0) {  // f32 packs except with oneDNN below AVX-512 (its sgemm is faster there)
+    const size_t head_bytes = size_t(c.hidden_size * c.hidden_size + 3 * c.hidden_size) * 4;
+    CHECK(double(m.packed_bytes() - head_bytes) < double(f32_bytes - head_bytes) * bytes_ratio);
+  }
 
   const mb::Tensor got = m.encode(b);
   REQUIRE(got.numel() == want.numel());

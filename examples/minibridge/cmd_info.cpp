@@ -82,7 +82,7 @@ void run_info(const InfoOptions& o) {
   std::printf("dtype       %s stored, F32 compute\n", dtype.c_str());
   const nlohmann::json& rt = j["runtime"];
   std::printf("runtime     kernels %s, GEMM %s, packed weights: %s\n", rt["cpu_level"].get<std::string>().c_str(),
-              rt["gemm"].get<std::string>().c_str(), rt["packed"].get<std::string>().c_str());
+              rt["gemm"].get<std::string>().c_str(), packed_text(rt["packed"]).c_str());
   // Pruned, bridged and shared layers differ from config.json's uniform sizes: say so, since the
   // per-layer lines below are then the real structure.
   bool uniform = true;

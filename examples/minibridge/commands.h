@@ -30,6 +30,8 @@ void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& m
 std::string version_text();
 // The same for info: cpu_level, cpu, gemm, packed, build.
 nlohmann::json runtime_json();
+// runtime_json()["packed"] as text: "bf16 (engine), int8 (engine)", or "none".
+std::string packed_text(const nlohmann::json& packed);
 
 // --data as given, or $MINIBRIDGE_DATA/glue (mb::Error when neither exists).
 std::string glue_dir_or_default(const std::string& given);

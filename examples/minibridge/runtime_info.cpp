@@ -27,14 +27,22 @@ const char* build_target() {
 #endif
 }
 
-std::string packed_precisions() {
-  std::string s;
+// {precision: whose kernel runs it packed}, e.g. {"bf16": "engine", "int8": "engine"}.
+nlohmann::json packed_kernels() {
+  nlohmann::json j = nlohmann::json::object();
   for (mb::Precision p : {mb::Precision::F32, mb::Precision::BF16, mb::Precision::Int8})
-    if (mb::packed_gemm_available(p)) s += std::string(s.empty() ? "" : " ") + mb::precision_name(p);
-  return s.empty() ? "none" : s;
+    if (const std::string k = mb::packed_gemm_kernel(p); !k.empty()) j[mb::precision_name(p)] = k;
+  return j;
 }
 
 }  // namespace
+
+std::string packed_text(const nlohmann::json& packed) {
+  std::string s;
+  for (const auto& [precision, kernel] : packed.items())
+    s += (s.empty() ? "" : ", ") + precision + " (" + kernel.get<std::string>() + ")";
+  return s.empty() ? "none" : s;
+}
 
 std::string version_text() {
   std::string backends;
@@ -42,14 +50,14 @@ std::string version_text() {
     backends += std::string(backends.empty() ? "" : " ") + mb::gemm_backend_name(b);
   return std::string("minibridge " MB_VERSION "\n") + "cpu:    " + mb::cpu_summary() + "\n" +
          "gemm:   " + mb::gemm_backend_name(mb::gemm_backend()) + " (built: " + backends +
-         "); packed weights: " + packed_precisions() + "\n" + "build:  " + build_kind() + ", " + build_target();
+         "); packed weights: " + packed_text(packed_kernels()) + "\n" + "build:  " + build_kind() + ", " + build_target();
 }
 
 nlohmann::json runtime_json() {
   return {{"cpu_level", mb::cpu_level_name(mb::cpu_level())},
           {"cpu", mb::cpu_summary()},
           {"gemm", mb::gemm_backend_name(mb::gemm_backend())},
-          {"packed", packed_precisions()},
+          {"packed", packed_kernels()},
           {"build", build_kind()}};
 }
 
