@@ -160,7 +160,8 @@ void BM_forward_packed(benchmark::State& st) {
   set_token_counters(st, double(batch * seq), mb::count_model(m, double(seq)).flops() * double(batch));
 }
 
-// The packed GEMM (oneDNN brgemm on weights reordered once, what inference runs) on one BERT-base
+// The packed GEMM (weights reordered once, what inference runs: oneDNN's brgemm where it has one for
+// the precision, else the engine's own kernels; the label says which) on one BERT-base
 // projection: rows (arg 0) × N (arg 1) × K (arg 2), cycling through 12 distinct weights as a forward
 // pass does (12 layers), so that the weights come from memory rather than the cache. arg 3 = 1: bias +
 // GELU as the kernel's post-op (the FFN's first product). arg 4: the precision (0 f32, 1 bf16, 2 int8).
@@ -168,11 +169,11 @@ void BM_gemm_packed(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
   const auto epilogue = st.range(3) ? mb::Epilogue::Gelu : mb::Epilogue::None;
   const mb::Precision precision = st.range(4) == 2 ? mb::Precision::Int8 : st.range(4) == 1 ? mb::Precision::BF16 : mb::Precision::F32;
-  st.SetLabel(mb::precision_name(precision));
+  st.SetLabel(std::string(mb::precision_name(precision)) + " " + mb::packed_gemm_kernel(precision));
   std::vector<std::shared_ptr<mb::PackedWeight>> w;
   for (uint64_t l = 0; l < 12; ++l) w.push_back(mb::pack_weight(random_vec(size_t(N * K), 10 + l).data(), N, K, precision));
   if (!w[0]) {
-    st.SkipWithError("no packed kernel (GEMM back-end is not oneDNN, or none for this CPU and precision)");
+    st.SkipWithError("no packed kernel for this CPU and precision");
     return;
   }
   const auto a = random_vec(size_t(M * K), 1), bias = random_vec(size_t(N), 2);

@@ -10,8 +10,8 @@
 //   bf16  with AVX512-BF16, two k: vdpbf16ps on the bf16 pairs as they are; elsewhere each B panel
 //         widened to f32 once (exact) and the f32 step;
 //   int8  four k: with VNNI, vpdpbusd (u8 · s8, so A is packed + 128 and the kernel subtracts
-//         128 · Σ_k W at the end); with Arm's dot product, sdot; otherwise each quad split in two
-//         int16 pairs and pmaddwd. All exact in int32: |Σ| <= 127² · K stays far below 2³¹.
+//         128 · Σ_k W at the end); with Arm's dot product, sdot; otherwise each B panel split once
+//         into int16 pairs and pmaddwd. All exact in int32: |Σ| <= 127² · K stays far below 2³¹.
 #include "engine/cpu.h"
 #include "engine/cpu_kernels.h"
 #include "engine/kernels/simd.h"
@@ -216,18 +216,20 @@ void block_bf16_widen(const GemmBlock& g) {
 }
 
 #if !MB_SIMD_NEON
-// int8 quads split into int16 pairs for pmaddwd: B's (k, k+2) and (k+1, k+3) per lane by shifts,
-// A's packed that way already ([kc/4][mr][2]).
+// int8 without a dot product instruction: pmaddwd on int16 pairs. Each B panel's quads are split
+// once into int16 pairs (k, k+2) and (k+1, k+3) per lane by shifts, into a buffer that stays in L1
+// (per quad: even of both vectors, then odd); A comes packed that way already ([kc/4][mr][2]).
+// Splitting inside the tile instead, on every tile, ran 0.8× as fast (AVX2, Zen 3).
+constexpr int64_t kS8PairsKc = 512;  // K per block: the split panel is 16-32 KiB
 struct S8PairsKernel {
   static constexpr int kMr = kMrS8Pairs;
-  static void tile(const GemmBlock& g, const uint8_t* a, const uint8_t* b, float* c, int rows, int64_t cols,
+  static void tile(const GemmBlock& g, const uint8_t* a, const int16_t* b, float* c, int rows, int64_t cols,
                    int64_t col0) {
     vi acc[kMr][2];
 #pragma GCC unroll 16
     for (int r = 0; r < kMr; ++r) acc[r][0] = acc[r][1] = izero();
     for (int64_t k = 0; k < g.kc; k += 4, a += 8 * kMr, b += 4 * kNr) {
-      const vi x0 = iload(b), x1 = iload(b + 4 * kLanes);
-      const vi e0 = ieven8(x0), o0 = iodd8(x0), e1 = ieven8(x1), o1 = iodd8(x1);
+      const vi e0 = iload(b), e1 = iload(b + 2 * kLanes), o0 = iload(b + 4 * kLanes), o1 = iload(b + 6 * kLanes);
 #pragma GCC unroll 16
       for (int r = 0; r < kMr; ++r) {
         const vi ae = ibcast(a + 8 * r), ao = ibcast(a + 8 * r + 4);
@@ -238,6 +240,27 @@ struct S8PairsKernel {
     store_s32<kMr>(g, acc, c, rows, cols, g.bias ? g.bias + col0 : nullptr, g.scale + col0, nullptr);
   }
 };
+
+void block_s8_pairs(const GemmBlock& g) {
+  alignas(64) int16_t panel[kS8PairsKc * kNr];
+  constexpr int kMr = S8PairsKernel::kMr;
+  const int64_t tiles = (g.rows + kMr - 1) / kMr, panels = (g.cols + kNr - 1) / kNr;
+  for (int64_t p = 0; p < panels; ++p) {
+    const uint8_t* quads = g.b + p * g.b_panel_bytes;
+    int16_t* out = panel;
+    for (int64_t k = 0; k < g.kc; k += 4, quads += 4 * kNr, out += 4 * kNr) {
+      const vi x0 = iload(quads), x1 = iload(quads + 4 * kLanes);
+      vstore(reinterpret_cast<float*>(out), as_f(ieven8(x0)));
+      vstore(reinterpret_cast<float*>(out + 2 * kLanes), as_f(ieven8(x1)));
+      vstore(reinterpret_cast<float*>(out + 4 * kLanes), as_f(iodd8(x0)));
+      vstore(reinterpret_cast<float*>(out + 6 * kLanes), as_f(iodd8(x1)));
+    }
+    const int64_t cols = imin(kNr, g.cols - p * kNr);
+    for (int64_t t = 0; t < tiles; ++t)
+      S8PairsKernel::tile(g, g.a + t * g.a_tile_bytes, panel, g.c + t * kMr * g.ldc + p * kNr,
+                          int(imin(kMr, g.rows - t * kMr)), cols, p * kNr);
+  }
+}
 #endif
 
 #if MB_SIMD_AVX512
@@ -338,12 +361,13 @@ void packed_gemm_kernels(const CpuFeatures& cpu, PackedGemmKernel out[3]) {
   out[1] = PackedGemmKernel{kMrF32, PackForm::Bf16AsF32, kBf16WidenKc, &block_bf16_widen};
 #if MB_SIMD_AVX512
   if (cpu.avx512bf16) out[1] = kernel<Bf16PairsKernel>(PackForm::Bf16Pairs, 2);
-  out[2] = cpu.avx512vnni ? kernel<S8VnniKernel>(PackForm::S8QuadsU8, 1) : kernel<S8PairsKernel>(PackForm::S8Pairs16, 1);
+  out[2] = cpu.avx512vnni ? kernel<S8VnniKernel>(PackForm::S8QuadsU8, 1)
+                          : PackedGemmKernel{kMrS8Pairs, PackForm::S8Pairs16, kS8PairsKc, &block_s8_pairs};
 #elif MB_SIMD_NEON
   if (cpu.dotprod) out[2] = kernel<S8DotKernel>(PackForm::S8QuadsS8, 1);
   else out[2] = PackedGemmKernel{};  // no int8 kernel without the dot product (see the docs)
 #else
-  out[2] = kernel<S8PairsKernel>(PackForm::S8Pairs16, 1);
+  out[2] = PackedGemmKernel{kMrS8Pairs, PackForm::S8Pairs16, kS8PairsKc, &block_s8_pairs};
   (void)cpu;
 #endif
 }
