@@ -3,8 +3,10 @@
 # parameters, FLOPs per 128-token sequence, model bytes, the binary's size, and the peak RSS of one
 # `classify` (one sentence, 12 tokens) in f32, --bf16 and --int8 under qemu-aarch64-static (its
 # default CPU has the dot product), read by /usr/bin/time (qemu's own resident set included). Speed under emulation means nothing and is not measured.
-# Usage: bench/arm_footprint.sh [AARCH64_BINARY] [SHAPES...]   (defaults: build-aarch64/minibridge;
-#        tiny mini small medium base). Models are made with `minibridge init` in a scratch folder.
+# Usage: bench/arm_footprint.sh [AARCH64_BINARY] [SHAPE|MODEL_DIR...]   (defaults:
+#        build-aarch64/minibridge; tiny mini small medium base). A shape's model is made with
+#        `minibridge init` in a scratch folder; a model directory (a compressed model, say) is used
+#        as it is and named by its folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arm=${1:-build-aarch64/minibridge}
@@ -19,18 +21,24 @@ echo
 echo "| shape | parameters (M) | GFLOP per 128-token sequence | model MB (F32) | peak RSS under qemu-aarch64, MB: f32 / bf16 / int8 |"
 echo "|---|---:|---:|---:|---|"
 for s in "${shapes[@]}"; do
-  "$host" init --config "$s" --out "$work/$s" --seed 0 >/dev/null 2>&1
-  info=$("$host" info --json --seq-len 128 --model "$work/$s")
+  if [[ -d "$s" ]]; then
+    model=$s
+    s=$(basename "$s")
+  else
+    model=$work/$s
+    "$host" init --config "$s" --out "$model" --seed 0 >/dev/null 2>&1
+  fi
+  info=$("$host" info --json --seq-len 128 --model "$model")
   params=$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(f\"{j['params']['total'] / 1e6:.1f}\")" "$info")
   gflop=$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(f\"{j['flops']['total'] / 1e9:.2f}\")" "$info")
-  mb=$(stat -c %s "$work/$s/model.safetensors" | awk '{printf "%.0f", $1 / 1e6}')
+  mb=$(stat -c %s "$model/model.safetensors" | awk '{printf "%.0f", $1 / 1e6}')
   rss=()
   for flag in "" --bf16 --int8; do
     kb=$(echo "The quick brown fox jumps over the lazy dog." |
-         /usr/bin/time -f %M qemu-aarch64-static "$arm" classify --model "$work/$s" --threads 2 $flag 2>&1 >/dev/null |
+         /usr/bin/time -f %M qemu-aarch64-static "$arm" classify --model "$model" --threads 2 $flag 2>&1 >/dev/null |
          tail -n1)
     rss+=("$(awk -v k="$kb" 'BEGIN {printf "%.0f", k / 1024}')")
   done
   echo "| $s | $params | $gflop | $mb | ${rss[0]} / ${rss[1]} / ${rss[2]} |"
-  rm -rf "${work:?}/$s"
+  if [[ "$model" == "$work/"* ]]; then rm -rf "$model"; fi
 done
