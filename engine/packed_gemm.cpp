@@ -7,6 +7,9 @@
 // 236 → 226; two cores, 1024 rows 419 → 427 (FFN in), 331 → 458 (FFN out), 415 → 460 (768²).
 // Tiny shapes (128² weights) are even. Every row count therefore runs packed: then the packed
 // copy is the only one a forward pass reads, and the originals' pages stay out of memory.
+// Where oneDNN has no fast kernel for a precision (bf16 below AVX-512, int8 without VNNI, every
+// precision in builds without oneDNN), the engine's own packed kernels run instead
+// (engine/packed_gemm_own.cpp); this file picks, per weight, at packing time.
 #include <omp.h>
 
 #include <algorithm>
