@@ -166,16 +166,9 @@ std::shared_ptr<PackedWeight> pack_onednn(const float* W, int64_t N, int64_t K, 
       h.resize(size_t(N * K));
       to_bf16(W, h.data(), N * K);
     } else if (int8) {  // symmetric per output row j: W[j, :] ≈ scale[j] · q[j, :]
-      p->scale.assign(size_t(N), 1.0f);
+      p->scale.resize(size_t(N));
       q.resize(size_t(N * K));
-      for (int64_t j = 0; j < N; ++j) {
-        const float* row = W + j * K;
-        float amax = 0;
-        for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(row[i]));
-        if (amax > 0) p->scale[size_t(j)] = amax / 127.0f;  // an all-zero row stays 0 at scale 1
-        const float inv = 1.0f / p->scale[size_t(j)];
-        for (int64_t i = 0; i < K; ++i) q[size_t(j * K + i)] = int8_t(std::lrint(row[i] * inv));
-      }
+      quantize_weight_rows(W, N, K, p->scale.data(), q.data());
     }
     p->desc = pd.weights_desc();
     const size_t bytes = p->desc.get_size();

@@ -58,6 +58,17 @@ float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q) {
   return scale;
 }
 
+void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, int8_t* q) {
+  for (int64_t j = 0; j < N; ++j) {
+    const float* row = W + j * K;
+    float amax = 0;
+    for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(row[i]));
+    scale[j] = amax > 0 ? amax / 127.0f : 1.0f;
+    const float inv = 1.0f / scale[j];
+    for (int64_t i = 0; i < K; ++i) q[j * K + i] = int8_t(std::lrint(row[i] * inv));
+  }
+}
+
 std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int64_t K, Precision precision) {
   const CpuKernels& kern = cpu_kernels();
   const PackedGemmKernel& kernel = kern.gemm[int(precision)];
@@ -81,14 +92,7 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int6
   if (precision == Precision::Int8) {
     w->scale.assign(size_t(w->n_pad), 0.0f);
     q.resize(size_t(N * K));
-    for (int64_t j = 0; j < N; ++j) {
-      const float* row = W + j * K;
-      float amax = 0;
-      for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(row[i]));
-      const float s = amax > 0 ? amax / 127.0f : 1.0f;  // an all-zero row stays 0 at scale 1
-      w->scale[size_t(j)] = s;
-      for (int64_t i = 0; i < K; ++i) q[size_t(j * K + i)] = int8_t(std::lrint(row[i] / s));
-    }
+    quantize_weight_rows(W, N, K, w->scale.data(), q.data());
     if (kernel.a_form == PackForm::S8QuadsU8) {
       w->comp.assign(size_t(w->n_pad), 0);
       for (int64_t j = 0; j < N; ++j) {

@@ -161,9 +161,9 @@ std::vector<double> packed_reference(mb::Precision p, int64_t M, int64_t N, int6
     for (int64_t j = 0; j < N; ++j) {
       float wmax = 0;
       for (int64_t k = 0; k < K; ++k) wmax = std::max(wmax, std::fabs(W[size_t(j * K + k)]));
-      const float ws = wmax > 0 ? wmax / 127.0f : 1.0f;
+      const float ws = wmax > 0 ? wmax / 127.0f : 1.0f, winv = 1.0f / ws;
       row_scale[size_t(j)] = ws;
-      for (int64_t k = 0; k < K; ++k) w[size_t(j * K + k)] = double(std::lrint(W[size_t(j * K + k)] / ws));
+      for (int64_t k = 0; k < K; ++k) w[size_t(j * K + k)] = double(std::lrint(W[size_t(j * K + k)] * winv));
     }
   }
   std::vector<double> out(size_t(M * N));

@@ -33,8 +33,8 @@ void pack_model(mb::BertModel& model, mb::Precision precision, const std::string
   model.pack_for_inference(precision);
   const std::string flag = std::string("--") + mb::precision_name(precision);
   MB_CHECK(model.packed_precision() == precision,
-           model_dir + ": " + flag + " has no kernel on this CPU (" + mb::cpu_summary() +
-               "); int8 needs x86-64 or Arm's dot product (ARMv8.2 dotprod)");
+           model_dir + ": " + flag + " has no kernel on this CPU (" + mb::cpu_summary() + ")" +
+               (precision == mb::Precision::Int8 ? "; int8 needs x86-64 or Arm's dot product (ARMv8.2 dotprod)" : ""));
 }
 
 namespace {
