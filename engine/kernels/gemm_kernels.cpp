@@ -23,14 +23,15 @@ namespace {
 constexpr int kNr = 2 * kLanes;  // columns per panel
 
 // Integer vectors of the same width as vf, for the int8 products and the bf16 widening.
+inline int32_t load_i32(const void* p) {  // 4 bytes from anywhere (A's packed quads and pairs)
+  int32_t x;
+  std::memcpy(&x, p, 4);
+  return x;
+}
 #if MB_SIMD_AVX512
 using vi = __m512i;
 inline vi iload(const void* p) { return _mm512_loadu_si512(p); }
-inline vi ibcast(const void* p) {
-  int32_t x;
-  std::memcpy(&x, p, 4);
-  return _mm512_set1_epi32(x);
-}
+inline vi ibcast(const void* p) { return _mm512_set1_epi32(load_i32(p)); }
 inline vi izero() { return _mm512_setzero_si512(); }
 inline vi iadd(vi a, vi b) { return _mm512_add_epi32(a, b); }
 inline vi isub(vi a, vi b) { return _mm512_sub_epi32(a, b); }
@@ -45,11 +46,7 @@ inline vi as_i(vf x) { return _mm512_castps_si512(x); }
 #elif MB_SIMD_AVX2
 using vi = __m256i;
 inline vi iload(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-inline vi ibcast(const void* p) {
-  int32_t x;
-  std::memcpy(&x, p, 4);
-  return _mm256_set1_epi32(x);
-}
+inline vi ibcast(const void* p) { return _mm256_set1_epi32(load_i32(p)); }
 inline vi izero() { return _mm256_setzero_si256(); }
 inline vi iadd(vi a, vi b) { return _mm256_add_epi32(a, b); }
 inline vi isub(vi a, vi b) { return _mm256_sub_epi32(a, b); }
@@ -64,11 +61,7 @@ inline vi as_i(vf x) { return _mm256_castps_si256(x); }
 #elif MB_SIMD_SSE2
 using vi = __m128i;
 inline vi iload(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
-inline vi ibcast(const void* p) {
-  int32_t x;
-  std::memcpy(&x, p, 4);
-  return _mm_set1_epi32(x);
-}
+inline vi ibcast(const void* p) { return _mm_set1_epi32(load_i32(p)); }
 inline vi izero() { return _mm_setzero_si128(); }
 inline vi iadd(vi a, vi b) { return _mm_add_epi32(a, b); }
 inline vi isub(vi a, vi b) { return _mm_sub_epi32(a, b); }
@@ -149,17 +142,31 @@ inline void store_s32(const GemmBlock& g, vi (&acc)[MR][2], float* c, int rows, 
   }
 }
 
-// Each kernel: tile(g, a, b, c, rows, cols, col0) computes one tile and stores it; block() walks
-// the panels (outer: the panel stays in L1) and the row tiles (inner: A's block comes from L2).
+// K per block for a panel of B of about 16 KiB (32 KiB at AVX-512's 32 columns): with A's tile it
+// stays in L1 while the block's row tiles go by.
+constexpr int64_t block_k(int bytes_per_value) { return (kNr >= 32 ? 32768 : 16384) / (kNr * bytes_per_value); }
+
+// A kernel is a struct with kMr (rows per tile), kForm (how A is packed), kKc (K per block), a
+// Panel (scratch, empty for most) with panel(), which returns the B panel the tiles read (the
+// packed one as it is, or a copy prepared once in the scratch), and tile(g, a, b, c, rows, cols,
+// col0), which computes one tile and stores it. block() walks the panels (outer: the panel stays in
+// L1) and the row tiles (inner: A's block comes from L2).
+struct AsPacked {
+  struct Panel {};
+  static const uint8_t* panel(const uint8_t* b, int64_t, Panel&) { return b; }
+};
+
 template <class Kernel>
 void block(const GemmBlock& g) {
   constexpr int MR = Kernel::kMr;
+  typename Kernel::Panel scratch;
   const int64_t tiles = (g.rows + MR - 1) / MR, panels = (g.cols + kNr - 1) / kNr;
   for (int64_t p = 0; p < panels; ++p) {
+    const uint8_t* b = Kernel::panel(g.b + p * g.b_panel_bytes, g.kc, scratch);
     const int64_t cols = imin(kNr, g.cols - p * kNr);
     for (int64_t t = 0; t < tiles; ++t)
-      Kernel::tile(g, g.a + t * g.a_tile_bytes, g.b + p * g.b_panel_bytes, g.c + t * MR * g.ldc + p * kNr,
-                   int(imin(MR, g.rows - t * MR)), cols, p * kNr);
+      Kernel::tile(g, g.a + t * g.a_tile_bytes, b, g.c + t * MR * g.ldc + p * kNr, int(imin(MR, g.rows - t * MR)),
+                   cols, p * kNr);
   }
 }
 
@@ -171,8 +178,10 @@ constexpr int kMrF32 = 12, kMrS8Pairs = 8;
 constexpr int kMrF32 = 6, kMrS8Pairs = 4;
 #endif
 
-struct F32Kernel {
+struct F32Kernel : AsPacked {
   static constexpr int kMr = kMrF32;
+  static constexpr PackForm kForm = PackForm::F32;
+  static constexpr int64_t kKc = block_k(4);
   static void tile(const GemmBlock& g, const uint8_t* ap, const uint8_t* bp, float* c, int rows, int64_t cols,
                    int64_t col0) {
     const float* a = reinterpret_cast<const float*>(ap);
@@ -196,35 +205,50 @@ struct F32Kernel {
 // bf16 without the CPU's own bf16 products: each B panel is widened to f32 once (exact: a shift
 // and a mask per pair of k) into a buffer that stays in L1, and the f32 kernel's tiles run on it.
 // Widening inside the tile instead, on every tile, ran at 0.7× the f32 kernel (AVX2, Zen 3).
-constexpr int64_t kBf16WidenKc = 256;  // K per block: the widened panel is 8-32 KiB
-void block_bf16_widen(const GemmBlock& g) {
-  alignas(64) float panel[kBf16WidenKc * kNr];
-  const int64_t tiles = (g.rows + kMrF32 - 1) / kMrF32, panels = (g.cols + kNr - 1) / kNr;
-  for (int64_t p = 0; p < panels; ++p) {
-    const uint32_t* pairs = reinterpret_cast<const uint32_t*>(g.b + p * g.b_panel_bytes);
-    for (int64_t k = 0; k < g.kc; k += 2, pairs += kNr)
+struct Bf16WidenKernel : F32Kernel {  // F32Kernel's tiles, on the widened panel
+  static constexpr PackForm kForm = PackForm::Bf16AsF32;
+  static constexpr int64_t kKc = 256;  // the widened panel is 8-32 KiB
+  struct Panel {
+    alignas(64) float v[kKc * kNr];
+  };
+  static const uint8_t* panel(const uint8_t* b, int64_t kc, Panel& out) {
+    const uint32_t* pairs = reinterpret_cast<const uint32_t*>(b);
+    for (int64_t k = 0; k < kc; k += 2, pairs += kNr)
       for (int v = 0; v < 2; ++v) {
         const vi x = iload(pairs + v * kLanes);
-        vstore(panel + k * kNr + v * kLanes, bf16_even(x));
-        vstore(panel + (k + 1) * kNr + v * kLanes, bf16_odd(x));
+        vstore(out.v + k * kNr + v * kLanes, bf16_even(x));
+        vstore(out.v + (k + 1) * kNr + v * kLanes, bf16_odd(x));
       }
-    const int64_t cols = imin(kNr, g.cols - p * kNr);
-    for (int64_t t = 0; t < tiles; ++t)
-      F32Kernel::tile(g, g.a + t * g.a_tile_bytes, reinterpret_cast<const uint8_t*>(panel),
-                      g.c + t * kMrF32 * g.ldc + p * kNr, int(imin(kMrF32, g.rows - t * kMrF32)), cols, p * kNr);
+    return reinterpret_cast<const uint8_t*>(out.v);
   }
-}
+};
 
 #if !MB_SIMD_NEON
 // int8 without a dot product instruction: pmaddwd on int16 pairs. Each B panel's quads are split
 // once into int16 pairs (k, k+2) and (k+1, k+3) per lane by shifts, into a buffer that stays in L1
 // (per quad: even of both vectors, then odd); A comes packed that way already ([kc/4][mr][2]).
 // Splitting inside the tile instead, on every tile, ran 0.8× as fast (AVX2, Zen 3).
-constexpr int64_t kS8PairsKc = 512;  // K per block: the split panel is 16-32 KiB
 struct S8PairsKernel {
   static constexpr int kMr = kMrS8Pairs;
-  static void tile(const GemmBlock& g, const uint8_t* a, const int16_t* b, float* c, int rows, int64_t cols,
+  static constexpr PackForm kForm = PackForm::S8Pairs16;
+  static constexpr int64_t kKc = 512;  // the split panel is 16-32 KiB
+  struct Panel {
+    alignas(64) int16_t v[kKc * kNr];
+  };
+  static const uint8_t* panel(const uint8_t* quads, int64_t kc, Panel& out) {
+    int16_t* o = out.v;
+    for (int64_t k = 0; k < kc; k += 4, quads += 4 * kNr, o += 4 * kNr) {
+      const vi x0 = iload(quads), x1 = iload(quads + 4 * kLanes);
+      vstore(reinterpret_cast<float*>(o), as_f(ieven8(x0)));
+      vstore(reinterpret_cast<float*>(o + 2 * kLanes), as_f(ieven8(x1)));
+      vstore(reinterpret_cast<float*>(o + 4 * kLanes), as_f(iodd8(x0)));
+      vstore(reinterpret_cast<float*>(o + 6 * kLanes), as_f(iodd8(x1)));
+    }
+    return reinterpret_cast<const uint8_t*>(out.v);
+  }
+  static void tile(const GemmBlock& g, const uint8_t* a, const uint8_t* bp, float* c, int rows, int64_t cols,
                    int64_t col0) {
+    const int16_t* b = reinterpret_cast<const int16_t*>(bp);
     vi acc[kMr][2];
 #pragma GCC unroll 16
     for (int r = 0; r < kMr; ++r) acc[r][0] = acc[r][1] = izero();
@@ -240,32 +264,13 @@ struct S8PairsKernel {
     store_s32<kMr>(g, acc, c, rows, cols, g.bias ? g.bias + col0 : nullptr, g.scale + col0, nullptr);
   }
 };
-
-void block_s8_pairs(const GemmBlock& g) {
-  alignas(64) int16_t panel[kS8PairsKc * kNr];
-  constexpr int kMr = S8PairsKernel::kMr;
-  const int64_t tiles = (g.rows + kMr - 1) / kMr, panels = (g.cols + kNr - 1) / kNr;
-  for (int64_t p = 0; p < panels; ++p) {
-    const uint8_t* quads = g.b + p * g.b_panel_bytes;
-    int16_t* out = panel;
-    for (int64_t k = 0; k < g.kc; k += 4, quads += 4 * kNr, out += 4 * kNr) {
-      const vi x0 = iload(quads), x1 = iload(quads + 4 * kLanes);
-      vstore(reinterpret_cast<float*>(out), as_f(ieven8(x0)));
-      vstore(reinterpret_cast<float*>(out + 2 * kLanes), as_f(ieven8(x1)));
-      vstore(reinterpret_cast<float*>(out + 4 * kLanes), as_f(iodd8(x0)));
-      vstore(reinterpret_cast<float*>(out + 6 * kLanes), as_f(iodd8(x1)));
-    }
-    const int64_t cols = imin(kNr, g.cols - p * kNr);
-    for (int64_t t = 0; t < tiles; ++t)
-      S8PairsKernel::tile(g, g.a + t * g.a_tile_bytes, panel, g.c + t * kMr * g.ldc + p * kNr,
-                          int(imin(kMr, g.rows - t * kMr)), cols, p * kNr);
-  }
-}
 #endif
 
 #if MB_SIMD_AVX512
 // AVX512-BF16: vdpbf16ps takes both bf16 pairs as they are (A packed as pairs, [kc/2][mr]).
-struct Bf16PairsKernel {
+struct Bf16PairsKernel : AsPacked {
+  static constexpr PackForm kForm = PackForm::Bf16Pairs;
+  static constexpr int64_t kKc = block_k(2);
   static constexpr int kMr = 12;
   __attribute__((target("avx512bf16"))) static void tile(const GemmBlock& g, const uint8_t* a, const uint8_t* b,
                                                          float* c, int rows, int64_t cols, int64_t col0) {
@@ -287,7 +292,9 @@ struct Bf16PairsKernel {
 
 // AVX-512 VNNI: vpdpbusd multiplies A's uint8 (int8 + 128) by B's int8 in quads; the 128 · Σ_k W
 // it adds is taken off at the end (comp).
-struct S8VnniKernel {
+struct S8VnniKernel : AsPacked {
+  static constexpr PackForm kForm = PackForm::S8QuadsU8;
+  static constexpr int64_t kKc = block_k(1);
   static constexpr int kMr = 12;
   __attribute__((target("avx512vnni"))) static void tile(const GemmBlock& g, const uint8_t* a, const uint8_t* b,
                                                          float* c, int rows, int64_t cols, int64_t col0) {
@@ -311,7 +318,9 @@ struct S8VnniKernel {
 #if MB_SIMD_NEON
 // Arm's dot product (ARMv8.2 dotprod: Cortex-A55/A76 and later, Neoverse, Apple): sdot by lane
 // takes four rows' int8 quads from one A register.
-struct S8DotKernel {
+struct S8DotKernel : AsPacked {
+  static constexpr PackForm kForm = PackForm::S8QuadsS8;
+  static constexpr int64_t kKc = block_k(1);
   static constexpr int kMr = 8;
   __attribute__((target("arch=armv8.2-a+dotprod"))) static void tile(const GemmBlock& g, const uint8_t* a, const uint8_t* b,
                                                        float* c, int rows, int64_t cols, int64_t col0) {
@@ -345,29 +354,23 @@ struct S8DotKernel {
 };
 #endif
 
-// K per block for a panel of B of about 16 KiB (32 KiB at AVX-512's 32 columns): with A's tile it
-// stays in L1 while the block's row tiles go by.
-constexpr int64_t block_k(int bytes_per_value) { return (kNr >= 32 ? 32768 : 16384) / (kNr * bytes_per_value); }
-
 template <class Kernel>
-PackedGemmKernel kernel(PackForm form, int bytes_per_value) {
-  return PackedGemmKernel{Kernel::kMr, form, block_k(bytes_per_value), &block<Kernel>};
+PackedGemmKernel kernel() {
+  return PackedGemmKernel{Kernel::kMr, Kernel::kForm, Kernel::kKc, &block<Kernel>};
 }
-
 }  // namespace
 
 void packed_gemm_kernels(const CpuFeatures& cpu, PackedGemmKernel out[3]) {
-  out[0] = kernel<F32Kernel>(PackForm::F32, 4);
-  out[1] = PackedGemmKernel{kMrF32, PackForm::Bf16AsF32, kBf16WidenKc, &block_bf16_widen};
+  out[0] = kernel<F32Kernel>();
+  out[1] = kernel<Bf16WidenKernel>();
 #if MB_SIMD_AVX512
-  if (cpu.avx512bf16) out[1] = kernel<Bf16PairsKernel>(PackForm::Bf16Pairs, 2);
-  out[2] = cpu.avx512vnni ? kernel<S8VnniKernel>(PackForm::S8QuadsU8, 1)
-                          : PackedGemmKernel{kMrS8Pairs, PackForm::S8Pairs16, kS8PairsKc, &block_s8_pairs};
+  if (cpu.avx512bf16) out[1] = kernel<Bf16PairsKernel>();
+  out[2] = cpu.avx512vnni ? kernel<S8VnniKernel>() : kernel<S8PairsKernel>();
 #elif MB_SIMD_NEON
-  if (cpu.dotprod) out[2] = kernel<S8DotKernel>(PackForm::S8QuadsS8, 1);
+  if (cpu.dotprod) out[2] = kernel<S8DotKernel>();
   else out[2] = PackedGemmKernel{};  // no int8 kernel without the dot product (see the docs)
 #else
-  out[2] = PackedGemmKernel{kMrS8Pairs, PackForm::S8Pairs16, kS8PairsKc, &block_s8_pairs};
+  out[2] = kernel<S8PairsKernel>();
   (void)cpu;
 #endif
 }
