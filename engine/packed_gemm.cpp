@@ -136,11 +136,6 @@ bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
   return vnni && impl.rfind("ref", 0) != 0;
 }
 
-// f32 → bfloat16 (engine/dtype.h), in parallel.
-void to_bf16(const float* x, uint16_t* out, int64_t n) {
-  const auto convert = cpu_kernels().f32_to_bf16;  // the level chosen outside the parallel region
-  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert(x + b, out + b, size_t(e - b)); });
-}
 
 }  // namespace
 
@@ -164,7 +159,7 @@ std::shared_ptr<PackedWeight> pack_onednn(const float* W, int64_t N, int64_t K, 
     std::vector<uint16_t> h;
     if (precision == Precision::BF16) {
       h.resize(size_t(N * K));
-      to_bf16(W, h.data(), N * K);
+      to_bf16_parallel(W, h.data(), N * K);
     } else if (int8) {  // symmetric per output row j: W[j, :] ≈ scale[j] · q[j, :]
       p->scale.resize(size_t(N));
       q.resize(size_t(N * K));
@@ -225,7 +220,7 @@ bool run_matmul(const PackedWeight& w, bool plain, int64_t M, const float* A, co
   static thread_local std::vector<float> out_scale, scaled_bias;
   if (w.precision == Precision::BF16) {
     if (a_h.size() < size_t(M * w.k)) a_h.resize(size_t(M * w.k));
-    to_bf16(A, a_h.data(), M * w.k);
+    to_bf16_parallel(A, a_h.data(), M * w.k);
     args[DNNL_ARG_SRC] = memory({{M, w.k}, memory::data_type::bf16, memory::format_tag::ab}, r.engine, a_h.data());
   } else if (w.precision == Precision::Int8) {
     const float a_scale = quantize_source(A, M * w.k, a_q);

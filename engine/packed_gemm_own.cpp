@@ -30,9 +30,9 @@ struct OwnPackedWeight {
   PackedGemmKernel kernel;  // of the level in use when packed (still valid if the level changes)
   int64_t nr = 0;           // columns per panel
   int64_t group = 1;        // consecutive k per column in a panel: 1 (f32), 2 (bf16), 4 (int8)
+  int64_t elem_bytes() const { return 4 / group; }  // bytes per weight: the group fills 32 bits
   int64_t kc = 0;           // K per block (a multiple of group)
   int64_t k_pad = 0, n_pad = 0;
-  int64_t elem_bytes = 4;   // bytes per weight
   std::shared_ptr<void> storage;  // the packed panels, in huge pages
   size_t bytes = 0;
   std::vector<float> scale;    // int8: W[j, :] ≈ scale[j] · Wq[j, :] (padded to n_pad)
@@ -58,6 +58,11 @@ float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q) {
   return scale;
 }
 
+void to_bf16_parallel(const float* x, uint16_t* out, int64_t n) {
+  const auto convert = cpu_kernels().f32_to_bf16;  // the level chosen outside the parallel region
+  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert(x + b, out + b, size_t(e - b)); });
+}
+
 void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, int8_t* q) {
   for (int64_t j = 0; j < N; ++j) {
     const float* row = W + j * K;
@@ -80,11 +85,10 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int6
   w->kernel = kernel;
   w->nr = 2 * kern.lanes;
   w->group = precision == Precision::F32 ? 1 : precision == Precision::BF16 ? 2 : 4;
-  w->elem_bytes = precision == Precision::F32 ? 4 : precision == Precision::BF16 ? 2 : 1;
   w->kc = kernel.kc;
   w->k_pad = round_up(K, w->group);
   w->n_pad = round_up(N, w->nr);
-  w->bytes = size_t(w->k_pad * w->n_pad * w->elem_bytes);
+  w->bytes = size_t(w->k_pad * w->n_pad * w->elem_bytes());
   w->storage = std::shared_ptr<void>(huge_page_alloc(w->bytes), [bytes = w->bytes](void* p) { huge_page_free(p, bytes); });
   uint8_t* data = static_cast<uint8_t*>(w->storage.get());
 
@@ -108,7 +112,7 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int6
     const int64_t kcb = std::min(w->kc, w->k_pad - k0);
 #pragma omp parallel for schedule(static) if (N * K > (int64_t(1) << 16))
     for (int64_t p = 0; p < panels; ++p) {
-      uint8_t* panel = data + (k0 * w->n_pad + p * kcb * nr) * w->elem_bytes;
+      uint8_t* panel = data + (k0 * w->n_pad + p * kcb * nr) * w->elem_bytes();
       for (int64_t kg = 0; kg < kcb; kg += g)
         for (int64_t j = 0; j < nr; ++j)
           for (int64_t e = 0; e < g; ++e) {
@@ -211,10 +215,8 @@ void own_gemm(const OwnPackedWeight& w, int64_t M, const float* A, const float* 
     a_src = a_q.data();
   } else if (w.precision == Precision::BF16) {  // rounded by the level's vector conversion first
     if (a_h.size() < size_t(M * w.k)) a_h.resize(size_t(M * w.k));
-    const auto convert = cpu_kernels().f32_to_bf16;
-    uint16_t* h = a_h.data();
-    parallel_chunks(M * w.k, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert(A + b, h + b, size_t(e - b)); });
-    a_src = h;
+    to_bf16_parallel(A, a_h.data(), M * w.k);
+    a_src = a_h.data();
   }
   const size_t packed_bytes = size_t(tiles * mr * w.k_pad * a_bytes);
   if (a_packed.size() < packed_bytes) a_packed.resize(packed_bytes);
@@ -254,8 +256,8 @@ void own_gemm(const OwnPackedWeight& w, int64_t M, const float* A, const float* 
         g.kc = kcb;
         g.a_tile_bytes = mr * kcb * a_bytes;
         g.a = ap + (k0 * tiles * mr + t0 * mr * kcb) * a_bytes;
-        g.b_panel_bytes = kcb * w.nr * w.elem_bytes;
-        g.b = static_cast<const uint8_t*>(w.storage.get()) + (k0 * w.n_pad + p0 * w.nr * kcb) * w.elem_bytes;
+        g.b_panel_bytes = kcb * w.nr * w.elem_bytes();
+        g.b = static_cast<const uint8_t*>(w.storage.get()) + (k0 * w.n_pad + p0 * w.nr * kcb) * w.elem_bytes();
         g.first = kb == 0;
         g.last = kb == k_blocks - 1;
         w.kernel.block(g);
