@@ -24,6 +24,16 @@ echo "aarch64 binary: $arm, $(stat -c %s "$arm" | awk '{printf "%.1f MB", $1 / 1
 echo
 echo "| model | parameters (M) | GFLOP per 128-token sequence | model MB (F32) | peak RSS MB under qemu-aarch64: f32 / bf16 / int8 | peak RSS MB native x86-64: f32 / bf16 / int8 |"
 echo "|---|---:|---:|---:|---|---|"
+# Peak RSS in MB of one classify of $model in f32, --bf16 and --int8 by the command given: "a / b / c".
+peak_rss() {
+  local out=() kb
+  for flag in "" --bf16 --int8; do
+    kb=$(echo "The quick brown fox jumps over the lazy dog." |
+         /usr/bin/time -f %M "$@" classify --model "$model" --threads 2 $flag 2>&1 >/dev/null | tail -n1)
+    out+=("$(awk -v k="$kb" 'BEGIN {printf "%.0f", k / 1024}')")
+  done
+  echo "${out[0]} / ${out[1]} / ${out[2]}"
+}
 for s in "${shapes[@]}"; do
   if [[ -d "$s" ]]; then
     model=$s
@@ -36,16 +46,6 @@ for s in "${shapes[@]}"; do
   params=$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(f\"{j['params']['total'] / 1e6:.1f}\")" "$info")
   gflop=$(python3 -c "import json,sys; j=json.loads(sys.argv[1]); print(f\"{j['flops']['total'] / 1e9:.2f}\")" "$info")
   mb=$(stat -c %s "$model/model.safetensors" | awk '{printf "%.0f", $1 / 1e6}')
-  # Peak RSS in MB of one classify in f32, --bf16 and --int8: "a / b / c".
-  peak_rss() {
-    local out=() kb
-    for flag in "" --bf16 --int8; do
-      kb=$(echo "The quick brown fox jumps over the lazy dog." |
-           /usr/bin/time -f %M "$@" classify --model "$model" --threads 2 $flag 2>&1 >/dev/null | tail -n1)
-      out+=("$(awk -v k="$kb" 'BEGIN {printf "%.0f", k / 1024}')")
-    done
-    echo "${out[0]} / ${out[1]} / ${out[2]}"
-  }
   emulated=$(peak_rss qemu-aarch64-static "$arm")
   natively=$([[ -x "$native" ]] && peak_rss "$native" || echo "—")
   echo "| $s | $params | $gflop | $mb | $emulated | $natively |"
