@@ -409,6 +409,7 @@ nlohmann::json run_kprune(const KpruneJob& job) {
            "--constraint must be in [0, 1) (the fraction of FLOPs to remove)");
   const GlueTask& task = glue_task(job.task);
   const BertModel teacher = BertModel::load(job.teacher_dir);
+  teacher.require_f32_weights(job.teacher_dir, "K-prune");
   MB_CHECK(teacher.has_classifier() && teacher.has_pooler() && teacher.config.num_labels() == task.num_labels(),
            job.teacher_dir + ": not a fine-tuned " + task.name + " model (needs a pooler and a classifier with " +
                std::to_string(task.num_labels()) + " outputs)");

@@ -231,6 +231,7 @@ json options_json(const MbbertOptions& o) {
 MbbertSummary run_mbbert(const MbbertOptions& o) {
   const auto run_start = std::chrono::steady_clock::now();
   BertModel teacher0 = BertModel::load(o.teacher_dir);
+  teacher0.require_f32_weights(o.teacher_dir, "MiniBridgeBERT's teacher");
   const GlueTask& task = glue_task(o.task);
   check_teacher(teacher0, task, o.teacher_dir);
   for (const BertLayer& L : teacher0.layers)

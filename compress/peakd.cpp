@@ -171,6 +171,7 @@ json run_peakd(const PeakdOptions& o) {
   MB_CHECK(!o.students.empty(), "Pea-KD: no student to train");
   MB_CHECK(o.epochs >= 1 && o.ptp_epochs >= 1, "Pea-KD: --epochs and --ptp-epochs must be >= 1");
   const BertModel teacher = BertModel::load(o.teacher_dir);
+  teacher.require_f32_weights(o.teacher_dir, "Pea-KD's teacher");
   check_teacher(teacher, task, o.teacher_dir);
   const int L = int(teacher.layers.size());
   MB_CHECK(o.student_layers >= 1 && o.student_layers <= L,

@@ -125,6 +125,9 @@ Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form, const 
     (tanh_form ? gelu_tanh_forward : gelu_forward)(out.mutable_data(), T * N);
     return out;
   }
+  MB_CHECK(W.value().dtype() == DType::F32, std::string("linear_gelu: the weight is stored in ") +
+                                                dtype_name(W.value().dtype()) +
+                                                " (a quantized model) and runs only on its packed kernel, which did not take this product");
   Tensor pre = rec ? Tensor::empty({T, N}) : Tensor();
   sgemm(false, true, T, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, out.mutable_data(), N);
   bias_gelu_forward(out.mutable_data(), rec ? pre.f32() : nullptr, b.data(), T, N, tanh_form);

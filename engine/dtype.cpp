@@ -14,6 +14,7 @@ size_t dtype_size(DType dt) {
     case DType::BF16: return 2;
     case DType::I32: return 4;
     case DType::I64: return 8;
+    case DType::I8: return 1;
   }
   return 0;
 }
@@ -25,6 +26,7 @@ const char* dtype_name(DType dt) {
     case DType::BF16: return "BF16";
     case DType::I32: return "I32";
     case DType::I64: return "I64";
+    case DType::I8: return "I8";
   }
   return "?";
 }
@@ -32,7 +34,7 @@ const char* dtype_name(DType dt) {
 bool dtype_from_name(const std::string& name, DType* out) {
   static const struct { const char* name; DType dt; } table[] = {
       {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
-      {"I32", DType::I32}, {"I64", DType::I64}};
+      {"I32", DType::I32}, {"I64", DType::I64}, {"I8", DType::I8}};
   for (const auto& e : table)
     if (name == e.name) { *out = e.dt; return true; }
   return false;

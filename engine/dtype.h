@@ -1,5 +1,6 @@
-// Element types: f32 is the compute type; bf16/f16 are storage types converted on load;
-// i32/i64 carry token ids.
+// Element types: f32 is the compute type; bf16/f16 are storage types converted on load (or, in a
+// quantized model, packed as they are); i8 holds a quantized model's int8 weights; i32/i64 carry
+// token ids.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -8,10 +9,10 @@
 
 namespace mb {
 
-enum class DType { F32, F16, BF16, I32, I64 };
+enum class DType { F32, F16, BF16, I32, I64, I8 };
 
 size_t dtype_size(DType dt);
-const char* dtype_name(DType dt);  // safetensors spelling: "F32", "F16", "BF16", "I32", "I64"
+const char* dtype_name(DType dt);  // safetensors spelling: "F32", "F16", "BF16", "I32", "I64", "I8"
 bool dtype_from_name(const std::string& name, DType* out);
 
 inline float bf16_to_f32(uint16_t h) {

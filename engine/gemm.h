@@ -52,6 +52,22 @@ const char* precision_name(Precision p);  // "f32", "bf16", "int8"
 // Null when there is no packed kernel for this precision (a back-end other than oneDNN, or none
 // for this CPU).
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision = Precision::F32);
+// A weight W [N, K] as a quantized model file stores it (models/quantize.h): f32, bfloat16 (the
+// bits of f32_to_bf16), or int8 with one scale per output row (quantize_weight_rows' scheme).
+struct WeightRows {
+  Precision form = Precision::F32;
+  const void* values = nullptr;   // [N, K] floats, bf16 bits (uint16) or int8
+  const float* scale = nullptr;   // Int8: [N]
+};
+// Packs stored rows in `precision`: f32 rows in any precision, as pack_weight does; bf16 and int8
+// rows only in their own, where the packed copy is bit for bit the one pack_weight makes from the
+// f32 weights they were quantised from (null for another precision, or no kernel).
+std::shared_ptr<PackedWeight> pack_weight(const WeightRows& W, int64_t N, int64_t K, Precision precision);
+// A weight W [N, K] quantised symmetrically per output row j: W[j, :] ≈ scale[j] · q[j, :] with
+// scale[j] = max|W[j, :]| / 127 (1 for an all-zero row, which stays 0), q[j, i] = W[j, i] · (1 /
+// scale[j]) rounded to nearest even. scale: N floats, q: N·K. The packed int8 weights and the
+// quantized model files both use it.
+void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, int8_t* q);
 Precision packed_weight_precision(const PackedWeight& w);
 // Whether pack_weight gives packed weights of this precision here (back-end, CPU and level).
 bool packed_gemm_available(Precision precision);

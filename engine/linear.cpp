@@ -62,6 +62,9 @@ Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed)
   Var out = make_output(Tensor::empty({T, N}), rec);
   const float* bias = b.defined() ? b.data() : nullptr;
   if (!rec && packed && gemm_packed(*packed, T, x.data(), bias, out.mutable_data(), N)) return out;
+  MB_CHECK(W.value().dtype() == DType::F32, std::string("linear: the weight is stored in ") +
+                                                dtype_name(W.value().dtype()) +
+                                                " (a quantized model) and runs only on its packed kernel, which did not take this product");
   linear_forward(out.mutable_data(), x.data(), W.data(), bias, T, K, N);
   if (rec)
     record_backward([x, W, b, out, T, K, N] {

@@ -142,7 +142,7 @@ bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
 namespace {
 
 // W packed for oneDNN's matmul, or null where oneDNN has no fast kernel for the precision here.
-std::shared_ptr<PackedWeight> pack_onednn(const float* W, int64_t N, int64_t K, Precision precision) {
+std::shared_ptr<PackedWeight> pack_onednn(const WeightRows& W, int64_t N, int64_t K, Precision precision) {
   const bool int8 = precision == Precision::Int8;
   try {
     // The layout is chosen for a typical row count; matmuls of other row counts accept it (the
@@ -155,25 +155,30 @@ std::shared_ptr<PackedWeight> pack_onednn(const float* W, int64_t N, int64_t K, 
     p->n = N;
     p->k = K;
     p->precision = precision;
+    // The rows in the precision: as stored, or converted from f32 here.
+    const void* source = W.values;
     std::vector<int8_t> q;
     std::vector<uint16_t> h;
-    if (precision == Precision::BF16) {
-      h.resize(size_t(N * K));
-      to_bf16_parallel(W, h.data(), N * K);
-    } else if (int8) {  // symmetric per output row j: W[j, :] ≈ scale[j] · q[j, :]
+    if (int8) {  // symmetric per output row j: W[j, :] ≈ scale[j] · q[j, :]
       p->scale.resize(size_t(N));
-      q.resize(size_t(N * K));
-      quantize_weight_rows(W, N, K, p->scale.data(), q.data());
+      if (W.form == Precision::Int8) {
+        std::copy(W.scale, W.scale + N, p->scale.begin());
+      } else {
+        q.resize(size_t(N * K));
+        quantize_weight_rows(static_cast<const float*>(W.values), N, K, p->scale.data(), q.data());
+        source = q.data();
+      }
+    } else if (precision == Precision::BF16 && W.form == Precision::F32) {
+      h.resize(size_t(N * K));
+      to_bf16_parallel(static_cast<const float*>(W.values), h.data(), N * K);
+      source = h.data();
     }
     p->desc = pd.weights_desc();
     const size_t bytes = p->desc.get_size();
     p->storage = std::shared_ptr<void>(huge_page_alloc(bytes), [bytes](void* q) { huge_page_free(q, bytes); });
     p->mem = memory(p->desc, runtime().engine, p->storage.get());
     // W [N, K] row-major is B = Wᵀ [K, N] in column-major ("ba") order.
-    void* source = int8 ? static_cast<void*>(q.data())
-                   : precision == Precision::BF16 ? static_cast<void*>(h.data())
-                                                  : const_cast<float*>(W);
-    memory user({{K, N}, type, memory::format_tag::ba}, runtime().engine, source);
+    memory user({{K, N}, type, memory::format_tag::ba}, runtime().engine, const_cast<void*>(source));
     dnnl::reorder(user, p->mem).execute(runtime().stream, user, p->mem);
     runtime().stream.wait();
     return p;
@@ -287,7 +292,13 @@ bool gemm_weight(const float*, int64_t, int64_t, int64_t, const float*, const fl
 #endif
 
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision) {
-  if (N <= 0 || K <= 0) return nullptr;
+  return pack_weight(WeightRows{Precision::F32, W, nullptr}, N, K, precision);
+}
+
+std::shared_ptr<PackedWeight> pack_weight(const WeightRows& W, int64_t N, int64_t K, Precision precision) {
+  if (N <= 0 || K <= 0 || !W.values) return nullptr;
+  if (W.form != Precision::F32 && W.form != precision) return nullptr;  // stored rows: their own precision
+  MB_CHECK(W.form != Precision::Int8 || W.scale, "pack_weight: int8 rows without their scales");
 #ifdef MB_HAVE_ONEDNN
   if (gemm_backend() == GemmBackend::OneDNN) {
     if (std::shared_ptr<PackedWeight> p = pack_onednn(W, N, K, precision)) return p;

@@ -74,10 +74,11 @@ void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, in
   }
 }
 
-std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int64_t K, Precision precision) {
+std::shared_ptr<OwnPackedWeight> own_pack_weight(const WeightRows& W, int64_t N, int64_t K, Precision precision) {
   const CpuKernels& kern = cpu_kernels();
   const PackedGemmKernel& kernel = kern.gemm[int(precision)];
-  if (!kernel.block || N <= 0 || K <= 0) return nullptr;
+  if (!kernel.block || N <= 0 || K <= 0 || !W.values) return nullptr;
+  if (W.form != Precision::F32 && W.form != precision) return nullptr;  // stored rows: their own precision
   auto w = std::make_shared<OwnPackedWeight>();
   w->n = N;
   w->k = K;
@@ -92,11 +93,25 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int6
   w->storage = std::shared_ptr<void>(huge_page_alloc(w->bytes), [bytes = w->bytes](void* p) { huge_page_free(p, bytes); });
   uint8_t* data = static_cast<uint8_t*>(w->storage.get());
 
-  std::vector<int8_t> q;  // int8: symmetric per output row j, W[j, :] ≈ scale[j] · q[j, :]
+  const float* f32 = W.form == Precision::F32 ? static_cast<const float*>(W.values) : nullptr;
+  const uint16_t* bf16 = W.form == Precision::BF16 ? static_cast<const uint16_t*>(W.values) : nullptr;
+  const int8_t* q = W.form == Precision::Int8 ? static_cast<const int8_t*>(W.values) : nullptr;
+  std::vector<uint16_t> bf16_own;  // bf16 from f32: rounded as oneDNN's path and quantized files round
+  if (precision == Precision::BF16 && !bf16) {
+    bf16_own.resize(size_t(N * K));
+    to_bf16_parallel(f32, bf16_own.data(), N * K);
+    bf16 = bf16_own.data();
+  }
+  std::vector<int8_t> q_own;  // int8 from f32: symmetric per output row j, W[j, :] ≈ scale[j] · q[j, :]
   if (precision == Precision::Int8) {
     w->scale.assign(size_t(w->n_pad), 0.0f);
-    q.resize(size_t(N * K));
-    quantize_weight_rows(W, N, K, w->scale.data(), q.data());
+    if (q) {
+      std::copy(W.scale, W.scale + N, w->scale.begin());
+    } else {
+      q_own.resize(size_t(N * K));
+      quantize_weight_rows(f32, N, K, w->scale.data(), q_own.data());
+      q = q_own.data();
+    }
     if (kernel.a_form == PackForm::S8QuadsU8) {
       w->comp.assign(size_t(w->n_pad), 0);
       for (int64_t j = 0; j < N; ++j) {
@@ -119,14 +134,15 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int6
             const int64_t col = p * nr + j, kk = k0 + kg + e;
             const int64_t at = (kg * nr + j * g + e);  // element index in the panel
             const bool in = col < N && kk < K;
+            const size_t src = size_t(col * K + kk);
             if (precision == Precision::F32) {
-              const float v = in ? W[col * K + kk] : 0.0f;
+              const float v = in ? f32[src] : 0.0f;
               std::memcpy(panel + at * 4, &v, 4);
             } else if (precision == Precision::BF16) {
-              const uint16_t v = in ? f32_to_bf16(W[col * K + kk]) : 0;
+              const uint16_t v = in ? bf16[src] : 0;
               std::memcpy(panel + at * 2, &v, 2);
             } else {
-              panel[at] = uint8_t(in ? q[size_t(col * K + kk)] : 0);
+              panel[at] = uint8_t(in ? q[src] : 0);
             }
           }
     }

@@ -15,7 +15,8 @@ namespace mb {
 struct OwnPackedWeight;
 
 // W [N, K] packed for the level in use; null when that level has no kernel for the precision.
-std::shared_ptr<OwnPackedWeight> own_pack_weight(const float* W, int64_t N, int64_t K, Precision precision);
+// W's rows are f32, or already in the precision (gemm.h: WeightRows).
+std::shared_ptr<OwnPackedWeight> own_pack_weight(const WeightRows& W, int64_t N, int64_t K, Precision precision);
 size_t own_packed_bytes(const OwnPackedWeight& w);
 // C[M, N] (row stride ldc) = A[M, K]·Wᵀ (+ bias[N]), in the weight's precision as gemm.h describes.
 void own_gemm(const OwnPackedWeight& w, int64_t M, const float* A, const float* bias, float* C, int64_t ldc);
@@ -25,8 +26,5 @@ void own_gemm(const OwnPackedWeight& w, int64_t M, const float* A, const float* 
 float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q);
 // n floats to bfloat16 (rounded as engine/dtype.h's f32_to_bf16), split between the threads.
 void to_bf16_parallel(const float* x, uint16_t* out, int64_t n);
-// A weight W [N, K] quantised symmetrically per output row j: W[j, :] ≈ scale[j] · q[j, :] with
-// scale[j] = max|W[j, :]| / 127 (1 for an all-zero row, which stays 0). scale: N floats, q: N·K.
-void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, int8_t* q);
 
 }  // namespace mb

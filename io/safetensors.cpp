@@ -87,7 +87,7 @@ Entry parse_entry(const std::string& name, const json& v, const std::string& whe
   auto dt = v.find("dtype");
   if (dt == v.end()) throw err("missing dtype");
   if (!dt->is_string() || !dtype_from_name(dt->get<std::string>(), &e.dtype))
-    throw err("unsupported dtype " + dt->dump() + " (supported: F32, F16, BF16, I32, I64)");
+    throw err("unsupported dtype " + dt->dump() + " (supported: F32, F16, BF16, I32, I64, I8)");
 
   // Each prefix product must fit int64: shape_numel multiplies left to right, so even a shape
   // with a later 0 would overflow there.

@@ -18,7 +18,7 @@ namespace mb {
 // stays alive while any of them does.
 struct SafeTensorsFile {
   std::string path;
-  std::map<std::string, Tensor> tensors;        // name -> view (F32/F16/BF16/I32/I64)
+  std::map<std::string, Tensor> tensors;        // name -> view (F32/F16/BF16/I32/I64/I8)
   std::map<std::string, std::string> metadata;  // "__metadata__" (string -> string)
 };
 

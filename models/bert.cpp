@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 
+#include "engine/cpu.h"
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/gemm.h"
@@ -22,6 +23,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "models/bridge.h"
+#include "models/quantize.h"
 
 namespace mb {
 
@@ -164,6 +166,7 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
   BertModel m;
   m.config = config;
   init_layers(m, source + "/config.json");
+  m.quantization = read_quantization(config, source + "/config.json");
 
   std::map<std::string, const Tensor*> by_name;
   std::vector<std::string> unknown;
@@ -181,12 +184,36 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
       continue;
     }
     const Tensor& t = *it->second;
-    MB_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
-             source + ": tensor '" + s.name + "' has dtype " + dtype_name(t.dtype()) + ", expected F32, F16 or BF16");
+    const DType stored = stored_dtype(m.quantization, s.name);
+    if (stored == DType::F32)
+      MB_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16,
+               source + ": tensor '" + s.name + "' has dtype " + dtype_name(t.dtype()) + ", expected F32, F16 or BF16");
+    else
+      MB_CHECK(t.dtype() == stored, source + ": tensor '" + s.name + "' has dtype " + dtype_name(t.dtype()) +
+                                        ", expected " + dtype_name(stored) +
+                                        " (config.json's \"minibridge\".\"quantization\" says so)");
     MB_CHECK(t.shape() == s.shape, source + ": tensor '" + s.name + "' has shape " + shape_str(t.shape()) +
                                        ", config.json implies " + shape_str(s.shape));
-    *s.var = Var(t.to_f32());  // F32: zero-copy view; F16/BF16: converted once here
+    // F32 and quantized weights: zero-copy views; F16/BF16 of an ordinary model: converted once here.
+    *s.var = Var(stored == DType::F32 ? t.to_f32() : t);
     by_name.erase(it);
+    if (stored != DType::I8) continue;
+    // Its scales: F32 [N], finite and positive (what quantize_weight_rows gives).
+    const std::string scale_name = s.name + kScaleSuffix;
+    auto sc = by_name.find(scale_name);
+    MB_CHECK(sc != by_name.end(), source + ": tensor '" + scale_name + "' (the int8 scales of '" + s.name + "') is missing");
+    const Tensor& scale = *sc->second;
+    MB_CHECK(scale.dtype() == DType::F32 && scale.shape() == Shape{s.shape[0]},
+             source + ": tensor '" + scale_name + "' has dtype " + dtype_name(scale.dtype()) + " and shape " +
+                 shape_str(scale.shape()) + ", expected F32 " + shape_str({s.shape[0]}) + " (one scale per row of '" +
+                 s.name + "')");
+    for (int64_t j = 0; j < scale.numel(); ++j) {
+      const float v = scale.f32()[j];
+      MB_CHECK(std::isfinite(v) && v > 0, source + ": tensor '" + scale_name + "' has scale " + std::to_string(v) +
+                                              " at row " + std::to_string(j) + "; int8 scales are finite and positive");
+    }
+    m.set_weight_scale(*s.var, scale);
+    by_name.erase(sc);
   }
   if (!missing.empty()) {
     std::string list;
@@ -216,7 +243,34 @@ BertModel BertModel::from_tensors(const BertConfig& config, const std::map<std::
 BertModel BertModel::load(const std::string& dir) {
   MB_CHECK(fs::is_directory(dir), dir + ": not a model directory");
   BertConfig config = read_bert_config((fs::path(dir) / "config.json").string());
-  return from_tensors(config, read_model_weights(dir), dir);
+  BertModel m = from_tensors(config, read_model_weights(dir), dir);
+  if (m.quantization.quantized()) {
+    const Precision p = m.quantization.weights;
+    MB_CHECK(packed_gemm_available(p), dir + ": the model is stored in " + precision_name(p) + ", and " +
+                                           precision_name(p) + " has no kernel on this CPU (" + cpu_summary() + ")" +
+                                           (p == Precision::Int8 ? "; int8 needs x86-64 or Arm's dot product (ARMv8.2 dotprod)" : ""));
+    m.pack_for_inference(p);
+  }
+  return m;
+}
+
+const Tensor* BertModel::weight_scale(const Var& W) const {
+  if (scales_.empty() || !W.defined()) return nullptr;
+  auto it = scales_.find(W.value().raw());
+  return it == scales_.end() ? nullptr : &it->second;
+}
+
+void BertModel::set_weight_scale(const Var& W, Tensor scale) {
+  MB_CHECK(W.defined() && W.value().dtype() == DType::I8 && scale.dtype() == DType::F32 && scale.ndim() == 1 &&
+               scale.dim(0) == W.dim(0),
+           "set_weight_scale: an I8 weight [N, K] takes F32 [N] scales");
+  scales_[W.value().raw()] = std::move(scale);
+}
+
+void BertModel::require_f32_weights(const std::string& source, const std::string& what) const {
+  MB_CHECK(!quantization.quantized(), source + ": the model is quantized (its encoder weights are stored in " +
+                                          precision_name(quantization.weights) + "): " + what +
+                                          " needs the f32 model it was quantized from");
 }
 
 BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
@@ -266,11 +320,15 @@ std::vector<std::pair<std::string, Var>> BertModel::named_parameters() const {
 
 std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (const auto& [name, v] : named_parameters()) out.emplace_back(name, v.value());
+  for (const auto& [name, v] : named_parameters()) {
+    out.emplace_back(name, v.value());
+    if (const Tensor* scale = weight_scale(v)) out.emplace_back(name + kScaleSuffix, *scale);  // int8 weights
+  }
   return out;
 }
 
 void BertModel::set_requires_grad(bool on) const {
+  if (on) require_f32_weights("model", "training");
   for (const auto& [name, v] : named_parameters()) v.set_requires_grad(on);
 }
 
@@ -280,14 +338,20 @@ void BertModel::save(const std::string& dir, DType dtype, const std::string& tok
   fs::create_directories(dir);
   const fs::path target = dir;
   std::vector<std::pair<std::string, Tensor>> tensors = named_tensors();
+  MB_CHECK(dtype == DType::F32 || !quantization.quantized(), dir + ": a quantized model is saved as it is stored");
   if (dtype != DType::F32)
     for (auto& [name, t] : tensors) t = t.to_dtype(dtype);
+  // Wider elements first, so that every tensor of a quantized model stays aligned to its element
+  // size (the data starts 8-aligned); an ordinary model's order is unchanged.
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [](const auto& a, const auto& b) { return dtype_size(a.second.dtype()) > dtype_size(b.second.dtype()); });
   write_safetensors((target / "model.safetensors").string(), tensors, {{"format", "pt"}});
   std::error_code ec;
   fs::remove(target / "model.safetensors.index.json", ec);  // a shard index from an earlier save would be stale
 
   BertConfig c = config;
   write_layer_structure(c, layer_structure());
+  write_quantization(c, quantization);
   const char* arch = has_classifier() ? "BertForSequenceClassification" : extra.empty() ? "BertModel" : "BertForMaskedLM";
   c.raw["architectures"] = nlohmann::json::array({arch});
   c.raw["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
@@ -344,7 +408,24 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
     const int64_t T = b.num_tokens(), H = word_emb.dim(1);
     Tensor x = Tensor::empty({T, H});
     const int32_t* ids[3] = {b.input_ids.data(), positions.data(), b.token_type_ids.data()};
-    const float* tables[3] = {word_emb.data(), pos_emb.data(), type_emb.data()};
+    const float* tables[3] = {nullptr, pos_emb.data(), type_emb.data()};
+    Tensor words;  // int8 word embeddings: the batch's rows dequantised, in token order
+    std::vector<int32_t> token_rows;
+    if (word_emb.value().dtype() == DType::I8) {
+      const int8_t* q = word_emb.value().data<int8_t>();
+      const float* scale = weight_scale(word_emb)->f32();
+      words = Tensor::empty({T, H});
+      token_rows.resize(size_t(T));
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t id = b.input_ids[size_t(t)];
+        for (int64_t i = 0; i < H; ++i) words.f32()[t * H + i] = scale[id] * float(q[id * H + i]);
+        token_rows[size_t(t)] = int32_t(t);
+      }
+      ids[0] = token_rows.data();
+      tables[0] = words.f32();
+    } else {
+      tables[0] = word_emb.data();
+    }
     embedding_sum_forward(x.f32(), ids, tables, 3, T, H);
     layernorm_forward(x.f32(), nullptr, nullptr, x.f32(), nullptr, emb_ln_w.data(), emb_ln_b.data(), T, H,
                       float(config.layer_norm_eps));
@@ -364,32 +445,54 @@ std::pair<Var, Var> query_key(const BertLayer& L, const Var& x, const BertModel*
 
 const PackedWeight* BertModel::packed_weight(const Var& W) const {
   if (packed_.empty() || !W.defined()) return nullptr;
-  auto it = packed_.find(W.data());
+  auto it = packed_.find(W.value().raw());
   return it == packed_.end() ? nullptr : it->second.get();
 }
 
 const BertModel::PackedQkv* BertModel::packed_qkv(const BertLayer& L) const {
   if (packed_qkv_.empty() || L.kind == LayerKind::Bridge || !L.q_w.defined()) return nullptr;
-  auto it = packed_qkv_.find(L.q_w.data());
+  auto it = packed_qkv_.find(L.q_w.value().raw());
   return it == packed_qkv_.end() ? nullptr : &it->second;
 }
 
 namespace {
 
+// W's rows as stored: f32, bf16, or int8 with the model's scales for them.
+WeightRows rows_of(const BertModel& m, const Var& W) {
+  const Tensor& t = W.value();
+  if (t.dtype() == DType::BF16) return {Precision::BF16, t.raw(), nullptr};
+  if (t.dtype() == DType::I8) {
+    const Tensor* scale = m.weight_scale(W);
+    MB_CHECK(scale, "an int8 weight without its scales");
+    return {Precision::Int8, t.raw(), scale->f32()};
+  }
+  return {Precision::F32, W.data(), nullptr};
+}
+
 // [W_Q; W_K; W_V] packed as one weight [3W, H], and [b_Q; b_K; b_V] (zeros where a bias is absent).
-std::optional<BertModel::PackedQkv> pack_qkv(const BertLayer& L, Precision precision) {
+// Rows of any stored form: per-row int8 scales concatenate as the rows do.
+std::optional<BertModel::PackedQkv> pack_qkv(const BertModel& m, const BertLayer& L, Precision precision) {
   const int64_t W = L.q_w.dim(0), H = L.q_w.dim(1);
-  std::vector<float> w(size_t(3 * W * H));
-  BertModel::PackedQkv f;
-  f.bias = Tensor::zeros({3 * W});
   const Var* weights[3] = {&L.q_w, &L.k_w, &L.v_w};
   const Var* biases[3] = {&L.q_b, &L.k_b, &L.v_b};
+  const DType dtype = L.q_w.value().dtype();
+  const size_t row_bytes = size_t(H) * dtype_size(dtype);
+  std::vector<uint8_t> w(size_t(3 * W) * row_bytes);
+  std::vector<float> scale(dtype == DType::I8 ? size_t(3 * W) : 0);
+  BertModel::PackedQkv f;
+  f.bias = Tensor::zeros({3 * W});
   for (int j = 0; j < 3; ++j) {
-    if (!weights[j]->defined() || weights[j]->dim(0) != W || weights[j]->dim(1) != H) return std::nullopt;
-    std::memcpy(w.data() + size_t(j * W * H), weights[j]->data(), size_t(W * H) * 4);
+    const Tensor& t = weights[j]->value();
+    if (!t.defined() || t.dtype() != dtype || t.dim(0) != W || t.dim(1) != H) return std::nullopt;
+    std::memcpy(w.data() + size_t(j * W) * row_bytes, t.raw(), size_t(W) * row_bytes);
+    if (dtype == DType::I8) {
+      const WeightRows r = rows_of(m, *weights[j]);
+      std::memcpy(scale.data() + j * W, r.scale, size_t(W) * sizeof(float));
+    }
     if (biases[j]->defined()) std::memcpy(f.bias.f32() + j * W, biases[j]->data(), size_t(W) * 4);
   }
-  f.weight = pack_weight(w.data(), 3 * W, H, precision);
+  const WeightRows rows{rows_of(m, L.q_w).form, w.data(), scale.empty() ? nullptr : scale.data()};
+  f.weight = pack_weight(rows, 3 * W, H, precision);
   if (!f.weight) return std::nullopt;
   return f;
 }
@@ -397,19 +500,23 @@ std::optional<BertModel::PackedQkv> pack_qkv(const BertLayer& L, Precision preci
 }  // namespace
 
 void BertModel::pack_for_inference(Precision precision) {
+  const bool quantized = quantization.quantized();
+  MB_CHECK(!quantized || precision == quantization.weights,
+           std::string("this model is stored in ") + precision_name(quantization.weights) + " and runs in it only, not in " +
+               precision_name(precision) + " (quantize the f32 model it came from for that)");
   packed_.clear();
   packed_qkv_.clear();
   std::vector<const Var*> weights;
   for (const BertLayer& L : layers) {
     if (L.kind == LayerKind::Bridge) continue;
     if (L.num_heads > 0 && L.q_w.defined()) {  // a sublayer K-prune removed has no Q, K, V
-      if (!packed_qkv_.count(L.q_w.data())) {   // shared layers: once
-        if (std::optional<PackedQkv> f = pack_qkv(L, precision)) {
-          packed_qkv_.emplace(L.q_w.data(), std::move(*f));
+      if (!packed_qkv_.count(L.q_w.value().raw())) {   // shared layers: once
+        if (std::optional<PackedQkv> f = pack_qkv(*this, L, precision)) {
+          packed_qkv_.emplace(L.q_w.value().raw(), std::move(*f));
           for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) w->value().release_pages();
         }
       }
-      if (!packed_qkv_.count(L.q_w.data()))
+      if (!packed_qkv_.count(L.q_w.value().raw()))
         for (const Var* w : {&L.q_w, &L.k_w, &L.v_w}) weights.push_back(w);
     }
     for (const Var* w : {&L.attn_out_w, &L.ffn_in_w, &L.ffn_out_w}) weights.push_back(w);
@@ -419,11 +526,17 @@ void BertModel::pack_for_inference(Precision precision) {
   weights.push_back(&classifier_w);
   for (size_t i = 0; i < weights.size(); ++i) {
     const Var* w = weights[i];
-    if (!w->defined() || w->numel() == 0 || packed_.count(w->data())) continue;  // shared layers: once
+    if (!w->defined() || w->numel() == 0 || packed_.count(w->value().raw())) continue;  // shared layers: once
     std::shared_ptr<PackedWeight> p =
-        pack_weight(w->data(), w->dim(0), w->dim(1), i < encoder_weights ? precision : Precision::F32);
-    if (!p) continue;
-    packed_[w->data()] = std::move(p);
+        pack_weight(rows_of(*this, *w), w->dim(0), w->dim(1), i < encoder_weights ? precision : Precision::F32);
+    if (!p) {
+      // A stored bf16 or int8 weight has no other way to run.
+      MB_CHECK(w->value().dtype() == DType::F32, std::string("this CPU has no ") + precision_name(precision) +
+                                                     " kernel for a " + shape_str(w->value().shape()) + " weight (" +
+                                                     cpu_summary() + ")");
+      continue;
+    }
+    packed_[w->value().raw()] = std::move(p);
     w->value().release_pages();
   }
 }
@@ -437,6 +550,7 @@ Precision BertModel::packed_precision() const {
 }
 
 void BertModel::unpack() const {
+  if (quantization.quantized()) return;  // its bf16 / int8 weights run only packed
   packed_.clear();
   packed_qkv_.clear();
 }
@@ -483,6 +597,12 @@ Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, c
 
 Var BertModel::hidden_states(const Batch& b, const ForwardOptions& opt, std::vector<Var>* all_layers) const {
   MB_CHECK(!opt.train || opt.rng, "training forward pass needs a random generator for dropout");
+  if (quantization.quantized()) {
+    if (opt.train) require_f32_weights("model", "training");
+    MB_CHECK(!packed_.empty() || !packed_qkv_.empty(), std::string("this model is stored in ") +
+                                                           precision_name(quantization.weights) +
+                                                           ": pack_for_inference() it first (BertModel::load does)");
+  }
   Var x = embed(b, opt);
   if (all_layers) all_layers->assign(1, x);
   for (const BertLayer& L : layers) {

@@ -67,6 +67,17 @@ struct BertLayer {
 
 class BertModel;
 
+// How a model's weights are stored. An ordinary model keeps them in f32 (or f16/bf16 files
+// converted to f32 on load). A quantized model (models/quantize.h: `minibridge quantize`) stores
+// its encoder layers' six linear weights in bf16 or int8 (one scale per output row), and
+// optionally its word embeddings in int8 (one scale per row), recorded under config.json's
+// "minibridge"."quantization". It runs inference only, its encoder always packed in that precision.
+struct Quantization {
+  Precision weights = Precision::F32;  // BF16 or Int8 when quantized
+  bool int8_embeddings = false;
+  bool quantized() const { return weights != Precision::F32; }
+};
+
 // How BertModel::encode splits a batch across `threads` threads: one share of sequence indices
 // (in batch order) per thread, with about equal token counts. Empty, so that the batch runs
 // whole with every product split across the threads, when there are fewer sequences than
@@ -92,6 +103,15 @@ class BertModel {
   Var pooler_w, pooler_b;           // optional (BertModel checkpoints may lack them)
   Var classifier_w, classifier_b;   // optional: [num_labels, H]
   std::map<std::string, Var> extra; // stored tensors the encoder does not use (e.g. "cls.predictions.*")
+  // Ordinary models: none. A quantized model's int8 and bf16 weights are views of the mapped file
+  // (Vars whose tensors are I8 or BF16); an int8 one's per-row scales are weight_scale(W).
+  Quantization quantization;
+  // The scales of an int8 weight W [N, K] (F32 [N]: W[j, :] ≈ scale[j] · q[j, :]), or null.
+  const Tensor* weight_scale(const Var& W) const;
+  void set_weight_scale(const Var& W, Tensor scale);
+  // Throws mb::Error naming `source` when the model is quantized: what needs f32 weights
+  // (training, compression, f32 inference) calls it.
+  void require_f32_weights(const std::string& source, const std::string& what) const;
 
   bool has_pooler() const { return pooler_w.defined(); }
   // Every layer's kind and size (what save() records under config.json's "minibridge").
@@ -101,9 +121,12 @@ class BertModel {
 
   // Loads DIR/config.json and DIR/model.safetensors (or sharded). F32 weights stay zero-copy views of
   // the mapping; F16/BF16 are converted to F32. Missing tensors are an error naming them;
-  // unknown ones are reported on stderr.
+  // unknown ones are reported on stderr. A quantized model's bf16 and int8 weights stay views of
+  // the mapping too, and are packed here (pack_for_inference in their precision; an mb::Error when
+  // this CPU has no kernel for it), so that no f32 copy of them is ever made.
   static BertModel load(const std::string& dir);
-  // Same, from tensors already read. `source` names where they came from in messages.
+  // Same, from tensors already read, without packing. `source` names where they came from in
+  // messages.
   static BertModel from_tensors(const BertConfig& config, const std::map<std::string, Tensor>& tensors,
                                 const std::string& source);
   // BERT's own initialisation: weights ~ normal(0, initializer_range), biases 0, LayerNorm 1/0,
@@ -117,7 +140,8 @@ class BertModel {
   void set_requires_grad(bool on) const;
 
   // Writes config.json + model.safetensors (atomically), and copies vocab.txt (+ tokenizer
-  // config) from tokenizer_dir when given.
+  // config) from tokenizer_dir when given. A quantized model is written as it is stored (dtype
+  // must be F32, meaning its other tensors in f32), with its scales and config.json's record.
   void save(const std::string& dir, DType dtype = DType::F32, const std::string& tokenizer_dir = "") const;
 
   // Checks ids, token types and lengths against the config; throws mb::Error saying which sequence.
@@ -156,11 +180,13 @@ class BertModel {
   // (trainable_params) unpacks.
   // BF16 / Int8: the encoder layers' weights packed in bfloat16 or quantised to int8 instead
   // (engine/gemm.h: Precision; the pooler and classifier stay f32), for speed at a small
-  // accuracy cost.
+  // accuracy cost. A quantized model packs in its stored precision only (an mb::Error for
+  // another), and every encoder weight must pack (an mb::Error naming the precision otherwise).
   using Precision = mb::Precision;
   void pack_for_inference(Precision precision = Precision::F32);
   // The precision of the packed encoder weights (F32 when nothing is packed).
   Precision packed_precision() const;
+  // Drops the packed copies; a quantized model's stay (its weights have no other form to run in).
   void unpack() const;
   size_t packed_bytes() const;
   // The packed copy of W, or null.
@@ -177,8 +203,9 @@ class BertModel {
  private:
   // Caches of the weights' values (hence mutable: dropping them never changes what the model
   // computes). Keyed by the data of W (W_Q for the fused Q/K/V).
-  mutable std::map<const float*, std::shared_ptr<PackedWeight>> packed_;
-  mutable std::map<const float*, PackedQkv> packed_qkv_;
+  mutable std::map<const void*, std::shared_ptr<PackedWeight>> packed_;
+  mutable std::map<const void*, PackedQkv> packed_qkv_;
+  std::map<const void*, Tensor> scales_;  // keyed by the data of an int8 weight
   // Inference through packed_qkv(layer): the attention context [T, W], or undefined when the
   // packed kernel does not take this product.
   Var attention_context_packed(const BertLayer& layer, const Var& x, const Batch& batch) const;

@@ -98,6 +98,7 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
   const GlueSplit dev = read_glue_split(o.data_dir, task, "dev");
   MB_CHECK(!train.examples.empty(), train.path + ": no training examples");
   BertModel model = BertModel::load(o.model_dir);
+  model.require_f32_weights(o.model_dir, "fine-tuning");
   const Tokenizer tok = Tokenizer::from_model_dir(o.model_dir);
   prepare_for_task(model, task, o.train.seed);
   const std::vector<Encoding> enc = encode_split(tok, train, task.pair, o.max_len);

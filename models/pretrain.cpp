@@ -175,6 +175,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
            o.corpus_dir + ": no file held out for evaluation (--heldout-fraction must be positive)");
   const Tokenizer tok = Tokenizer::from_model_dir(o.model_dir);
   BertModel model = BertModel::load(o.model_dir);
+  model.require_f32_weights(o.model_dir, "pretraining");
   MB_CHECK(int64_t(tok.vocab_size()) <= model.config.vocab_size,
            o.model_dir + "/vocab.txt has " + std::to_string(tok.vocab_size()) + " entries, more than vocab_size " +
                std::to_string(model.config.vocab_size) + " in config.json");

@@ -10,6 +10,7 @@
 namespace mb {
 
 std::vector<ParamRef> trainable_params(const BertModel& model) {
+  model.require_f32_weights("model", "training");
   model.unpack();  // the weights are about to change: packed copies would go stale
   std::vector<ParamRef> refs;
   for (const auto& [name, v] : model.named_parameters()) {

@@ -202,3 +202,45 @@ TEST_CASE("bad input: one clear error, non-zero exit, no crash") {
   CHECK(r.err.find("nosuchshape") != std::string::npos);
   CHECK_FALSE(fs::exists(bad + "2"));
 }
+
+TEST_CASE("quantize: a model directory that info, classify, encode and eval take; it runs as --int8 does") {
+  const std::string root = mbtest::scratch_dir("cli_quantize");
+  mbtest::CliRun r = mbtest::run_cli("quantize --model " + tiny() + " --out " + root + "/int8 --dtype int8");
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(r.err.find("wrote " + root + "/int8") != std::string::npos);
+  const json info = json::parse(mbtest::run_cli("info --json --model " + root + "/int8").out);
+  CHECK(info["quantization"]["dtype"] == "int8");
+  CHECK(info["quantization"]["embeddings"] == "f32");
+  CHECK(info["dtype"] == "F32+I8");
+  CHECK(json::parse(mbtest::run_cli("info --json --model " + tiny()).out)["quantization"].is_null());
+  CHECK(mbtest::run_cli("info --model " + root + "/int8").out.find("quantized   int8 encoder weights") != std::string::npos);
+  if (mb::packed_gemm_available(mb::Precision::Int8)) {
+    // The same output lines as the f32 model with --int8, and --int8 may be repeated.
+    for (const char* cmd : {"classify", "encode"}) {
+      CAPTURE(cmd);
+      const std::string want = mbtest::run_cli(std::string(cmd) + " --int8 --model " + tiny(), kLines).out;
+      CHECK(!want.empty());
+      CHECK(mbtest::run_cli(std::string(cmd) + " --model " + root + "/int8", kLines).out == want);
+      CHECK(mbtest::run_cli(std::string(cmd) + " --int8 --model " + root + "/int8", kLines).out == want);
+    }
+    r = mbtest::run_cli("classify --bf16 --model " + root + "/int8", kLines);
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("stored in int8 and runs in it (drop --bf16") != std::string::npos, r.err);
+    r = mbtest::run_cli("bench --train --iters 1 --model " + root + "/int8");
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("--train needs the f32 model it was quantized from") != std::string::npos, r.err);
+  }
+  r = mbtest::run_cli("quantize --model " + tiny() + " --out " + root + "/x --dtype int4");
+  CHECK(r.status != 0);
+  CHECK(r.err.find("int4") != std::string::npos);
+  CHECK(!std::filesystem::exists(root + "/x"));
+  r = mbtest::run_cli("quantize --model " + root + "/int8 --out " + root + "/again --dtype bf16");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("already quantized (int8)") != std::string::npos);
+  r = mbtest::run_cli("quantize --model " + tiny() + " --out " + root + "/no/such/parent --dtype bf16");
+  CHECK(r.status == 1);
+  CHECK(r.err.find("does not exist") != std::string::npos);
+  r = mbtest::run_cli("finetune --task SST-2 --model " + root + "/int8 --out " + root + "/ft");
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("fine-tuning needs the f32 model it was quantized from") != std::string::npos, r.err);
+}

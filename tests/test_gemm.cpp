@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "engine/cpu.h"
@@ -209,7 +210,7 @@ TEST_CASE("the engine's own packed GEMM: every precision at every CPU level agai
           const std::vector<float> W = mbtest::random_normals(size_t(s.N * s.K), 8);
           const std::vector<float> b = mbtest::random_normals(size_t(s.N), 9);
           const float* bias = with_bias ? b.data() : nullptr;
-          const std::shared_ptr<mb::OwnPackedWeight> w = mb::own_pack_weight(W.data(), s.N, s.K, p);
+          const std::shared_ptr<mb::OwnPackedWeight> w = mb::own_pack_weight(mb::WeightRows{mb::Precision::F32, W.data(), nullptr}, s.N, s.K, p);
           if (!w) {  // only Arm without the dot product has no int8 kernel
             CHECK(p == mb::Precision::Int8);
             CHECK(!mb::cpu_features().dotprod);
@@ -234,4 +235,50 @@ TEST_CASE("the engine's own packed GEMM: every precision at every CPU level agai
     }
   }
   mb::set_cpu_level(saved);
+}
+
+TEST_CASE("packing stored bf16 and int8 rows gives what packing their f32 weights gives, bit for bit") {
+  // A quantized model file stores the rows pack_weight would derive from the f32 weights; loading it
+  // must compute exactly what loading the f32 model with --bf16 / --int8 computes.
+  const int64_t M = 37, N = 70, K = 300;
+  const std::vector<float> A = mbtest::random_normals(size_t(M * K), 11);
+  std::vector<float> W = mbtest::random_normals(size_t(N * K), 12);
+  std::fill(W.begin() + 5 * K, W.begin() + 6 * K, 0.0f);  // an all-zero row: scale 1, stays 0
+  const std::vector<float> b = mbtest::random_normals(size_t(N), 13);
+  std::vector<uint16_t> h(W.size());
+  mb::convert_f32_to_bf16(W.data(), h.data(), W.size());
+  std::vector<float> scale(static_cast<size_t>(N));
+  std::vector<int8_t> q(W.size());
+  mb::quantize_weight_rows(W.data(), N, K, scale.data(), q.data());
+  CHECK(scale[5] == 1.0f);
+
+  const mb::CpuLevel saved_level = mb::cpu_level();
+  const mb::GemmBackend saved_backend = mb::gemm_backend();
+  for (mb::GemmBackend backend : mb::available_gemm_backends()) {
+    mb::set_gemm_backend(backend);
+    for (mb::CpuLevel level : mb::supported_cpu_levels()) {
+      mb::set_cpu_level(level);
+      CAPTURE(mb::gemm_backend_name(backend));
+      CAPTURE(mb::cpu_level_name(level));
+      for (mb::Precision p : {mb::Precision::BF16, mb::Precision::Int8}) {
+        CAPTURE(mb::precision_name(p));
+        const mb::WeightRows rows = p == mb::Precision::BF16 ? mb::WeightRows{p, h.data(), nullptr}
+                                                             : mb::WeightRows{p, q.data(), scale.data()};
+        const std::shared_ptr<mb::PackedWeight> from_f32 = mb::pack_weight(W.data(), N, K, p);
+        const std::shared_ptr<mb::PackedWeight> from_rows = mb::pack_weight(rows, N, K, p);
+        REQUIRE(bool(from_f32) == bool(from_rows));
+        // Stored rows pack only in their own precision.
+        CHECK(!mb::pack_weight(rows, N, K, p == mb::Precision::BF16 ? mb::Precision::Int8 : mb::Precision::BF16));
+        CHECK(!mb::pack_weight(rows, N, K, mb::Precision::F32));
+        if (!from_f32) continue;
+        CHECK(mb::packed_weight_bytes(*from_f32) == mb::packed_weight_bytes(*from_rows));
+        std::vector<float> c1(size_t(M * N)), c2(size_t(M * N), 1.0f);
+        REQUIRE(mb::gemm_packed(*from_f32, M, A.data(), b.data(), c1.data(), N));
+        REQUIRE(mb::gemm_packed(*from_rows, M, A.data(), b.data(), c2.data(), N));
+        CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+  mb::set_cpu_level(saved_level);
+  mb::set_gemm_backend(saved_backend);
 }

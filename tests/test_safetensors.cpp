@@ -75,6 +75,7 @@ Named sample_tensors() {
       {"bf16", Tensor::from_vector({1.0f, -3.5f, 1e30f, 0.0078125f}, {2, 2}).to_dtype(DType::BF16)},
       {"i32", ints<int32_t>({7, -1, 2147483647}, DType::I32)},
       {"i64", ints<int64_t>({-3, (int64_t(1) << 60) + 1}, DType::I64)},
+      {"i8", ints<int8_t>({-128, 127, 0, -1, 5}, DType::I8)},
       {"empty", Tensor::empty({0, 3})},
   };
 }
@@ -101,6 +102,7 @@ nlohmann::json expected_summary(const Named& tensors, const std::map<std::string
       switch (t.dtype()) {
         case DType::I32: values.push_back(t.data<int32_t>()[i]); break;
         case DType::I64: values.push_back(t.data<int64_t>()[i]); break;
+        case DType::I8: values.push_back(t.data<int8_t>()[i]); break;
         default: values.push_back(double(t.to_f32().f32()[i]));
       }
     }
@@ -367,9 +369,9 @@ TEST_CASE("safetensors: model directories, single file or sharded") {
   };
   const std::string s1 = "model-00001-of-00002.safetensors", s2 = "model-00002-of-00002.safetensors";
   write_safetensors(dir + "/" + s1, {all[0], all[1], all[2]});
-  write_safetensors(dir + "/" + s2, {all[3], all[4], all[5]});
+  write_safetensors(dir + "/" + s2, Named(all.begin() + 3, all.end()));
   nlohmann::json wm;
-  for (int i = 0; i < 6; ++i) wm[all[i].first] = i < 3 ? s1 : s2;
+  for (size_t i = 0; i < all.size(); ++i) wm[all[i].first] = i < 3 ? s1 : s2;
 
   SUBCASE("sharded") {
     write_index(wm);
@@ -414,7 +416,9 @@ TEST_CASE("safetensors: model directories, single file or sharded") {
     CHECK(error_of(dir).find("'i32' is listed in " + s1) != std::string::npos);
   }
   SUBCASE("tensor in two shards") {
-    write_safetensors(dir + "/" + s2, {all[3], all[4], all[5], all[0]});
+    Named twice(all.begin() + 3, all.end());
+    twice.push_back(all[0]);
+    write_safetensors(dir + "/" + s2, twice);
     write_index(wm);
     CHECK(error_of(dir).find("'f32' is present in two shards") != std::string::npos);
   }

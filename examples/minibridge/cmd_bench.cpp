@@ -158,6 +158,7 @@ void run_bench(const BenchOptions& o) {
   MB_CHECK(precision == mb::Precision::F32 || (!o.train && !o.no_pack),
            std::string("--") + mb::precision_name(precision) +
                " is for forward passes on packed weights (not with --train or --no-pack)");
+  if (o.train || o.no_pack) model.require_f32_weights(o.model, o.train ? "--train" : "--no-pack");
   if (!o.train && !o.no_pack) pack_model(model, precision, o.model);
 
   const mb::Batch batch = o.inputs.empty() ? synthetic_batch(o, model.config) : batch_from_file(o.inputs);

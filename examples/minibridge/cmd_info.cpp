@@ -58,10 +58,23 @@ void run_info(const InfoOptions& o) {
       layers.push_back({{"kind", "encoder"}, {"params", l.params}, {"heads", l.heads}, {"neurons", l.neurons},
                         {"mha_flops", l.mha_flops}, {"ffn_flops", l.ffn_flops}});
   }
+  const mb::Quantization& q = m.quantization;
+  const std::string compute = !q.quantized() ? "F32"
+                              : std::string(q.weights == mb::Precision::Int8 ? "INT8" : "BF16") +
+                                    " encoder products, F32 elsewhere";
+  double stored_bytes = 0;
+  for (const auto& [name, t] : stored) stored_bytes += double(t.nbytes());
+  nlohmann::json quantization = nullptr;
+  if (q.quantized())
+    quantization = {{"dtype", mb::precision_name(q.weights)},
+                    {"embeddings", q.int8_embeddings ? "int8" : "f32"},
+                    {"format", "minibridge (not readable by Hugging Face)"}};
   nlohmann::json j = {
       {"model", o.model},
       {"dtype", dtype},
-      {"compute_dtype", "F32"},
+      {"compute_dtype", compute},
+      {"quantization", quantization},
+      {"weight_bytes", stored_bytes},
       {"structure",
        {{"layers", config.num_hidden_layers}, {"hidden_size", config.hidden_size},
         {"num_attention_heads", config.num_attention_heads}, {"head_dim", config.head_dim()},
@@ -79,7 +92,10 @@ void run_info(const InfoOptions& o) {
     return;
   }
   std::printf("model       %s\n", o.model.c_str());
-  std::printf("dtype       %s stored, F32 compute\n", dtype.c_str());
+  std::printf("dtype       %s stored (%.1f MB), %s compute\n", dtype.c_str(), stored_bytes / 1e6, compute.c_str());
+  if (q.quantized())
+    std::printf("quantized   %s encoder weights, %s word embeddings (minibridge quantize: its own format, not Hugging Face's)\n",
+                mb::precision_name(q.weights), q.int8_embeddings ? "int8" : "f32");
   const nlohmann::json& rt = j["runtime"];
   std::printf("runtime     kernels %s, GEMM %s, packed weights: %s\n", rt["cpu_level"].get<std::string>().c_str(),
               rt["gemm"].get<std::string>().c_str(), packed_text(rt["packed"]).c_str());

@@ -30,6 +30,14 @@ void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
 }
 
 void pack_model(mb::BertModel& model, mb::Precision precision, const std::string& model_dir) {
+  const mb::Quantization& q = model.quantization;
+  if (q.quantized()) {  // packed in its stored precision when loaded; a flag may only repeat it
+    MB_CHECK(precision == mb::Precision::F32 || precision == q.weights,
+             model_dir + ": the model is stored in " + mb::precision_name(q.weights) + " and runs in it (drop --" +
+                 mb::precision_name(precision) + ", or quantize the f32 model it came from to " +
+                 mb::precision_name(precision) + ")");
+    return;
+  }
   model.pack_for_inference(precision);
   const std::string flag = std::string("--") + mb::precision_name(precision);
   MB_CHECK(model.packed_precision() == precision,

@@ -13,6 +13,7 @@ namespace mbcli {
 void add_infer_commands(CLI::App& app);  // tokenize, encode, classify
 void add_info_command(CLI::App& app);
 void add_init_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 void add_train_commands(CLI::App& app);  // finetune, eval
 void add_pretrain_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
@@ -44,7 +45,8 @@ struct PrecisionFlags {
 void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags);
 
 // Packs a loaded model for inference in the given precision (an mb::Error naming model_dir when
-// there is no kernel for it, rather than silently running f32).
+// there is no kernel for it, rather than silently running f32). A quantized model is already
+// packed in its stored precision: F32 (no flag) or that precision are accepted, another is an error.
 void pack_model(mb::BertModel& model, mb::Precision precision, const std::string& model_dir);
 
 }  // namespace mbcli

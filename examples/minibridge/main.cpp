@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   mbcli::add_infer_commands(app);
   mbcli::add_info_command(app);
   mbcli::add_init_command(app);
+  mbcli::add_quantize_command(app);
   mbcli::add_train_commands(app);
   mbcli::add_pretrain_command(app);
   mbcli::add_bench_command(app);
