@@ -64,13 +64,14 @@ void to_bf16_parallel(const float* x, uint16_t* out, int64_t n) {
 }
 
 void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, int8_t* q) {
+  // The level's kernels: max|row| is exact, and quantize_s8 rounds row · (1 / scale) to nearest
+  // even as lrint would, so every level (and every thread count) writes the same bytes.
+  const CpuKernels& kern = cpu_kernels();
+#pragma omp parallel for schedule(static) if (N * K > (int64_t(1) << 16))
   for (int64_t j = 0; j < N; ++j) {
-    const float* row = W + j * K;
-    float amax = 0;
-    for (int64_t i = 0; i < K; ++i) amax = std::max(amax, std::fabs(row[i]));
+    const float amax = kern.abs_max(W + j * K, K);
     scale[j] = amax > 0 ? amax / 127.0f : 1.0f;
-    const float inv = 1.0f / scale[j];
-    for (int64_t i = 0; i < K; ++i) q[j * K + i] = int8_t(std::lrint(row[i] * inv));
+    kern.quantize_s8(W + j * K, K, 1.0f / scale[j], q + j * K);
   }
 }
 
@@ -121,30 +122,32 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const WeightRows& W, int64_t N,
       }
     }
   }
-  // Panels: block of K (k0), panel p, then [kc / group][nr][group].
-  const int64_t panels = w->n_pad / w->nr, g = w->group, nr = w->nr;
+  // Panels: block of K (k0), panel p, then [kc / group][nr][group]. A group fills 32 bits in every
+  // form (1 f32, 2 bf16, 4 int8), and is consecutive in W's row: one 4-byte copy per (k-group,
+  // column), reading each row in order.
+  const uint8_t* src = precision == Precision::F32    ? reinterpret_cast<const uint8_t*>(f32)
+                       : precision == Precision::BF16 ? reinterpret_cast<const uint8_t*>(bf16)
+                                                      : reinterpret_cast<const uint8_t*>(q);
+  const int64_t panels = w->n_pad / w->nr, g = w->group, nr = w->nr, eb = w->elem_bytes();
   for (int64_t k0 = 0; k0 < w->k_pad; k0 += w->kc) {
     const int64_t kcb = std::min(w->kc, w->k_pad - k0);
 #pragma omp parallel for schedule(static) if (N * K > (int64_t(1) << 16))
     for (int64_t p = 0; p < panels; ++p) {
-      uint8_t* panel = data + (k0 * w->n_pad + p * kcb * nr) * w->elem_bytes();
-      for (int64_t kg = 0; kg < kcb; kg += g)
-        for (int64_t j = 0; j < nr; ++j)
-          for (int64_t e = 0; e < g; ++e) {
-            const int64_t col = p * nr + j, kk = k0 + kg + e;
-            const int64_t at = (kg * nr + j * g + e);  // element index in the panel
-            const bool in = col < N && kk < K;
-            const size_t src = size_t(col * K + kk);
-            if (precision == Precision::F32) {
-              const float v = in ? f32[src] : 0.0f;
-              std::memcpy(panel + at * 4, &v, 4);
-            } else if (precision == Precision::BF16) {
-              const uint16_t v = in ? bf16[src] : 0;
-              std::memcpy(panel + at * 2, &v, 2);
-            } else {
-              panel[at] = uint8_t(in ? q[src] : 0);
-            }
+      uint8_t* panel = data + (k0 * w->n_pad + p * kcb * nr) * eb;
+      for (int64_t j = 0; j < nr; ++j) {
+        const int64_t col = p * nr + j;
+        const uint8_t* row = col < N ? src + col * K * eb : nullptr;
+        for (int64_t kg = 0; kg < kcb; kg += g) {
+          uint8_t* d = panel + (kg * nr + j * g) * eb;
+          const int64_t kk = k0 + kg;
+          if (row && kk + g <= K) {
+            std::memcpy(d, row + kk * eb, 4);
+          } else {  // past N or K: zeros
+            std::memset(d, 0, 4);
+            for (int64_t e = 0; row && kk + e < K; ++e) std::memcpy(d + e * eb, row + (kk + e) * eb, size_t(eb));
           }
+        }
+      }
     }
   }
   return w;

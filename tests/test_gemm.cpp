@@ -260,6 +260,19 @@ TEST_CASE("packing stored bf16 and int8 rows gives what packing their f32 weight
       mb::set_cpu_level(level);
       CAPTURE(mb::gemm_backend_name(backend));
       CAPTURE(mb::cpu_level_name(level));
+      // The file scheme is the same bytes at every level: lrint(W · (1 / scale)), scale max|row| / 127.
+      std::vector<float> level_scale(static_cast<size_t>(N));
+      std::vector<int8_t> level_q(W.size());
+      mb::quantize_weight_rows(W.data(), N, K, level_scale.data(), level_q.data());
+      bool as_lrint = true;
+      for (int64_t j = 0; j < N; ++j) {
+        float amax = 0;
+        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(W[size_t(j * K + k)]));
+        const float sj = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / sj;
+        as_lrint &= level_scale[size_t(j)] == sj;
+        for (int64_t k = 0; k < K; ++k) as_lrint &= level_q[size_t(j * K + k)] == int8_t(std::lrint(W[size_t(j * K + k)] * inv));
+      }
+      CHECK(as_lrint);
       for (mb::Precision p : {mb::Precision::BF16, mb::Precision::Int8}) {
         CAPTURE(mb::precision_name(p));
         const mb::WeightRows rows = p == mb::Precision::BF16 ? mb::WeightRows{p, h.data(), nullptr}
