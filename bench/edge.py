@@ -239,8 +239,12 @@ def main():
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    ort = ""
+    if not a.no_ort:
+        ort_pkg = os.path.join(HERE, "node_modules", "onnxruntime-node", "package.json")
+        ort = f"; onnxruntime-node {json.load(open(ort_pkg))['version']}"
     print(f"{cpu}, {os.cpu_count()} cores, {a.threads} threads; commit {commit}; medians of {a.rounds} rounds; "
-          f"one sentence ({len(SENTENCE.split())} words) for classify")
+          f"one sentence ({len(SENTENCE.split())} words) for classify{ort}")
     print()
     print("| model | model MB | binary MB | cold start ms | warm start ms | batch 1 × 128 ms | peak RSS MB "
           "| cached after drop |")
