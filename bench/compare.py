@@ -15,6 +15,12 @@ For each shape (tiny / mini / base, from configs/bert-*.json) this script
      the median over rounds of its per-round median;
   4. prints a markdown table and (with --write-results) replaces the generated section of
      bench/RESULTS.md with it plus the machine it came from.
+The bf16 and int8 rows (--bf16-shapes, --int8-shapes) run minibridge's --bf16 / --int8 against
+PyTorch in the same precision: the same BERT as an nn.Module (bert_reference.BertModule, checked
+equal to the reference in fp32) under CPU autocast bfloat16, or with torch.ao.quantization's
+quantize_dynamic over its nn.Linear layers; ONNX Runtime stays fp32. Each one's error against
+PyTorch fp32 is reported. PyTorch's bf16 needs AVX512-BF16 to be fast: without it (AVX2) its
+autocast runs 30-60× slower than its fp32, so pass --bf16-shapes '' there.
 
 Every engine gets the same inputs and the same thread count: minibridge `bench --threads T`, ONNX
 Runtime intraOpNumThreads=T / interOpNumThreads=1 (bench/ort_bench.js, npm onnxruntime-node),
@@ -46,6 +52,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 # shape (bench/RESULTS.md), and each row is reported against the faster.
 ORT_GRAPHS = {"onnxruntime": "model.onnx", "onnxruntime-fused": "model_fused.onnx"}
 ENGINES = ("minibridge",) + tuple(ORT_GRAPHS) + ("pytorch",)
+# PyTorch's peers of minibridge's --bf16 and --int8 (compare.py torch-worker --precision).
+PEER_NAMES = {"bf16": "CPU autocast bfloat16", "int8": "dynamic int8, quantize_dynamic over nn.Linear"}
 BEGIN, END = "<!-- compare.py: begin generated section -->", "<!-- compare.py: end generated section -->"
 
 
@@ -289,10 +297,24 @@ def torch_worker(a):
         mask[b, :len(s)] = 1
     times, loss_first, loss_last = [], None, None
     if a.mode == "forward":
+        # fp32: the functional reference. module / bf16 / int8: the same BERT as an nn.Module, in
+        # fp32, under CPU autocast bfloat16, or with its nn.Linear layers dynamically quantized.
+        forward = lambda: bert_forward(cfg, w, ids, tt, mask)[0]  # noqa: E731
+        if a.precision != "f32":
+            from bert_reference import BertModule
+            module = BertModule(cfg, w).eval()
+            if a.precision == "int8":
+                module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+            if a.precision == "bf16":
+                def forward():
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        return module(ids, tt, mask).float()
+            else:
+                forward = lambda: module(ids, tt, mask)  # noqa: E731
         with torch.inference_mode():
             for i in range(a.warmup + a.iters):
                 t0 = time.perf_counter()
-                x = bert_forward(cfg, w, ids, tt, mask)[0]
+                x = forward()
                 ms = (time.perf_counter() - t0) * 1e3
                 if i == 0 and a.dump:
                     x.numpy().tofile(a.dump)
@@ -325,7 +347,7 @@ def torch_worker(a):
                 times.append(ms)
     tokens = sum(len(s) for s in seqs)
     med = statistics.median(times)
-    out = {"engine": "pytorch", "version": torch.__version__, "batch": B, "seq": L, "tokens": tokens,
+    out = {"engine": "pytorch" + ("" if a.precision == "f32" else "-" + a.precision), "version": torch.__version__, "batch": B, "seq": L, "tokens": tokens,
            "padded_tokens": B * L, "threads": torch.get_num_threads(), "mode": a.mode, "warmup": a.warmup,
            "iters": a.iters, "median_ms": med, "min_ms": min(times), "times_ms": times,
            "tokens_per_s": tokens * 1e3 / med,
@@ -354,7 +376,8 @@ def run_json(cmd, env, timeout):
 
 
 def engine_cmd(engine, a, model_dir, inputs, mode, warmup, iters, dump=None, precision="f32"):
-    """precision bf16 / int8: minibridge runs `bench --bf16` / `--int8`; the peers stay fp32."""
+    """precision bf16 / int8: minibridge runs `bench --bf16` / `--int8`; ORT stays fp32; PyTorch's
+    reduced-precision peers are engines of their own (pytorch-bf16, pytorch-int8)."""
     T = str(a.threads)
     if engine == "minibridge":
         cmd = [a.cli, "bench", "--model", model_dir, "--inputs", inputs, "--threads", T,
@@ -373,9 +396,11 @@ def engine_cmd(engine, a, model_dir, inputs, mode, warmup, iters, dump=None, pre
                "--inputs", inputs, "--threads", T, "--warmup", str(warmup), "--iters", str(iters)]
         if dump:
             cmd += ["--dump", dump]
-    else:
+    else:  # pytorch, pytorch-module (the nn.Module in fp32), pytorch-bf16, pytorch-int8
+        torch_precision = engine.split("-")[1] if "-" in engine else "f32"
         cmd = [sys.executable, os.path.abspath(__file__), "torch-worker", "--model", model_dir, "--inputs", inputs,
-               "--threads", T, "--mode", mode, "--warmup", str(warmup), "--iters", str(iters), "--seed", str(a.seed)]
+               "--threads", T, "--mode", mode, "--warmup", str(warmup), "--iters", str(iters), "--seed", str(a.seed),
+               "--precision", torch_precision]
         if dump:
             cmd += ["--dump", dump]
     return cmd
@@ -428,7 +453,8 @@ def check_agreement(a, env, model_dir, cfg, shape, tmp, precisions=()):
     spec = make_inputs(inputs, cfg, lengths, a.seed + 1)
     H, L = cfg["hidden_size"], max(lengths)
     out = {}
-    for e in ENGINES + tuple(f"minibridge {p}" for p in precisions):
+    torch_peers = ("pytorch-module",) + tuple(f"pytorch-{p}" for p in precisions) if precisions else ()
+    for e in ENGINES + tuple(f"minibridge {p}" for p in precisions) + torch_peers:
         dump = os.path.join(tmp, f"{shape}_{e.replace(' ', '_')}.f32")
         precision = e.split()[1] if " " in e else "f32"
         run_json(engine_cmd(e.split()[0], a, model_dir, inputs, "forward", 0, 1, dump, precision=precision), env,
@@ -445,6 +471,8 @@ def check_agreement(a, env, model_dir, cfg, shape, tmp, precisions=()):
     for b, n in enumerate(lengths):
         real[b, :n] = True
     pairs = [("minibridge", "pytorch")] + [(o, "pytorch") for o in ORT_GRAPHS] + [("minibridge", o) for o in ORT_GRAPHS]
+    if torch_peers:  # the nn.Module the reduced-precision PyTorch peers run is the reference's BERT
+        pairs.append(("pytorch-module", "pytorch"))
     diffs = {f"{x} vs {y}": float(np.abs(out[x][real] - out[y][real]).max()) for x, y in pairs}
     scale = float(np.abs(out["pytorch"][real]).max())
     ok = all(d <= a.tol * max(1.0, scale) for d in diffs.values())
@@ -452,12 +480,13 @@ def check_agreement(a, env, model_dir, cfg, shape, tmp, precisions=()):
         + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()) + ("" if ok else "  <-- TOO LARGE"))
     if not ok:
         raise SystemExit(f"{shape}: engines disagree beyond --tol {a.tol}: {diffs}")
-    for p in precisions:  # rounding / quantisation error, reported (not held to --tol)
-        d = out[f"minibridge {p}"][real] - out["pytorch"][real]
-        diffs[f"minibridge {p} vs pytorch"] = float(np.abs(d).max())
-        diffs[f"minibridge {p} vs pytorch, rms"] = float(np.sqrt((d * d).mean()))
-        log(f"{shape}: minibridge {p} vs pytorch max |diff| {diffs[f'minibridge {p} vs pytorch']:.2e}, "
-            f"rms {diffs[f'minibridge {p} vs pytorch, rms']:.2e}")
+    for p in precisions:  # rounding / quantisation error against fp32, reported (not held to --tol)
+        for e in (f"minibridge {p}", f"pytorch-{p}"):
+            d = out[e][real] - out["pytorch"][real]
+            diffs[f"{e} vs pytorch"] = float(np.abs(d).max())
+            diffs[f"{e} vs pytorch, rms"] = float(np.sqrt((d * d).mean()))
+            log(f"{shape}: {e} vs pytorch fp32 max |diff| {diffs[f'{e} vs pytorch']:.2e}, "
+                f"rms {diffs[f'{e} vs pytorch, rms']:.2e}")
     return diffs
 
 
@@ -533,7 +562,7 @@ def render(rows, info, a, agreement, contention):
              f"({info.get('Thread(s) per core', '?')} thread/core), AVX-512 {info['AVX-512']}, {info['memory']} RAM; "
              f"{info['date']}; minibridge {info.get('commit', '?')}.")
     L.append("")
-    L.append(f"Settings: {a.threads} threads per engine, OPENBLAS_CORETYPE={a.openblas_coretype}, fp32, "
+    L.append(f"Settings: {a.threads} threads per engine, OPENBLAS_CORETYPE={a.openblas_coretype}, fp32 unless the row says, "
              f"random-weight models (same weights and inputs for all engines), {a.rounds} alternating rounds × "
              f"{a.iters} timed forward passes ({a.train_rounds} × {a.train_iters} training steps) after warm-up; "
              "figures are medians over rounds of per-round medians (ms).")
@@ -552,7 +581,11 @@ def render(rows, info, a, agreement, contention):
              "PyTorch " + versions.get("pytorch", "?") + " (Debian; a hand-written Hugging Face-equivalent BERT "
              "from tests/reference/bert_reference.py — PyPI `transformers` is unreachable here — under "
              "torch.inference_mode(); training: the same with dropout, cross-entropy, backward, "
-             "clip_grad_norm_(1.0), torch.optim.AdamW).")
+             "clip_grad_norm_(1.0), torch.optim.AdamW). The bf16 and int8 rows run minibridge's --bf16 / --int8, "
+             "ONNX Runtime in fp32, and PyTorch in the same precision on the same BERT as an nn.Module "
+             "(bert_reference.BertModule): under torch.autocast('cpu', torch.bfloat16), or after "
+             "torch.ao.quantization.quantize_dynamic over its nn.Linear layers (qint8, the fbgemm engine); "
+             "each one's error against PyTorch fp32 is under Agreement.")
     L.append("")
     L.append("| shape | what | batch × seq (real tokens) | minibridge ms | ONNX Runtime ms (plain / fused) | "
              "PyTorch ms | mb / ORT | mb / ORT per round: median (range) | mb / PyTorch | mb tokens/s | "
@@ -560,13 +593,14 @@ def render(rows, info, a, agreement, contention):
     L.append("|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|")
     for r in rows:
         res = r["results"]
-        mb, pt = res["minibridge"]["median_ms"], res.get("pytorch", {}).get("median_ms")
+        pt_engine = next((e for e in res if e.startswith("pytorch")), None)
+        mb, pt = res["minibridge"]["median_ms"], res[pt_engine]["median_ms"] if pt_engine else None
         ort_engines = [e for e in ORT_GRAPHS if e in res]
         best_ort = min(ort_engines, key=lambda e: res[e]["median_ms"], default=None)
         ort = res[best_ort]["median_ms"] if best_ort else None
         ort_cell = " / ".join(f"**{res[e]['median_ms']:.1f}**" if e == best_ort and len(ort_engines) > 1
                               else f"{res[e]['median_ms']:.1f}" for e in ort_engines) or "—"
-        rss = " / ".join(f"{res[e]['peak_rss_mb']:.0f}" if e in res else "—" for e in ("minibridge", best_ort, "pytorch"))
+        rss = " / ".join(f"{res[e]['peak_rss_mb']:.0f}" if e in res else "—" for e in ("minibridge", best_ort, pt_engine))
         # Each round runs every engine back to back, so a round's ratio is less exposed to the
         # machine's slow phases than the ratio of medians taken over different rounds.
         paired = "—"
@@ -616,6 +650,7 @@ def main():
         p.add_argument("--iters", type=int, default=10)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--dump")
+        p.add_argument("--precision", choices=("f32", "module", "bf16", "int8"), default="f32")
         return torch_worker(p.parse_args(sys.argv[2:]))
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -701,7 +736,7 @@ def main():
         agreement[shape] = check_agreement(a, env, model_dir, cfg, shape, tmp, precisions)
         cases = [("forward", "forward", B, [a.seq] * B) for B in batches]
         for p in precisions:
-            cases += [(f"forward, minibridge {p} (peers fp32)", "forward", B, [a.seq] * B) for B in batches]
+            cases += [(f"forward, {p} (PyTorch {PEER_NAMES[p]}; ORT fp32)", "forward", B, [a.seq] * B) for B in batches]
         if shape in varied:
             import random
             rng = random.Random(a.seed + 7)
@@ -715,7 +750,9 @@ def main():
             engines = list(ENGINES) if mode == "forward" else ["minibridge", "pytorch"]
             label = f"{shape} {what} batch {B}"
             if mode == "forward":
-                precision = next((p for p in precisions if f"minibridge {p}" in what), "f32")
+                precision = next((p for p in precisions if what.startswith(f"forward, {p} ")), "f32")
+                if precision != "f32":  # PyTorch in the same precision
+                    engines = [e if e != "pytorch" else f"pytorch-{precision}" for e in engines]
                 res, cont = time_case(a, env, model_dir, inputs, mode, engines, a.rounds, a.warmup, a.iters, label,
                                       precision=precision)
             else:

@@ -142,3 +142,61 @@ def bert_forward(cfg, w, input_ids, token_type_ids, attention_mask, train=False)
         if "classifier.weight" in w:
             logits = F.linear(drop(pooled, p_c), w["classifier.weight"], w["classifier.bias"])
     return x, pooled, logits
+
+
+class BertModule(torch.nn.Module):
+    """bert_forward's plain BERT encoder (no minibridge layer kinds, no dropout) as an nn.Module of
+    nn.Embedding, nn.LayerNorm and nn.Linear, for what works on modules: CPU autocast and
+    torch.ao.quantization.quantize_dynamic (which replaces the nn.Linear layers). forward returns
+    the last hidden state [B, L, H]."""
+
+    def __init__(self, cfg, w):
+        super().__init__()
+        nn = torch.nn
+        assert not cfg.get("minibridge", {}).get("layers"), "BertModule runs plain BERT layers only"
+        H, self.A = cfg["hidden_size"], cfg["num_attention_heads"]
+        self.cfg, self.H, self.dh, eps = cfg, H, H // self.A, cfg.get("layer_norm_eps", 1e-12)
+
+        def linear(prefix):
+            weight = w[prefix + ".weight"]
+            m = nn.Linear(weight.shape[1], weight.shape[0])
+            m.weight.data.copy_(weight)
+            m.bias.data.copy_(w[prefix + ".bias"])
+            return m
+
+        def layer_norm(prefix):
+            m = nn.LayerNorm(H, eps=eps)
+            m.weight.data.copy_(w[prefix + ".weight"])
+            m.bias.data.copy_(w[prefix + ".bias"])
+            return m
+
+        self.embeddings = nn.ModuleList(nn.Embedding.from_pretrained(w[f"embeddings.{n}_embeddings.weight"].clone())
+                                        for n in ("word", "position", "token_type"))
+        self.embeddings_ln = layer_norm("embeddings.LayerNorm")
+        self.layers = nn.ModuleList()
+        for l in range(cfg["num_hidden_layers"]):
+            p = f"encoder.layer.{l}."
+            self.layers.append(nn.ModuleDict({
+                "query": linear(p + "attention.self.query"), "key": linear(p + "attention.self.key"),
+                "value": linear(p + "attention.self.value"), "attn_out": linear(p + "attention.output.dense"),
+                "attn_ln": layer_norm(p + "attention.output.LayerNorm"),
+                "ffn_in": linear(p + "intermediate.dense"), "ffn_out": linear(p + "output.dense"),
+                "ffn_ln": layer_norm(p + "output.LayerNorm")}))
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        B, L = input_ids.shape
+        pos = torch.arange(L).unsqueeze(0).expand(B, L)
+        word, position, token_type = self.embeddings
+        x = self.embeddings_ln(word(input_ids) + position(pos) + token_type(token_type_ids))
+        ext = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+
+        def heads(t):
+            return t.reshape(B, L, self.A, self.dh).permute(0, 2, 1, 3)
+
+        for m in self.layers:
+            q, k, v = heads(m["query"](x)), heads(m["key"](x)), heads(m["value"](x))
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.dh) + ext
+            ctx = (scores.softmax(-1).to(v.dtype) @ v).permute(0, 2, 1, 3).reshape(B, L, self.H)
+            x = m["attn_ln"](m["attn_out"](ctx) + x)
+            x = m["ffn_ln"](m["ffn_out"](act(self.cfg, m["ffn_in"](x))) + x)
+        return x
