@@ -223,6 +223,10 @@ TEST_CASE("quantize: a model directory that info, classify, encode and eval take
       CHECK(mbtest::run_cli(std::string(cmd) + " --model " + root + "/int8", kLines).out == want);
       CHECK(mbtest::run_cli(std::string(cmd) + " --int8 --model " + root + "/int8", kLines).out == want);
     }
+    const std::string glue = mbtest::small_glue("cli_quantize_glue", 4, 40);
+    const std::string want = mbtest::run_cli("eval --int8 --task SST-2 --data " + glue + " --model " + tiny()).out;
+    CHECK(want.find("accuracy") != std::string::npos);
+    CHECK(mbtest::run_cli("eval --task SST-2 --data " + glue + " --model " + root + "/int8").out == want);
     r = mbtest::run_cli("classify --bf16 --model " + root + "/int8", kLines);
     CHECK(r.status == 1);
     CHECK_MESSAGE(r.err.find("stored in int8 and runs in it (drop --bf16") != std::string::npos, r.err);
