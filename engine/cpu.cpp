@@ -256,7 +256,7 @@ std::string cpu_summary() {
   const CpuFeatures& f = cpu_features();
   std::string features;
   for (const Feature& x : kFeatures)
-    if (f.*x.has) features += " " + std::string(x.name);
+    if (f.*x.has) features.append(" ").append(x.name);  // (" " + string: a GCC 12 -Wrestrict false alarm)
 #if defined(__x86_64__)
   const std::string brand = cpu_brand();
 #else

@@ -139,7 +139,9 @@ void quantize_model(const QuantizeOptions& o) {
   const BertModel q = quantize_weights(m, o.quantization);
 
   // Built beside the target, then renamed into place: the target never holds part of a model.
-  const fs::path staging = parent / ("." + target.filename().string() + ".quantize-" + std::to_string(::getpid()));
+  std::string staging_name = ".";  // appended, not "." + string: a GCC 12 -Wrestrict false alarm
+  staging_name.append(target.filename().string()).append(".quantize-").append(std::to_string(::getpid()));
+  const fs::path staging = parent / staging_name;
   fs::remove_all(staging, ec);
   try {
     const bool has_vocab = fs::exists(fs::path(o.model_dir) / "vocab.txt");
