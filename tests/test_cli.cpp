@@ -248,3 +248,19 @@ TEST_CASE("quantize: a model directory that info, classify, encode and eval take
   CHECK(r.status == 1);
   CHECK_MESSAGE(r.err.find("fine-tuning needs the f32 model it was quantized from") != std::string::npos, r.err);
 }
+
+TEST_CASE("--help tells the pipeline: its commands grouped in its order, then the example") {
+  const mbtest::CliRun r = mbtest::run_cli("--help");
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("make a BERT smaller and faster") != std::string::npos);
+  CHECK(r.out.find("Subcommands:") == std::string::npos);  // every command sits in a step of the story
+  size_t at = 0;
+  for (const char* step : {"1. Make a BERT:", "  init ", "  pretrain ", "2. Teach it a task:", "  finetune ", "  eval ",
+                           "3. Make it smaller and faster:", "  compress ", "  quantize ", "4. Run it (on the device):",
+                           "  classify ", "  bench ", "Inspect:", "  info ", "The pipeline", "minibridge quantize --model"}) {
+    CAPTURE(step);
+    const size_t found = r.out.find(step, at);
+    REQUIRE(found != std::string::npos);
+    at = found;
+  }
+}
