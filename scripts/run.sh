@@ -1,20 +1,10 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds, and runs the main job on a default model: a mini-shaped BERT made
-# by `minibridge init` (random weights, so the labels mean nothing yet: `finetune` trains them),
-# then classifies and embeds a few sentences. Pass MODEL=DIR to use your own model directory.
+# Installs the Debian packages, builds, and runs the mission on a small default (scripts/demo.sh):
+# a BERT-mini is fine-tuned on SST-2, K-pruned to half its FLOPs and stored in int8, and the three
+# are compared in one table and a picture (build/demo/results.md, results.png). MODEL=DIR starts
+# from your own BERT directory instead of a random initialisation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-mb=build/minibridge
-model="${MODEL:-build/demo-model}"
-if [[ ! -f "$model/config.json" ]]; then
-  "$mb" init --config mini --out "$model" --seed 0
-fi
-"$mb" info --model "$model" | head -n 12
-sentences=$'the movie was a delight from start to finish.\nI would not recommend this restaurant.\nA man is playing a guitar.\tSomeone plays an instrument.'
-echo "--- classify"
-printf '%s\n' "$sentences" | "$mb" classify --model "$model"
-echo "--- encode (mean pooling; first 6 of each embedding shown)"
-printf '%s\n' "$sentences" | "$mb" encode --model "$model" --pooling mean |
-  sed -E 's/^\{"embedding":\[(([^,]*,){6}).*/\1 .../'
+scripts/demo.sh
