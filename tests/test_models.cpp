@@ -162,10 +162,9 @@ TEST_CASE("batches are validated against the config") {
 
 // Packed in a lower precision (the pooler and classifier stay f32): encoder bytes at most
 // bytes_ratio of f32's, hidden states (LayerNorm outputs, unit scale) and logits within the bounds.
-static void check_low_precision(mb::Precision precision, double bytes_ratio, double rms_bound, double max_bound,
-                         double logits_bound) {
-  mb::set_gemm_backend(mb::available_gemm_backends().front());
-  if (mb::gemm_backend() != mb::GemmBackend::OneDNN) return;  // these are oneDNN's kernels
+static void check_low_precision_with(mb::GemmBackend backend, mb::Precision precision, double bytes_ratio,
+                                     double rms_bound, double max_bound, double logits_bound) {
+  mb::set_gemm_backend(backend);  // oneDNN's kernels where it has them; the engine's own otherwise
   mb::BertConfig c = shipped("tiny");
   c.num_hidden_layers = 3;
   c.id2label = {"a", "b", "c"};
@@ -216,6 +215,17 @@ static void check_low_precision(mb::Precision precision, double bytes_ratio, dou
   for (int64_t i = 0; i < z_got.numel(); ++i) z_diff = std::max(z_diff, std::fabs(double(z_got.f32()[i]) - z_want.f32()[i]));
   MESSAGE("logits max |diff| " << z_diff);
   CHECK(z_diff < logits_bound);
+}
+
+// On every GEMM back-end: the packed kernels differ (oneDNN's, the engine's own), the bounds do not.
+static void check_low_precision(mb::Precision precision, double bytes_ratio, double rms_bound, double max_bound,
+                                double logits_bound) {
+  const mb::GemmBackend saved = mb::gemm_backend();
+  for (mb::GemmBackend backend : mb::available_gemm_backends()) {
+    CAPTURE(mb::gemm_backend_name(backend));
+    check_low_precision_with(backend, precision, bytes_ratio, rms_bound, max_bound, logits_bound);
+  }
+  mb::set_gemm_backend(saved);
 }
 
 TEST_CASE("int8 inference stays close to f32 with a quarter of the encoder's packed bytes") {
