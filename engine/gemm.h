@@ -71,6 +71,9 @@ void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, in
 Precision packed_weight_precision(const PackedWeight& w);
 // Whether pack_weight gives packed weights of this precision here (back-end, CPU and level).
 bool packed_gemm_available(Precision precision);
+// Why it does not, for an error message: "int8 has no kernel on this CPU (<cpu_summary>); int8 needs
+// x86-64 or Arm's dot product (ARMv8.2 dotprod)" (the hint for int8 only).
+std::string packed_gemm_missing(Precision precision);
 // Whose kernel runs them: "onednn" (oneDNN 2.6 has packed f32 and bf16 kernels, brgemm, from
 // AVX-512 on, and int8 ones wherever it has VNNI), "engine" (the engine's own), or "" (none).
 const char* packed_gemm_kernel(Precision precision);

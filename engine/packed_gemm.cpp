@@ -327,6 +327,11 @@ const char* packed_gemm_kernel(Precision precision) {
 
 bool packed_gemm_available(Precision precision) { return *packed_gemm_kernel(precision) != '\0'; }
 
+std::string packed_gemm_missing(Precision precision) {
+  return std::string(precision_name(precision)) + " has no kernel on this CPU (" + cpu_summary() + ")" +
+         (precision == Precision::Int8 ? "; int8 needs x86-64 or Arm's dot product (ARMv8.2 dotprod)" : "");
+}
+
 size_t packed_weight_bytes(const PackedWeight& w) {
 #ifdef MB_HAVE_ONEDNN
   if (!w.own) return w.desc.get_size() + w.scale.size() * sizeof(float);

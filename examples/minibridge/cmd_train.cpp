@@ -6,7 +6,6 @@
 #include <string>
 
 #include "commands.h"
-#include "engine/cpu.h"
 #include "engine/error.h"
 #include "engine/threads.h"
 #include "io/data_dir.h"
@@ -39,10 +38,7 @@ void pack_model(mb::BertModel& model, mb::Precision precision, const std::string
     return;
   }
   model.pack_for_inference(precision);
-  const std::string flag = std::string("--") + mb::precision_name(precision);
-  MB_CHECK(model.packed_precision() == precision,
-           model_dir + ": " + flag + " has no kernel on this CPU (" + mb::cpu_summary() + ")" +
-               (precision == mb::Precision::Int8 ? "; int8 needs x86-64 or Arm's dot product (ARMv8.2 dotprod)" : ""));
+  MB_CHECK(model.packed_precision() == precision, model_dir + ": --" + mb::packed_gemm_missing(precision));
 }
 
 namespace {
