@@ -246,9 +246,8 @@ BertModel BertModel::load(const std::string& dir) {
   BertModel m = from_tensors(config, read_model_weights(dir), dir);
   if (m.quantization.quantized()) {
     const Precision p = m.quantization.weights;
-    MB_CHECK(packed_gemm_available(p), dir + ": the model is stored in " + precision_name(p) + ", and " +
-                                           precision_name(p) + " has no kernel on this CPU (" + cpu_summary() + ")" +
-                                           (p == Precision::Int8 ? "; int8 needs x86-64 or Arm's dot product (ARMv8.2 dotprod)" : ""));
+    MB_CHECK(packed_gemm_available(p),
+             dir + ": the model is stored in " + precision_name(p) + ", and " + packed_gemm_missing(p));
     m.pack_for_inference(p);
   }
   return m;
@@ -481,17 +480,17 @@ std::optional<BertModel::PackedQkv> pack_qkv(const BertModel& m, const BertLayer
   std::vector<float> scale(dtype == DType::I8 ? size_t(3 * W) : 0);
   BertModel::PackedQkv f;
   f.bias = Tensor::zeros({3 * W});
+  Precision form = Precision::F32;
   for (int j = 0; j < 3; ++j) {
     const Tensor& t = weights[j]->value();
     if (!t.defined() || t.dtype() != dtype || t.dim(0) != W || t.dim(1) != H) return std::nullopt;
-    std::memcpy(w.data() + size_t(j * W) * row_bytes, t.raw(), size_t(W) * row_bytes);
-    if (dtype == DType::I8) {
-      const WeightRows r = rows_of(m, *weights[j]);
-      std::memcpy(scale.data() + j * W, r.scale, size_t(W) * sizeof(float));
-    }
+    const WeightRows r = rows_of(m, *weights[j]);
+    form = r.form;
+    std::memcpy(w.data() + size_t(j * W) * row_bytes, r.values, size_t(W) * row_bytes);
+    if (r.scale) std::memcpy(scale.data() + j * W, r.scale, size_t(W) * sizeof(float));
     if (biases[j]->defined()) std::memcpy(f.bias.f32() + j * W, biases[j]->data(), size_t(W) * 4);
   }
-  const WeightRows rows{rows_of(m, L.q_w).form, w.data(), scale.empty() ? nullptr : scale.data()};
+  const WeightRows rows{form, w.data(), scale.empty() ? nullptr : scale.data()};
   f.weight = pack_weight(rows, 3 * W, H, precision);
   if (!f.weight) return std::nullopt;
   return f;

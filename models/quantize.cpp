@@ -22,12 +22,10 @@ namespace {
 
 constexpr const char* kScheme = "symmetric per output row";
 
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-
 // "encoder.layer.<digits>.REST" -> REST, or "" for any other name.
 std::string encoder_layer_rest(const std::string& name) {
   const std::string prefix = "encoder.layer.";
-  if (!starts_with(name, prefix)) return "";
+  if (!name.starts_with(prefix)) return "";
   size_t i = prefix.size();
   const size_t digits = i;
   while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) ++i;
@@ -93,7 +91,7 @@ BertModel quantize_weights(const BertModel& m, const Quantization& q) {
   m.require_f32_weights("model", "quantizing");
   std::map<std::string, Tensor> tensors;
   for (const auto& [name, t] : m.named_tensors()) {
-    const DType dtype = stored_dtype(q, starts_with(name, "bert.") ? name.substr(5) : name);
+    const DType dtype = stored_dtype(q, name.starts_with("bert.") ? name.substr(5) : name);
     if (dtype == DType::F32) {
       tensors[name] = t;
     } else if (dtype == DType::BF16) {
