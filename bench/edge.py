@@ -46,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+import compare  # noqa: E402  (its helpers: run_json, the ONNX export; torch is imported only for the export)
 
 SENTENCE = "The film is a charming, funny and moving story that never once feels long.\n"
 
@@ -115,13 +116,6 @@ def first_line_run(cmd, env, stdin_text):
     return ms, kb / 1024
 
 
-def run_json(cmd, env):
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
-    return json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
-
-
 class Row:
     def __init__(self, label, binary, model_dir, files, classify_cmd, latency_cmd, note=""):
         self.label, self.binary, self.model_dir, self.files = label, binary, model_dir, files
@@ -138,7 +132,6 @@ def minibridge_row(label, binary, model_dir, threads, flag=None, note=""):
 
 
 def onnx_row(a, base, work, threads):
-    import compare
     onnx_dir = os.path.join(work, "base-onnx")
     os.makedirs(onnx_dir, exist_ok=True)
     path = os.path.join(onnx_dir, "model.onnx")
@@ -233,7 +226,7 @@ def main():
             r.cold.append(ms)
             r.rss.append(rss)
             r.warm.append(first_line_run(r.classify_cmd, env, SENTENCE)[0])
-            r.latency.append(run_json(r.latency_cmd, env)["median_ms"])
+            r.latency.append(compare.run_json(r.latency_cmd, env, None)["median_ms"])
         log(f"round {k + 1}/{a.rounds} done")
 
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
