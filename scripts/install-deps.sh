@@ -3,7 +3,8 @@
 # Usage: scripts/install-deps.sh [--test | --aarch64]
 #   --aarch64  adds the aarch64 cross build's needs (scripts/build-aarch64.sh): the cross compiler,
 #              the arm64 multiarch libraries and qemu-user-static to run what it builds
-#   --test     adds those and the test oracles: PyTorch, Node + the HF tokenizers binding (npm)
+#   --test     adds those, the test oracles (PyTorch, Node + the HF tokenizers binding from npm) and
+#              clang for the sanitized build and the fuzzers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -22,7 +23,8 @@ if [[ $mode == --test || $mode == --aarch64 ]]; then
   want+=("${cross_pkgs[@]}")
 fi
 if [[ $mode == --test ]]; then
-  want+=(python3-torch)
+  want+=(python3-torch
+         clang libclang-rt-dev libomp-dev)  # the sanitized build and libFuzzer (tests/sanitize_build.sh)
   command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
 fi
 

@@ -48,7 +48,8 @@ struct OpFixture {
     if (file.tensors.count(op + ".dout")) mb::backward(out, t(op + ".dout"));
     else mb::backward(out);
     for (const auto& [name, v] : inputs) {
-      CAPTURE(name);
+      const auto& name_ = name;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+      CAPTURE(name_);
       CHECK(rel_err(v.grad(), t(op + ".d" + name)) < 1e-4);
     }
   }
@@ -125,7 +126,8 @@ TEST_CASE("a whole BERT classification step matches PyTorch's gradients") {
   mb::backward(loss);
   int checked = 0;
   for (const auto& [name, p] : model.named_parameters()) {
-    CAPTURE(name);
+    const auto& name_ = name;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+    CAPTURE(name_);
     REQUIRE(grads.tensors.count(name));
     REQUIRE(p.has_grad());
     // The key bias gets an exactly-zero gradient (softmax ignores a per-row constant): PyTorch's

@@ -178,7 +178,8 @@ TEST_CASE("the quantized file: stored types, scales, the config record, and its 
   CHECK(!f.tensors.count("bert.encoder.layer.2.attention.self.query.weight"));  // shared: stored once
   CHECK(!f.tensors.count("bert.encoder.layer.3.attention.self.query.weight"));  // no attention left
   // Every tensor aligned to its element size in the mapping.
-  for (const auto& [name, t] : f.tensors) CHECK_MESSAGE(uintptr_t(t.raw()) % mb::dtype_size(t.dtype()) == 0, name);
+  for (const auto& entry : f.tensors)
+    CHECK_MESSAGE(uintptr_t(entry.second.raw()) % mb::dtype_size(entry.second.dtype()) == 0, entry.first);
 
   // The scales are quantize_weight_rows' and the values too.
   const mb::BertModel m = mb::BertModel::load(f32_dir);
@@ -309,7 +310,8 @@ TEST_CASE("a corrupt or mismatched quantized file: one error naming the tensor o
            {"embeddings", "f16", "\"embeddings\" must be \"int8\" or \"f32\", not \"f16\""},
            {"scheme", "asymmetric", "\"scheme\" is \"asymmetric\""},
            {"dtype", 8, "\"dtype\" must be a string"}}) {
-    CAPTURE(field);
+    const auto& field_ = field;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+    CAPTURE(field_);
     const std::string dir = root + "/case";
     fs::remove_all(dir);
     fs::copy(q, dir);

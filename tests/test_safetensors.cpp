@@ -133,7 +133,8 @@ TEST_CASE("safetensors: round trip of every dtype, empty tensor and metadata") {
   CHECK(f.metadata == meta);
   REQUIRE(f.tensors.size() == in.size());
   for (const auto& [name, t] : in) {
-    CAPTURE(name);
+    const auto& name_ = name;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+    CAPTURE(name_);
     REQUIRE(f.tensors.count(name));
     check_same(f.tensors.at(name), t);
   }

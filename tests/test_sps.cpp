@@ -110,7 +110,8 @@ TEST_CASE("gradients from both uses of a shared tensor add up, as in PyTorch") {
   // The shared layers own no tensors: each parameter appears once, under its source layer.
   const auto params = m.named_parameters();
   for (const auto& [name, v] : params) {
-    CAPTURE(name);
+    const auto& name_ = name;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+    CAPTURE(name_);
     CHECK(name.find("encoder.layer.2.") == std::string::npos);
     CHECK(name.find("encoder.layer.3.") == std::string::npos);
   }
@@ -124,7 +125,8 @@ TEST_CASE("gradients from both uses of a shared tensor add up, as in PyTorch") {
   CHECK(std::fabs(loss.data()[0] - grads.tensors.at("loss").f32()[0]) < 1e-5);
   mb::backward(loss);
   for (const auto& [name, v] : params) {
-    CAPTURE(name);
+    const auto& name_ = name;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+    CAPTURE(name_);
     REQUIRE(grads.tensors.count(name));
     const mb::Tensor& want = grads.tensors.at(name);
     REQUIRE(v.has_grad());
@@ -144,7 +146,8 @@ TEST_CASE("an SPS model is saved with its tensors once and reloads shared") {
   m.save(dir);
   const mb::SafeTensorsFile f = mb::read_safetensors(dir + "/model.safetensors");
   for (const auto& [name, t] : f.tensors) {
-    CAPTURE(name);
+    const auto& name_ = name;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+    CAPTURE(name_);
     CHECK(name.find("encoder.layer.2.") == std::string::npos);
     CHECK(name.find("encoder.layer.3.") == std::string::npos);
   }

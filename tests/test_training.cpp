@@ -71,7 +71,8 @@ TEST_CASE("20 AdamW steps follow PyTorch's loss trajectory") {
       num += std::pow(double(v.data()[i]) - want.f32()[i], 2);
       den += std::pow(double(want.f32()[i]), 2);
     }
-    CAPTURE(name);
+    const auto& name_ = name;  // clang 14 cannot capture a structured binding in CAPTURE's lambda
+    CAPTURE(name_);
     CHECK(std::sqrt(num / den) < 1e-3);
   }
 }

@@ -1,0 +1,34 @@
+// model.safetensors: header length, JSON header, dtypes, shapes, offsets, the data buffer.
+// Every tensor a valid file yields is read to its last byte (a view past the mapping would fault).
+#include "io/safetensors.h"
+#include "tests/fuzz/fuzz_util.h"
+
+using namespace mb;
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::write_seeds_if_asked([](const std::string& dir) {
+    const Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
+    const Tensor b = Tensor::from_vector(std::vector<float>{-1, 0.5f}, {2});
+    write_safetensors(dir + "/f32", {{"a", a}, {"b", b}}, {{"format", "pt"}});
+    write_safetensors(dir + "/mixed", {{"a", a}, {"half", b.to_dtype(DType::BF16)}, {"f16", a.to_dtype(DType::F16)}});
+    write_safetensors(dir + "/empty", {});
+  });
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string path = fuzz::scratch_dir() + "/model.safetensors";
+  fuzz::write_file(path, {reinterpret_cast<const char*>(data), size});
+  try {
+    const SafeTensorsFile f = read_safetensors(path);
+    unsigned sum = 0;
+    for (const auto& [name, t] : f.tensors) {
+      const auto* p = static_cast<const unsigned char*>(t.raw());
+      for (size_t i = 0; i < t.nbytes(); ++i) sum += p[i];
+    }
+    volatile unsigned sink = sum;
+    (void)sink;
+  } catch (const Error&) {
+  }
+  return 0;
+}
