@@ -129,6 +129,11 @@ TEST_CASE("config errors name the file and the problem") {
   msg = mbtest::error_of([&] { mb::read_bert_config(path); });
   CHECK(msg.find(path + ": invalid JSON") != std::string::npos);
 
+  // Found by fuzz_model_dir: a number past double's range is nlohmann's out_of_range, not a parse error.
+  mbtest::write_file(path, R"({"vocab_size": 1e1120, "hidden_size": 64})");
+  msg = mbtest::error_of([&] { mb::read_bert_config(path); });
+  CHECK(msg.find(path + ": invalid JSON") != std::string::npos);
+
   CHECK(mbtest::error_of([&] { mb::read_bert_config(dir + "/absent.json"); }).find("cannot open") != std::string::npos);
 }
 
