@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = fuzz::scratch_dir() + "/config.json";
-  fuzz::write_file(path, {reinterpret_cast<const char*>(data), size});
+  fuzz::write_file(path, fuzz::bytes(data, size));
   try {
     const BertConfig c = read_bert_config(path);
     const auto layers = read_layer_structure(c, path);

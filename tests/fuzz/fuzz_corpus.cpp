@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::write_file(path, fuzz::tiny_vocab());
     return Tokenizer::from_vocab_file(path);
   }();
-  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const std::string_view text = fuzz::bytes(data, size);
   size_t pos = 0, begin = 0;
   std::string paragraph;
   while (next_paragraph(text, pos, paragraph, begin))

@@ -35,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string split = data[1] % 3 == 0 ? "train" : data[1] % 3 == 1 ? "dev" : "test";
   const std::string glue = fuzz::fresh_dir("glue");
   std::filesystem::create_directories(glue + "/" + task.name);
-  fuzz::write_file(glue + "/" + task.name + "/" + split + ".tsv", {reinterpret_cast<const char*>(data) + 2, size - 2});
+  fuzz::write_file(glue + "/" + task.name + "/" + split + ".tsv", fuzz::bytes(data + 2, size - 2));
   try {
     const GlueSplit s = read_glue_split(glue, task, split);
     if (s.labeled && !s.examples.empty()) {

@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const int64_t step = data[0];
   const std::string path = fuzz::scratch_dir() + "/train_log.jsonl";
-  fuzz::write_file(path, {reinterpret_cast<const char*>(data) + 1, size - 1});
+  fuzz::write_file(path, fuzz::bytes(data + 1, size - 1));
   try {
     {
       JsonlLog log(path);

@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string dir = fuzz::fresh_dir("tok");
   fuzz::write_file(dir + "/vocab.txt", fuzz::tiny_vocab());
-  fuzz::write_file(dir + "/tokenizer_config.json", {reinterpret_cast<const char*>(data), size});
+  fuzz::write_file(dir + "/tokenizer_config.json", fuzz::bytes(data, size));
   try {
     const Tokenizer tok = Tokenizer::from_model_dir(dir);
     (void)tok.encode("The Café FILM is Unbelievably good 中文!", 16);

@@ -58,6 +58,21 @@ inline std::string fresh_dir(const std::string& name) {
   return dir;
 }
 
+// The fuzzer's input as text.
+inline std::string_view bytes(const uint8_t* data, size_t size) {
+  return {reinterpret_cast<const char*>(data), size};
+}
+
+// Reads every byte of every tensor: a view reaching past its mapping faults here.
+template <class TensorMap>
+void read_every_byte(const TensorMap& tensors) {
+  unsigned sum = 0;
+  for (const auto& entry : tensors)
+    for (size_t i = 0; i < entry.second.nbytes(); ++i) sum += static_cast<const unsigned char*>(entry.second.raw())[i];
+  volatile unsigned sink = sum;
+  (void)sink;
+}
+
 inline void write_file(const std::string& path, std::string_view bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), std::streamsize(bytes.size()));
@@ -75,7 +90,7 @@ inline std::string read_file(const std::string& path) {
 // The input cut at each separator into at most `n` parts (the last one takes the rest); missing
 // parts are empty.
 inline std::vector<std::string_view> split_files(const uint8_t* data, size_t size, size_t n) {
-  std::string_view rest(reinterpret_cast<const char*>(data), size);
+  std::string_view rest = bytes(data, size);
   std::vector<std::string_view> parts;
   while (parts.size() + 1 < n) {
     const size_t at = rest.find(kFileSeparator);

@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = fuzz::scratch_dir() + "/vocab.txt";
-  fuzz::write_file(path, {reinterpret_cast<const char*>(data), size});
+  fuzz::write_file(path, fuzz::bytes(data, size));
   try {
     const Tokenizer tok = Tokenizer::from_vocab_file(path);
     const Encoding e = tok.encode_pair("The film is unbelievably good! [MASK] café 中", "Not a bad movie, [SEP] is it", 24);
