@@ -108,7 +108,7 @@ void check_teacher(const BertModel& teacher, const GlueTask& task, const std::st
 }
 
 void claim_run_dir(const std::string& out_dir, const nlohmann::json& options) {
-  fs::create_directories(out_dir);
+  create_output_dir(out_dir);
   const std::string path = (fs::path(out_dir) / "options.json").string();
   if (fs::exists(path)) {
     const nlohmann::json old = read_json_file(path);
@@ -198,7 +198,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
                                         : steps_per_epoch * o.epochs;
   const int64_t warmup = t.warmup_for(total);
 
-  fs::create_directories(out_dir);
+  create_output_dir(out_dir);
   const std::string log_path = (fs::path(out_dir) / "train_log.jsonl").string();
   fs::remove(log_path);  // a step is redone from its start, so its log starts afresh
   JsonlLog log(log_path);

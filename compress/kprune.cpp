@@ -439,7 +439,7 @@ nlohmann::json run_kprune(const KpruneJob& job) {
   int64_t sample_tokens = 0;
   for (const Batch& b : batches) sample_tokens += b.num_tokens();
 
-  fs::create_directories(job.out_dir);
+  create_output_dir(job.out_dir);
   JsonlLog log((fs::path(job.out_dir) / "kprune_log.jsonl").string());
   KpruneOptions kopt = job.kprune;
   kopt.seq_len = avg_len;

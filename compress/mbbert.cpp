@@ -279,7 +279,7 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
     return true;
   };
   auto finish_step = [&](int k, const json& line) {
-    fs::create_directories(step_dir(k));
+    create_output_dir(step_dir(k));
     write_file_atomic((fs::path(step_dir(k)) / "step.json").string(), line.dump(2) + "\n");  // marks it complete
     summary.results.push_back(line);
     write_results();

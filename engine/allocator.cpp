@@ -1,6 +1,8 @@
 #include "engine/allocator.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -138,6 +140,14 @@ void* huge_page_alloc(size_t bytes) {
 
 void huge_page_free(void* p, size_t bytes) {
   if (p) munmap(p, page_rounded(bytes));
+}
+
+size_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  size_t bytes = pages > 0 && page > 0 ? size_t(pages) * size_t(page) : SIZE_MAX;
+  struct rlimit as;
+  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) bytes = std::min(bytes, size_t(as.rlim_cur));
+  return bytes;
 }
 
 }  // namespace mb

@@ -29,4 +29,8 @@ void tensor_cache_clear();
 void* huge_page_alloc(size_t bytes);
 void huge_page_free(void* p, size_t bytes);
 
+// The machine's physical memory in bytes (sysconf), or the address-space limit (RLIMIT_AS) when
+// that is lower. What a model built from a config may at most ask for (BertModel::init_random).
+size_t physical_memory_bytes();
+
 }  // namespace mb

@@ -87,4 +87,10 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   f.commit();
 }
 
+void create_output_dir(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) throw Error(path + ": cannot create directory: " + ec.message());
+}
+
 }  // namespace mb

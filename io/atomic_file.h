@@ -35,4 +35,8 @@ class AtomicFile {
 // Whole-buffer form (config.json and other small files).
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// Creates the directory `path` and its parents when missing. Throws mb::Error
+// "PATH: cannot create directory: REASON" (a file in the way, no permission, a full disk).
+void create_output_dir(const std::string& path);
+
 }  // namespace mb

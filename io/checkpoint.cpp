@@ -94,9 +94,19 @@ void save_checkpoint(const std::string& dir, const std::vector<std::pair<std::st
 
     const fs::path staging = parent / (stage_prefix + std::to_string(::getpid()));
     fs::create_directory(staging);
-    write_safetensors((staging / kTensors).string(), tensors);  // both fsync the file and staging/
-    write_file_atomic((staging / kState).string(), text);
-    install(staging, p);
+    try {
+      write_safetensors((staging / kTensors).string(), tensors);  // both fsync the file and staging/
+      write_file_atomic((staging / kState).string(), text);
+      install(staging, p);
+    } catch (const Error& e) {  // a full disk, say: nothing half-written stays behind; DIR is untouched
+      std::error_code ec;
+      fs::remove_all(staging, ec);
+      throw Error(dir + ": cannot save checkpoint: " + e.what());
+    } catch (...) {
+      std::error_code ec;
+      fs::remove_all(staging, ec);
+      throw;
+    }
   } catch (const fs::filesystem_error& e) {
     throw Error(dir + ": cannot save checkpoint: " + e.what());
   }

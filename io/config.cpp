@@ -1,5 +1,6 @@
 #include "io/config.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -13,6 +14,11 @@ using nlohmann::json;
 json read_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   MB_CHECK(in, path + ": cannot open file");
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  MB_CHECK(ec || bytes <= uintmax_t(limits::kMaxJsonFileBytes),
+           path + ": " + std::to_string(bytes) + " bytes, larger than the " +
+               std::to_string(limits::kMaxJsonFileBytes / 1'000'000) + " MB limit for a JSON file");
   std::stringstream ss;
   ss << in.rdbuf();
   try {
@@ -24,15 +30,21 @@ json read_json_file(const std::string& path) {
 
 namespace {
 
-int64_t get_int(const json& j, const char* key, const std::string& src, bool required, int64_t fallback, int64_t min) {
+int64_t get_int(const json& j, const char* key, const std::string& src, bool required, int64_t fallback, int64_t min,
+                int64_t max) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
     MB_CHECK(!required, src + ": missing required key \"" + key + "\"");
     return fallback;
   }
   MB_CHECK(it->is_number_integer(), src + ": \"" + key + "\" must be an integer, got " + it->dump());
+  MB_CHECK(!it->is_number_unsigned() || it->get<uint64_t>() <= uint64_t(max),
+           src + ": \"" + key + "\" is " + it->dump() + ", more than the limit of " + std::to_string(max) +
+               " (docs/RELIABILITY.md)");
   int64_t v = it->get<int64_t>();
   MB_CHECK(v >= min, src + ": \"" + key + "\" must be >= " + std::to_string(min) + ", got " + std::to_string(v));
+  MB_CHECK(v <= max, src + ": \"" + key + "\" is " + std::to_string(v) + ", more than the limit of " +
+                         std::to_string(max) + " (docs/RELIABILITY.md)");
   return v;
 }
 
@@ -58,19 +70,21 @@ BertConfig bert_config_from_json(const json& j, const std::string& src) {
   c.raw = j;
   const std::string model_type = get_string(j, "model_type", src, "bert");
   MB_CHECK(model_type == "bert", src + ": model_type \"" + model_type + "\" is not supported (only \"bert\")");
-  c.vocab_size = get_int(j, "vocab_size", src, true, 0, 1);
-  c.hidden_size = get_int(j, "hidden_size", src, true, 0, 1);
-  c.num_hidden_layers = get_int(j, "num_hidden_layers", src, true, 0, 0);
-  c.num_attention_heads = get_int(j, "num_attention_heads", src, true, 0, 1);
-  c.intermediate_size = get_int(j, "intermediate_size", src, true, 0, 1);
-  c.max_position_embeddings = get_int(j, "max_position_embeddings", src, false, 512, 1);
-  c.type_vocab_size = get_int(j, "type_vocab_size", src, false, 2, 1);
-  c.pad_token_id = get_int(j, "pad_token_id", src, false, 0, 0);
+  c.vocab_size = get_int(j, "vocab_size", src, true, 0, 1, limits::kMaxVocabSize);
+  c.hidden_size = get_int(j, "hidden_size", src, true, 0, 1, limits::kMaxHiddenSize);
+  c.num_hidden_layers = get_int(j, "num_hidden_layers", src, true, 0, 0, limits::kMaxLayers);
+  c.num_attention_heads = get_int(j, "num_attention_heads", src, true, 0, 1, limits::kMaxHiddenSize);
+  c.intermediate_size = get_int(j, "intermediate_size", src, true, 0, 1, limits::kMaxIntermediateSize);
+  c.max_position_embeddings = get_int(j, "max_position_embeddings", src, false, 512, 1, limits::kMaxPositionEmbeddings);
+  c.type_vocab_size = get_int(j, "type_vocab_size", src, false, 2, 1, limits::kMaxTypeVocabSize);
+  c.pad_token_id = get_int(j, "pad_token_id", src, false, 0, 0, limits::kMaxVocabSize - 1);
   c.layer_norm_eps = get_double(j, "layer_norm_eps", src, 1e-12);
   c.initializer_range = get_double(j, "initializer_range", src, 0.02);
   c.hidden_dropout_prob = get_double(j, "hidden_dropout_prob", src, 0.1);
   c.attention_probs_dropout_prob = get_double(j, "attention_probs_dropout_prob", src, 0.1);
   c.classifier_dropout = get_double(j, "classifier_dropout", src, c.hidden_dropout_prob);
+  MB_CHECK(c.layer_norm_eps >= 0.0, src + ": \"layer_norm_eps\" must be >= 0");
+  MB_CHECK(c.initializer_range >= 0.0, src + ": \"initializer_range\" must be >= 0");
   for (double p : {c.hidden_dropout_prob, c.attention_probs_dropout_prob, c.classifier_dropout})
     MB_CHECK(p >= 0.0 && p < 1.0, src + ": dropout probabilities must be in [0, 1)");
   c.hidden_act = get_string(j, "hidden_act", src, "gelu");
@@ -90,6 +104,9 @@ BertConfig bert_config_from_json(const json& j, const std::string& src) {
   // Labels: id2label ({"0": "NEG", ...}) wins; else num_labels; else HF's default of 2.
   if (auto it = j.find("id2label"); it != j.end() && !it->is_null()) {
     MB_CHECK(it->is_object() && !it->empty(), src + ": \"id2label\" must be a non-empty object");
+    MB_CHECK(int64_t(it->size()) <= limits::kMaxLabels, src + ": \"id2label\" has " + std::to_string(it->size()) +
+                                                            " labels, more than the limit of " +
+                                                            std::to_string(limits::kMaxLabels) + " (docs/RELIABILITY.md)");
     std::vector<std::string> labels(it->size());
     std::vector<bool> seen(it->size(), false);
     for (const auto& [k, v] : it->items()) {
@@ -104,7 +121,7 @@ BertConfig bert_config_from_json(const json& j, const std::string& src) {
     }
     c.id2label = labels;
   } else {
-    int64_t n = get_int(j, "num_labels", src, false, 2, 1);
+    int64_t n = get_int(j, "num_labels", src, false, 2, 1, limits::kMaxLabels);
     c.id2label.clear();
     for (int64_t i = 0; i < n; ++i) c.id2label.push_back("LABEL_" + std::to_string(i));
   }

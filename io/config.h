@@ -8,6 +8,24 @@
 
 namespace mb {
 
+// What a config.json may ask for. Far above any BERT-family model (the largest vocabulary in use is
+// XLM-R's 250,002, the widest layers BERT-xlarge's 2,048 / 8,192); they exist so that a hostile or
+// corrupt file is refused with a message before anything is sized from it (docs/RELIABILITY.md).
+// The bytes the parameters need are checked separately, against the machine's memory, before a
+// model is allocated from a config (BertModel::init_random).
+namespace limits {
+inline constexpr int64_t kMaxVocabSize = int64_t(1) << 22;              // 4,194,304
+inline constexpr int64_t kMaxHiddenSize = int64_t(1) << 16;             // 65,536
+inline constexpr int64_t kMaxLayers = int64_t(1) << 10;                 // 1,024
+inline constexpr int64_t kMaxIntermediateSize = int64_t(1) << 18;       // 262,144
+inline constexpr int64_t kMaxPositionEmbeddings = int64_t(1) << 17;     // 131,072
+inline constexpr int64_t kMaxTypeVocabSize = int64_t(1) << 16;          // 65,536
+inline constexpr int64_t kMaxLabels = int64_t(1) << 16;                 // 65,536
+// JSON files (config.json, tokenizer_config.json, the shard index, a checkpoint's state.json) are
+// read whole; a larger one is refused before it is read. Same cap as a safetensors header.
+inline constexpr int64_t kMaxJsonFileBytes = 100'000'000;
+}  // namespace limits
+
 struct BertConfig {
   int64_t vocab_size = 30522;
   int64_t hidden_size = 768;
@@ -40,7 +58,8 @@ BertConfig read_bert_config(const std::string& path);
 nlohmann::json bert_config_to_json(const BertConfig& c);
 void write_bert_config(const std::string& path, const BertConfig& c);
 
-// Reads a JSON file; errors name the file (missing, unreadable, invalid JSON with line/column).
+// Reads a JSON file; errors name the file (missing, unreadable, larger than
+// limits::kMaxJsonFileBytes, invalid JSON with line/column).
 nlohmann::json read_json_file(const std::string& path);
 
 }  // namespace mb

@@ -10,14 +10,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <tuple>
 
 #include "engine/error.h"
 #include "io/atomic_file.h"
+#include "io/config.h"
 
 namespace mb {
 
@@ -248,18 +247,7 @@ std::map<std::string, Tensor> read_model_weights(const std::string& dir) {
     throw Error(msg);
   }
 
-  json j;
-  {
-    std::ifstream in(index, std::ios::binary);
-    MB_CHECK(in, index + ": cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    try {
-      j = json::parse(ss.str());
-    } catch (const json::exception& e) {
-      throw Error(index + ": not valid JSON: " + e.what());
-    }
-  }
+  const json j = read_json_file(index);  // errors name the file; size capped
   const std::string map_msg = index + ": \"weight_map\" must be an object mapping tensor names to shard file names";
   MB_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), map_msg);
 

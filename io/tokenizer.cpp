@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "io/config.h"
 
 namespace mb {
 namespace {
@@ -200,14 +201,7 @@ Tokenizer Tokenizer::from_model_dir(const std::string& dir) {
   const std::string config_path = (fs::path(dir) / "tokenizer_config.json").string();
   TokenizerOptions opt;
   if (fs::exists(config_path)) {
-    std::ifstream in(config_path, std::ios::binary);
-    MB_CHECK(in, config_path + ": cannot open");
-    nlohmann::json cfg;
-    try {
-      cfg = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(config_path + ": invalid JSON: " + e.what());
-    }
+    const nlohmann::json cfg = read_json_file(config_path);  // errors name the file; size capped
     MB_CHECK(cfg.is_object(), config_path + ": expected a JSON object");
     // Keys absent (or null) keep the BertTokenizer defaults; other keys are not ours to judge.
     auto flag = [&](const char* key, bool fallback) {

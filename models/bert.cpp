@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <set>
 
+#include "engine/allocator.h"
 #include "engine/cpu.h"
 #include "engine/error.h"
 #include "engine/functional.h"
@@ -122,6 +124,12 @@ bool ends_with(const std::string& s, const std::string& p) {
 
 // Stored name -> canonical name: drop the "bert." prefix of task-model checkpoints and map the
 // TF-era LayerNorm.gamma/beta to weight/bias.
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", bytes / double(int64_t(1) << 30));
+  return buf;
+}
+
 std::string canonical_name(std::string n) {
   if (starts_with(n, "bert.")) n = n.substr(5);
   if (ends_with(n, "LayerNorm.gamma")) n = n.substr(0, n.size() - 5) + "weight";
@@ -272,10 +280,18 @@ void BertModel::require_f32_weights(const std::string& source, const std::string
                                           " needs the f32 model it was quantized from");
 }
 
-BertModel BertModel::init_random(const BertConfig& config, uint64_t seed) {
+BertModel BertModel::init_random(const BertConfig& config, uint64_t seed, const std::string& source) {
   BertModel m;
   m.config = config;
-  init_layers(m, "config");
+  init_layers(m, source);
+  // Every field is within its limit (io/config.h), yet their product can still be far more than the
+  // machine holds: refuse that here, before anything is allocated, rather than be killed half way.
+  // (Within the limits no count overflows: at most 2^10 layers of under 2^37 elements each.)
+  int64_t numel = 0;
+  for (const Slot& s : slots_of(m, true, true)) numel += shape_numel(s.shape);
+  const double need = double(numel) * sizeof(float), have = double(physical_memory_bytes());
+  MB_CHECK(need <= have, source + ": " + std::to_string(numel) + " parameters need " + gib(need) +
+                             " GiB, more than this machine's " + gib(have) + " GiB of memory");
   Rng rng(seed);
   for (Slot& s : slots_of(m, true, true)) {
     *s.var = Var(Tensor::empty(s.shape));
@@ -334,7 +350,7 @@ void BertModel::set_requires_grad(bool on) const {
 void BertModel::save(const std::string& dir, DType dtype, const std::string& tokenizer_dir) const {
   // Each file is written atomically (temp + rename), weights first: a reader never sees a
   // half-written file, and other files in DIR (logs, checkpoints) are left alone.
-  fs::create_directories(dir);
+  create_output_dir(dir);
   const fs::path target = dir;
   std::vector<std::pair<std::string, Tensor>> tensors = named_tensors();
   MB_CHECK(dtype == DType::F32 || !quantization.quantized(), dir + ": a quantized model is saved as it is stored");

@@ -130,8 +130,10 @@ class BertModel {
   static BertModel from_tensors(const BertConfig& config, const std::map<std::string, Tensor>& tensors,
                                 const std::string& source);
   // BERT's own initialisation: weights ~ normal(0, initializer_range), biases 0, LayerNorm 1/0,
-  // the padding row of the word embeddings 0. Pooler and classifier included.
-  static BertModel init_random(const BertConfig& config, uint64_t seed);
+  // the padding row of the word embeddings 0. Pooler and classifier included. Refuses (mb::Error
+  // starting with `source`) a config whose parameters need more than the machine's memory, before
+  // allocating anything.
+  static BertModel init_random(const BertConfig& config, uint64_t seed, const std::string& source = "config");
 
   // Every parameter with its Hugging Face name: "bert."-prefixed when a classifier head is present
   // (BertForSequenceClassification), bare otherwise (BertModel). The Vars are the model's own.

@@ -121,15 +121,23 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
   MB_CHECK(t.resume || !checkpoint_exists(ckpt),
            ckpt + ": a checkpoint exists; pass --resume to continue that run, or choose another --out");
   MB_CHECK(!t.resume || checkpoint_exists(ckpt), ckpt + ": no checkpoint to resume from");
-  fs::create_directories(o.out_dir);
+  create_output_dir(o.out_dir);
   if (!t.resume) fs::remove(log_path);  // a fresh run starts a fresh log
   JsonlLog log(log_path);
   if (t.resume) {
     const nlohmann::json st = load_training_checkpoint(ckpt, model, opt);
-    step = st.at("step").get<int64_t>();
-    best = st.at("best").is_null() ? best : st.at("best").get<double>();
-    best_metrics = st.at("best_metrics").get<std::map<std::string, double>>();
-    rng_from_json(dropout_rng, st.at("dropout_rng"));
+    try {
+      step = st.at("step").get<int64_t>();
+      best = st.at("best").is_null() ? best : st.at("best").get<double>();
+      best_metrics = st.at("best_metrics").get<std::map<std::string, double>>();
+      rng_from_json(dropout_rng, st.at("dropout_rng"));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ckpt + "/state.json: malformed fine-tuning state: " + e.what());
+    } catch (const Error& e) {
+      throw Error(ckpt + "/state.json: " + e.what());
+    }
+    MB_CHECK(step >= 0 && step <= total, ckpt + "/state.json: step " + std::to_string(step) + " is outside this run's 0.." +
+                                             std::to_string(total) + " steps");
     log.truncate_after_step(step);
     std::cerr << "minibridge: resuming " << o.out_dir << " at step " << step << "\n";
   }

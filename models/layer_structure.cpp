@@ -30,9 +30,9 @@ int64_t positive_int(const json& entry, const char* key, const std::string& wher
 std::vector<LayerStructure> read_layer_structure(const BertConfig& c, const std::string& source) {
   const LayerStructure plain = LayerStructure::encoder(c.num_attention_heads, c.intermediate_size);
   auto mbk = c.raw.find("minibridge");
-  if (mbk == c.raw.end() || mbk->is_null() || !mbk->contains("layers"))
-    return std::vector<LayerStructure>(size_t(c.num_hidden_layers), plain);
+  if (mbk == c.raw.end() || mbk->is_null()) return std::vector<LayerStructure>(size_t(c.num_hidden_layers), plain);
   MB_CHECK(mbk->is_object(), source + ": \"minibridge\" must be an object");
+  if (!mbk->contains("layers")) return std::vector<LayerStructure>(size_t(c.num_hidden_layers), plain);
   const json& layers = mbk->at("layers");
   MB_CHECK(layers.is_array(), source + ": \"minibridge\".\"layers\" must be an array");
   MB_CHECK(int64_t(layers.size()) == c.num_hidden_layers,
@@ -47,11 +47,11 @@ std::vector<LayerStructure> read_layer_structure(const BertConfig& c, const std:
     if (kind == "encoder") {
       const int64_t dh = c.head_dim();
       const int64_t h = positive_int(e, "num_heads", where, 0, c.hidden_size / dh);
-      const int64_t i = positive_int(e, "intermediate_size", where, 0, int64_t(1) << 30);
+      const int64_t i = positive_int(e, "intermediate_size", where, 0, limits::kMaxIntermediateSize);
       // h = 0 or i = 0: K-prune removed that sublayer entirely (see BertLayer).
       out.push_back(LayerStructure::encoder(h, i));
     } else if (kind == "bridge") {
-      const int64_t r = positive_int(e, "rank", where, 1, int64_t(1) << 20);
+      const int64_t r = positive_int(e, "rank", where, 1, c.hidden_size);  // above d it is no longer low-rank
       BridgeForm form = BridgeForm::ResidualLayerNorm;
       if (e.contains("form")) {
         MB_CHECK(e["form"].is_string(), where + ": \"form\" must be a string");

@@ -11,6 +11,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "io/atomic_file.h"
 #include "engine/progress.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
@@ -247,8 +248,13 @@ PretrainResult pretrain(const PretrainOptions& o) {
       elapsed_before = state.at("elapsed_s").get<double>();
     } catch (const json::exception& e) {
       throw Error(ck_dir + "/state.json: malformed pretraining state: " + e.what());
+    } catch (const Error& e) {  // the data stream's or the RNG's own checks
+      const std::string what = e.what();
+      if (what.rfind(ck_dir, 0) == 0) throw;
+      throw Error(ck_dir + "/state.json: " + what);
     }
-    MB_CHECK(step >= 0 && step <= o.max_steps, ck_dir + ": step " + std::to_string(step) + " is out of range");
+    MB_CHECK(step >= 0 && step <= o.max_steps, ck_dir + "/state.json: step " + std::to_string(step) +
+                                                    " is outside this run's 0.." + std::to_string(o.max_steps) + " steps");
     if (step == o.max_steps) {
       if (!fs::exists(out / "model.safetensors")) model.save(o.out_dir, DType::F32, o.model_dir);
       std::cerr << "minibridge: " << o.out_dir << ": pretraining already finished (" << step
@@ -263,7 +269,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   }
 
   // ---- From here on OUT is written.
-  fs::create_directories(out);
+  create_output_dir(out.string());
   if (!o.resume) fs::remove(log_path);
   JsonlLog log(log_path);
   if (o.resume) log.truncate_after_step(step);

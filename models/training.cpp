@@ -59,7 +59,11 @@ nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel&
     std::memcpy(v.value().raw(), it->second.raw(), it->second.nbytes());
   }
   MB_CHECK(ck.state.contains("optimizer"), ck.dir + ": state.json lacks the optimizer state");
-  opt.load_state(ck.state["optimizer"], ck.tensors);
+  try {
+    opt.load_state(ck.state["optimizer"], ck.tensors);
+  } catch (const Error& e) {
+    throw Error(ck.dir + ": " + e.what());
+  }
   return ck.state;
 }
 

@@ -1,5 +1,6 @@
 // Long-job infrastructure: atomic checkpoints (incl. SIGKILL mid-save), JSON-lines logs, progress.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -193,6 +194,45 @@ static void kill_while_saving(bool two_renames) {
 TEST_CASE("SIGKILL at any moment of a save never leaves an unreadable checkpoint") {
   SUBCASE("installed with RENAME_EXCHANGE") { kill_while_saving(false); }
   SUBCASE("installed with two renames (filesystems without RENAME_EXCHANGE)") { kill_while_saving(true); }
+}
+
+// docs/RELIABILITY.md "Full disks": a failed write gives one error naming the file and leaves
+// the previous checkpoint as it was, with nothing half-written beside it.
+TEST_CASE("a save that runs out of space: one error, the previous checkpoint intact, no leftovers") {
+  const std::string root = mbtest::scratch_dir("checkpoint_full_disk"), dir = root + "/ckpt";
+  save_checkpoint(dir, numbered(1), {{"step", 1}});
+  const std::string tensors = mbtest::read_file(dir + "/tensors.safetensors");
+
+  // RLIMIT_FSIZE below the tensors' size: write() fails with EFBIG part way (SIGXFSZ ignored), as
+  // it fails with ENOSPC on a full disk.
+  struct rlimit old;
+  getrlimit(RLIMIT_FSIZE, &old);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = rlim_t(tensors.size() / 2);
+  setrlimit(RLIMIT_FSIZE, &small);
+  const std::string msg = mbtest::error_of([&] { save_checkpoint(dir, numbered(2), {{"step", 2}}); });
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+
+  CHECK(msg.rfind(dir + ": cannot save checkpoint: " + dir + ".staging.", 0) == 0);
+  CHECK(msg.find("/tensors.safetensors: write failed: File too large") != std::string::npos);
+  CHECK(entries(root) == std::vector<std::string>{"ckpt"});
+  CHECK(entries(dir) == std::vector<std::string>{"state.json", "tensors.safetensors"});
+  const Checkpoint c = load_checkpoint(dir);
+  CHECK(c.state["step"] == 1);
+  CHECK(mbtest::read_file(dir + "/tensors.safetensors") == tensors);
+  save_checkpoint(dir, numbered(3), {{"step", 3}});  // and the next save works
+  CHECK(load_checkpoint(dir).state["step"] == 3);
+}
+
+TEST_CASE("a log append on a full device: one error naming the log") {
+  if (!fs::exists("/dev/full")) return;
+  const std::string link = mbtest::scratch_dir("jsonl_full") + "/log.jsonl";
+  fs::remove(link);
+  fs::create_symlink("/dev/full", link);  // every write: ENOSPC
+  JsonlLog log(link);
+  CHECK(mbtest::error_of([&] { log.write({{"step", 1}}); }) == link + ": write failed: No space left on device");
 }
 
 TEST_CASE("JSON-lines log: append, resume, truncate after a step") {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include "engine/error.h"
 #include "io/config.h"
@@ -135,6 +137,90 @@ TEST_CASE("config errors name the file and the problem") {
   CHECK(msg.find(path + ": invalid JSON") != std::string::npos);
 
   CHECK(mbtest::error_of([&] { mb::read_bert_config(dir + "/absent.json"); }).find("cannot open") != std::string::npos);
+}
+
+// docs/RELIABILITY.md "Limits": a config that asks for absurd sizes is refused with a message
+// naming the key and the limit, before anything is sized from it.
+TEST_CASE("resource limits: absurd sizes in config.json are refused before anything is allocated") {
+  const std::string dir = mbtest::scratch_dir("models_limits");
+  const std::string path = dir + "/config.json";
+  const nlohmann::json base = nlohmann::json::parse(mb::shipped_configs().at("tiny"));
+  auto error_with = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = base;
+    edit(j);
+    mbtest::write_file(path, j.dump());
+    return mbtest::error_of([&] { mb::BertModel::init_random(mb::read_bert_config(path), 1, path); });
+  };
+  CHECK(error_with([](nlohmann::json&) {}).empty());
+
+  const std::vector<std::pair<const char*, int64_t>> fields = {
+      {"vocab_size", mb::limits::kMaxVocabSize},
+      {"hidden_size", mb::limits::kMaxHiddenSize},
+      {"num_hidden_layers", mb::limits::kMaxLayers},
+      {"num_attention_heads", mb::limits::kMaxHiddenSize},
+      {"intermediate_size", mb::limits::kMaxIntermediateSize},
+      {"max_position_embeddings", mb::limits::kMaxPositionEmbeddings},
+      {"type_vocab_size", mb::limits::kMaxTypeVocabSize},
+      {"num_labels", mb::limits::kMaxLabels}};
+  for (const auto& field : fields) {
+    const std::string key = field.first;  // (clang 14 cannot capture a structured binding in CAPTURE's lambda)
+    const int64_t limit = field.second;
+    for (int64_t v : {limit + 1, int64_t(1) << 62, std::numeric_limits<int64_t>::max()}) {
+      CAPTURE(key);
+      CAPTURE(v);
+      const std::string msg = error_with([&](nlohmann::json& j) {
+        j[key] = v;
+        if (key == "num_labels") j.erase("id2label");
+      });
+      CHECK(msg.find(path + ": \"" + key + "\" is " + std::to_string(v) + ", more than the limit of " +
+                     std::to_string(limit)) != std::string::npos);
+    }
+  }
+  // An unsigned number past int64 is not an integer the config can hold.
+  CHECK(error_with([](nlohmann::json& j) { j["vocab_size"] = uint64_t(1) << 63; })
+            .find("\"vocab_size\" is 9223372036854775808, more than the limit of 4194304") != std::string::npos);
+
+  // id2label bounded like num_labels (its size is the label count).
+  std::string msg = error_with([](nlohmann::json& j) {
+    j.erase("num_labels");
+    j["id2label"] = nlohmann::json::object();
+    for (int64_t i = 0; i <= mb::limits::kMaxLabels; ++i) j["id2label"][std::to_string(i)] = "L";
+  });
+  CHECK(msg.find("\"id2label\" has 65537 labels, more than the limit of 65536") != std::string::npos);
+
+  // The per-layer structure: widths within the same limits, bridge ranks at most hidden_size.
+  auto layers = [](nlohmann::json& j, nlohmann::json layer) {
+    j["minibridge"]["layers"] = nlohmann::json::array();
+    for (int l = 0; l < j["num_hidden_layers"].get<int>(); ++l) j["minibridge"]["layers"].push_back(layer);
+  };
+  msg = error_with([&](nlohmann::json& j) {
+    layers(j, {{"kind", "encoder"}, {"num_heads", 2}, {"intermediate_size", mb::limits::kMaxIntermediateSize + 1}});
+  });
+  CHECK(msg.find("\"intermediate_size\" is 262145, must be in [0, 262144]") != std::string::npos);
+  msg = error_with([&](nlohmann::json& j) { layers(j, {{"kind", "bridge"}, {"rank", j["hidden_size"].get<int64_t>() + 1}}); });
+  CHECK(msg.find("\"rank\" is " + std::to_string(base["hidden_size"].get<int64_t>() + 1) + ", must be in [1, " +
+                 std::to_string(base["hidden_size"].get<int64_t>()) + "]") != std::string::npos);
+  CHECK(error_with([](nlohmann::json& j) { j["minibridge"] = nlohmann::json::array({1, 2}); })
+            .find("\"minibridge\" must be an object") != std::string::npos);
+
+  // Every field within its limit, yet 2^22 x 2^16 word embeddings alone are 1 TiB: refused by the
+  // memory check before a byte is allocated (without it the allocation fails or the OOM killer ends
+  // the process).
+  msg = error_with([](nlohmann::json& j) {
+    j["vocab_size"] = mb::limits::kMaxVocabSize;
+    j["hidden_size"] = mb::limits::kMaxHiddenSize;
+    j["num_attention_heads"] = 1;
+  });
+  CHECK(msg.find(path + ": ") == 0);
+  CHECK(msg.find("GiB, more than this machine's") != std::string::npos);
+
+  // A JSON file past 100 MB is refused unread (a sparse file: no disk is used).
+  {
+    mbtest::write_file(path, base.dump());
+    fs::resize_file(path, uintmax_t(mb::limits::kMaxJsonFileBytes) + 1);
+    msg = mbtest::error_of([&] { mb::read_bert_config(path); });
+    CHECK(msg == path + ": 100000001 bytes, larger than the 100 MB limit for a JSON file");
+  }
 }
 
 TEST_CASE("weight errors: missing tensors by name, wrong shapes, missing directory") {

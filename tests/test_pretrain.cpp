@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -278,6 +279,45 @@ TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninter
   CHECK(resumes == 1);
 }
 
+// docs/RELIABILITY.md "Full disks": a checkpoint save that fails (here a file-size limit: EFBIG, as
+// ENOSPC on a full disk) ends the run with one error naming the file, leaves the previous
+// checkpoint intact and loadable with nothing half-written beside it, and --resume then finishes
+// exactly like an uninterrupted run.
+TEST_CASE("pretrain on a full disk: one clear error, the previous checkpoint intact, --resume finishes the run") {
+  if (!have_data()) return;
+  const std::string ref = baseline();
+  const std::string out = fixture().root + "/full_disk";
+  fs::remove_all(out);
+  const pid_t pid = spawn(common_args(out), fixture().root + "/full_disk");
+  const int status = signal_when(pid, SIGKILL, [&] { return mb::checkpoint_exists(out + "/checkpoint"); });
+  REQUIRE_MESSAGE(WIFSIGNALED(status), "the run ended before it could be stopped");
+  const int64_t at = checkpoint_step(out);
+  REQUIRE(at < 30);
+  const std::string tensors = mbtest::read_file(out + "/checkpoint/tensors.safetensors");
+  const std::string state = mbtest::read_file(out + "/checkpoint/state.json");
+
+  // Room for the log lines, not for the next checkpoint's tensors.
+  const uint64_t limit = tensors.size() / 2;
+  REQUIRE(mbtest::read_file(out + "/train_log.jsonl").size() * 8 < limit);
+  const mbtest::CliRun r = mbtest::run_cli_with_file_limit(common_args(out) + " --resume", limit);
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("minibridge: error: ") != std::string::npos, r.err);
+  CHECK_MESSAGE(r.err.find("tensors.safetensors: write failed: File too large") != std::string::npos, r.err);
+  CHECK(r.out.empty());
+  CHECK(checkpoint_step(out) == at);
+  CHECK(mbtest::read_file(out + "/checkpoint/tensors.safetensors") == tensors);
+  CHECK(mbtest::read_file(out + "/checkpoint/state.json") == state);
+  for (const auto& e : fs::recursive_directory_iterator(out)) {  // no staging directory, no temp file
+    const std::string name = e.path().filename().string();
+    CHECK_MESSAGE((name.find(".staging.") == std::string::npos && name.find(".tmp.") == std::string::npos), name);
+  }
+
+  const mbtest::CliRun done = mbtest::run_cli(common_args(out) + " --resume");
+  REQUIRE_MESSAGE(done.status == 0, done.err);
+  CHECK(trajectory(out) == trajectory(ref));
+  CHECK(mbtest::read_file(out + "/model.safetensors") == mbtest::read_file(ref + "/model.safetensors"));
+}
+
 TEST_CASE("pretrain stopped with SIGINT saves a checkpoint at once; resuming gives the same result") {
   if (!have_data()) return;
   const std::string ref = baseline();
@@ -357,6 +397,34 @@ TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
     CHECK(r.status != 0);
     CHECK_MESSAGE(r.err.find("max_position_embeddings") != std::string::npos, r.err);
     CHECK_FALSE(fs::exists(out));
+  }
+  SUBCASE("a damaged checkpoint state: one error naming state.json, nothing changed") {
+    const std::string ref = baseline();
+    const std::string out = f.root + "/out_damaged";
+    fs::remove_all(out);
+    fs::copy(ref, out, fs::copy_options::recursive);
+    const std::string state_path = out + "/checkpoint/state.json";
+    const json good = json::parse(mbtest::read_file(state_path));
+    const std::string model_bytes = mbtest::read_file(out + "/model.safetensors");
+    const std::vector<std::pair<std::function<void(json&)>, std::string>> damages = {
+        {[](json& j) { j["step"] = -3; }, "step -3 is outside this run's 0..30 steps"},
+        {[](json& j) { j["step"] = 1000000; }, "step 1000000 is outside this run's 0..30 steps"},
+        {[](json& j) { j["step"] = "ten"; }, "malformed pretraining state"},
+        {[](json& j) { j.erase("window"); }, "malformed pretraining state"},
+        {[](json& j) { j["data"]["next"] = 99; }, "stream index out of range"},
+        {[](json& j) { j["data"]["streams"][0]["byte"] = uint64_t(1) << 40; }, "shorter than the saved position"},
+        {[](json& j) { j["dropout_rng"] = "x"; }, "RNG state: malformed"},
+    };
+    for (const auto& [damage, want] : damages) {
+      json j = good;
+      damage(j);
+      mbtest::write_file(state_path, j.dump());
+      const mbtest::CliRun r = mbtest::run_cli(common_args(out) + " --resume");
+      CHECK(r.status == 1);
+      CHECK_MESSAGE(r.err.rfind("minibridge: error: " + out + "/checkpoint/state.json: ", 0) == 0, r.err);
+      CHECK_MESSAGE(r.err.find(want) != std::string::npos, r.err);
+      CHECK(mbtest::read_file(out + "/model.safetensors") == model_bytes);
+    }
   }
   SUBCASE("a fresh run over an earlier run's checkpoint, and a resume with other options") {
     const std::string ref = baseline();

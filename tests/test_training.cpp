@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "io/safetensors.h"
 #include "models/bert.h"
 #include "models/training.h"
+#include "io/checkpoint.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -118,6 +120,49 @@ TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
   CHECK(log_losses(cut + "/train_log.jsonl") == full_log);
   CHECK(mbtest::read_file(cut + "/model.safetensors") == mbtest::read_file(full + "/model.safetensors"));
 
+  // On a full disk (a file-size limit: EFBIG, as ENOSPC), a save fails with one error naming the
+  // file; the previous checkpoint and model stay intact, nothing half-written is left, and --resume
+  // then ends exactly like the uninterrupted run (docs/RELIABILITY.md "Full disks").
+  const std::string disk = mbtest::scratch_dir("training_disk") + "/out";
+  const pid_t pid2 = fork();
+  if (pid2 == 0) {
+    const std::string cmd = "exec " + mbtest::cli_path() + " finetune" + common + " --out " + disk + " > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const auto deadline2 = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(disk + "/checkpoint/state.json") && std::chrono::steady_clock::now() < deadline2)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid2, SIGKILL);
+  waitpid(pid2, &status, 0);
+  REQUIRE(mb::checkpoint_exists(disk + "/checkpoint"));
+  const mb::Checkpoint before = mb::load_checkpoint(disk + "/checkpoint");
+  const int64_t at = before.state.at("step").get<int64_t>();
+  if (at < 50) {  // (else the run had finished before the kill: nothing left to write)
+    const std::string ck_tensors = mbtest::read_file(disk + "/checkpoint/tensors.safetensors");
+    const std::string ck_state = mbtest::read_file(disk + "/checkpoint/state.json");
+    const bool had_model = fs::exists(disk + "/model.safetensors");
+    const std::string model_before = had_model ? mbtest::read_file(disk + "/model.safetensors") : "";
+    // Room for the log, not for a model (a third of the checkpoint's tensors) or a checkpoint.
+    const uint64_t limit = ck_tensors.size() / 6;
+    REQUIRE(mbtest::read_file(disk + "/train_log.jsonl").size() * 8 < limit);
+    const mbtest::CliRun r = mbtest::run_cli_with_file_limit("finetune" + common + " --out " + disk + " --resume", limit);
+    CHECK(r.status == 1);
+    CHECK_MESSAGE(r.err.find("minibridge: error: " + disk) != std::string::npos, r.err);
+    CHECK_MESSAGE(r.err.find(".safetensors: write failed: File too large") != std::string::npos, r.err);
+    CHECK(mbtest::read_file(disk + "/checkpoint/tensors.safetensors") == ck_tensors);
+    CHECK(mbtest::read_file(disk + "/checkpoint/state.json") == ck_state);
+    CHECK(fs::exists(disk + "/model.safetensors") == had_model);
+    if (had_model) CHECK(mbtest::read_file(disk + "/model.safetensors") == model_before);
+    for (const auto& e : fs::recursive_directory_iterator(disk)) {  // no staging directory, no temp file
+      const std::string name = e.path().filename().string();
+      CHECK_MESSAGE((name.find(".staging.") == std::string::npos && name.find(".tmp.") == std::string::npos), name);
+    }
+  }
+  REQUIRE(run("finetune" + common + " --out " + disk + " --resume") == 0);
+  CHECK(log_losses(disk + "/train_log.jsonl") == full_log);
+  CHECK(mbtest::read_file(disk + "/model.safetensors") == mbtest::read_file(full + "/model.safetensors"));
+
   // eval prints the metric of the saved best model.
   const std::string out = mbtest::scratch_dir("training_eval") + "/out";
   const int raw = std::system((mbtest::cli_path() + " eval --model " + full + " --task sst-2 --data " + glue + " > " + out).c_str());
@@ -143,4 +188,44 @@ TEST_CASE("bad training data: file and line, non-zero exit") {
 
   CHECK(run("finetune --model " + model + " --task SST-9 --data " + glue + " --out " + model + "-ft", &err) == 1);
   CHECK(err.find("SST-9") != std::string::npos);
+}
+
+TEST_CASE("unwritable outputs and damaged checkpoints: one error naming the path, nothing changed") {
+  const std::string glue = small_glue("training_damaged", 40, 10);
+  const std::string root = mbtest::scratch_dir("training_damaged_run");
+  const std::string model = root + "/tiny";
+  REQUIRE(run("init --config tiny --out " + model) == 0);
+  const std::string common = "finetune --model " + model + " --task SST-2 --data " + glue + " --epochs 1 --batch-size 8 --threads 1";
+
+  // --out under a regular file: nothing can be created there.
+  mbtest::write_file(root + "/a_file", "x");
+  std::string err;
+  CHECK(run(common + " --out " + root + "/a_file/out", &err) == 1);
+  CHECK_MESSAGE(err.rfind("minibridge: error: ", 0) == 0, err);
+  CHECK_MESSAGE(err.find(root + "/a_file/out: cannot create directory: Not a directory") != std::string::npos, err);
+  CHECK(mbtest::read_file(root + "/a_file") == "x");
+
+  // A finished run's checkpoint with its state.json damaged: --resume names the file and the problem.
+  const std::string out = root + "/out";
+  REQUIRE(run(common + " --out " + out) == 0);
+  const std::string state_path = out + "/checkpoint/state.json";
+  const nlohmann::json good = nlohmann::json::parse(mbtest::read_file(state_path));
+  const std::string model_bytes = mbtest::read_file(out + "/model.safetensors");
+  const std::vector<std::pair<std::function<void(nlohmann::json&)>, std::string>> damages = {
+      {[](nlohmann::json& j) { j["step"] = -1; }, "step -1 is outside this run's 0..5 steps"},
+      {[](nlohmann::json& j) { j["step"] = 6; }, "step 6 is outside this run's 0..5 steps"},
+      {[](nlohmann::json& j) { j["step"] = "five"; }, "malformed fine-tuning state"},
+      {[](nlohmann::json& j) { j.erase("best_metrics"); }, "malformed fine-tuning state"},
+      {[](nlohmann::json& j) { j["dropout_rng"] = nlohmann::json::array(); }, "RNG state: malformed"},
+      {[](nlohmann::json& j) { j["optimizer"]["param_steps"] = 3; }, "optimizer state: "},
+  };
+  for (const auto& [damage, want] : damages) {
+    nlohmann::json j = good;
+    damage(j);
+    mbtest::write_file(state_path, j.dump());
+    CHECK(run(common + " --out " + out + " --resume", &err) == 1);
+    CHECK_MESSAGE(err.rfind("minibridge: error: " + out + "/checkpoint", 0) == 0, err);
+    CHECK_MESSAGE(err.find(want) != std::string::npos, err);
+    CHECK(mbtest::read_file(out + "/model.safetensors") == model_bytes);
+  }
 }

@@ -1,9 +1,11 @@
 // Helpers shared by the tests: where fixtures and data live, scratch directories, files,
 // error messages, and running the CLI.
 #pragma once
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -90,6 +92,31 @@ inline CliRun run_cli(const std::string& args, const std::string& input = "") {
   write_file(dir + "/in", input);
   const std::string cmd = cli_path() + " " + args + " < " + dir + "/in > " + dir + "/out 2> " + dir + "/err";
   const int raw = std::system(cmd.c_str());
+  CliRun r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  r.out = read_file(dir + "/out");
+  r.err = read_file(dir + "/err");
+  return r;
+}
+
+// Runs `minibridge ARGS` with every file it writes capped at MAX_FILE_BYTES: RLIMIT_FSIZE with
+// SIGXFSZ ignored, so that a write past the cap fails (EFBIG) the way a write to a full disk does
+// (ENOSPC), instead of the signal killing the process.
+inline CliRun run_cli_with_file_limit(const std::string& args, uint64_t max_file_bytes) {
+  const std::string dir = scratch_dir("cli_run_limited_" + std::to_string(getpid()));
+  const std::string cmd = "exec " + cli_path() + " " + args + " < /dev/null > " + dir + "/out 2> " + dir + "/err";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_IGN);  // kept across exec
+    struct rlimit lim;
+    getrlimit(RLIMIT_FSIZE, &lim);
+    lim.rlim_cur = rlim_t(max_file_bytes);
+    setrlimit(RLIMIT_FSIZE, &lim);
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int raw = 0;
+  waitpid(pid, &raw, 0);
   CliRun r;
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   r.out = read_file(dir + "/out");

@@ -47,7 +47,7 @@ void run_init(const InitOptions& o) {
                std::to_string(config.vocab_size));
   const mb::DType dt = o.dtype == "f32" ? mb::DType::F32 : o.dtype == "bf16" ? mb::DType::BF16 : mb::DType::F16;
 
-  const mb::BertModel m = mb::BertModel::init_random(config, o.seed);
+  const mb::BertModel m = mb::BertModel::init_random(config, o.seed, o.config);
   m.save(o.out, dt, vocab_dir);
   const mb::ModelCounts c = mb::count_model(m, 128);
   std::cerr << "minibridge: wrote " << o.out << " (" << c.total_params() << " parameters, seed " << o.seed << ")\n";
