@@ -197,6 +197,13 @@ TEST_CASE("bad input: one clear error, non-zero exit, no crash") {
   r = mbtest::run_cli("encode --pooling max --model " + tiny(), "x\n");
   CHECK(r.status != 0);
   CHECK(r.status != -1);
+  // A negative step count is refused by the option itself, before anything runs.
+  r = mbtest::run_cli("finetune --model " + tiny() + " --task SST-2 --out " + bad + "3 --max-steps -5");
+  CHECK(r.status != 0);
+  CHECK(r.status != -1);
+  CHECK(r.err.find("--max-steps") != std::string::npos);
+  CHECK_FALSE(fs::exists(bad + "3"));
+
   r = mbtest::run_cli("init --config nosuchshape --out " + bad + "2");
   CHECK(r.status == 1);
   CHECK(r.err.find("nosuchshape") != std::string::npos);

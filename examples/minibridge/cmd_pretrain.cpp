@@ -96,8 +96,12 @@ void add_pretrain_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--resume", o->resume, "continue the run in OUT from OUT/checkpoint");
   cmd->add_option("--threads", o->threads, "threads (default: MB_NUM_THREADS or all)");
-  cmd->add_flag("!--no-progress", o->progress, "no progress line on stderr");
-  cmd->callback([o] { run_pretrain(*o); });
+  auto no_progress = std::make_shared<bool>(false);
+  cmd->add_flag("--no-progress", *no_progress, "no progress line on stderr");
+  cmd->callback([o, no_progress] {
+    o->progress = !*no_progress;
+    run_pretrain(*o);
+  });
 }
 
 }  // namespace mbcli

@@ -62,7 +62,7 @@ void add_train_commands(CLI::App& app) {
   auto threads = std::make_shared<int>(0);
   CLI::App* ft = app.add_subcommand("finetune", "fine-tune a model on a GLUE task (HF run_glue defaults)");
   ft->add_option("--model", f->model_dir, "pretrained model directory")->required();
-  ft->add_option("--task", f->task, "CoLA, SST-2, MRPC, RTE, STS-B or WNLI")->required();
+  ft->add_option("--task", f->task, "CoLA, SST-2, MRPC, RTE, STS-B, WNLI, QNLI, QQP or MNLI")->required();
   ft->add_option("--data", f->data_dir, "GLUE directory (default: $MINIBRIDGE_DATA/glue)");
   ft->add_option("--out", f->out_dir, "output directory: best model, train_log.jsonl, checkpoint/")->required();
   ft->add_option("--epochs", f->epochs, "training epochs")->check(CLI::Range(1, 1000));
@@ -70,7 +70,8 @@ void add_train_commands(CLI::App& app) {
   ft->add_option("--batch-size", f->train.batch_size, "sequences per step")->check(CLI::Range(1, 1 << 16));
   ft->add_option("--max-len", f->max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
   ft->add_option("--seed", f->train.seed, "seed for the classifier init, data order and dropout");
-  ft->add_option("--max-steps", f->train.max_steps, "stop after this many steps (overrides --epochs)");
+  ft->add_option("--max-steps", f->train.max_steps, "stop after this many steps (overrides --epochs)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
   ft->add_option("--warmup-ratio", f->train.warmup_ratio, "linear warm-up over this fraction of the steps")
       ->check(CLI::Range(0.0, 1.0));
   ft->add_option("--weight-decay", f->train.weight_decay, "AdamW decoupled weight decay (none on biases, LayerNorm)");
