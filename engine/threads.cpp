@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -15,8 +17,11 @@ extern "C" void openblas_set_num_threads(int);
 namespace mb {
 
 namespace {
-int g_threads = 0;
-}
+// 0 until set. Atomic, and the default applied once: the first calls may come from several of the
+// caller's threads at once (tests/test_threads.cpp).
+std::atomic<int> g_threads{0};
+std::once_flag g_default_once;
+}  // namespace
 
 int default_num_threads() {
   if (const char* env = std::getenv("MB_NUM_THREADS"); env && *env) {
@@ -32,7 +37,7 @@ int default_num_threads() {
 
 void set_num_threads(int n) {
   if (n <= 0) n = default_num_threads();
-  g_threads = n;
+  g_threads.store(n, std::memory_order_relaxed);
   omp_set_num_threads(n);
 #ifdef MB_HAVE_OPENBLAS
   openblas_set_num_threads(n);
@@ -40,8 +45,11 @@ void set_num_threads(int n) {
 }
 
 int num_threads() {
-  if (g_threads == 0) set_num_threads(0);
-  return g_threads;
+  if (const int n = g_threads.load(std::memory_order_relaxed); n > 0) return n;
+  std::call_once(g_default_once, [] {
+    if (g_threads.load(std::memory_order_relaxed) == 0) set_num_threads(0);
+  });
+  return g_threads.load(std::memory_order_relaxed);
 }
 
 GemmThreads::GemmThreads(int64_t M, int64_t N, int64_t K) {
