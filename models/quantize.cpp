@@ -151,9 +151,8 @@ void quantize_model(const QuantizeOptions& o) {
       ::close(dir);
     }
   } catch (const std::exception& e) {
-    fs::remove_all(staging, ec);
-    if (dynamic_cast<const Error*>(&e)) throw;
-    throw Error(o.out_dir + ": " + e.what());
+    fs::remove_all(staging, ec);  // a full disk, say: nothing half-written stays behind
+    throw Error(o.out_dir + ": cannot write the quantized model: " + e.what());
   }
 }
 

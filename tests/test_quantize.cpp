@@ -2,6 +2,9 @@
 // of the quantized weights, and computing bit for bit what the f32 model computes with --int8 /
 // --bf16, for every block kind; bad files and bad requests give one clear error.
 #include <doctest/doctest.h>
+#include <sys/resource.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <cmath>
@@ -252,6 +255,23 @@ TEST_CASE("quantize: bad requests give one clear error and write nothing") {
   CHECK_MESSAGE(e.find("not a model directory") != std::string::npos, e);
   CHECK(!fs::exists(root + "/out"));
   CHECK(leftovers(root) == 0);
+  // Out of space part way through the weights (a file-size limit: EFBIG, as ENOSPC on a full disk;
+  // docs/RELIABILITY.md "Full disks"): one error naming the file, no target, no staging directory.
+  {
+    struct rlimit old;
+    getrlimit(RLIMIT_FSIZE, &old);
+    auto old_handler = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = old;
+    small.rlim_cur = rlim_t(fs::file_size(q + "/model.safetensors") / 2);
+    setrlimit(RLIMIT_FSIZE, &small);
+    e = error(f32_dir, root + "/full");
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, old_handler);
+    CHECK_MESSAGE(e.rfind(root + "/full: cannot write the quantized model: ", 0) == 0, e);
+    CHECK_MESSAGE(e.find("/model.safetensors: write failed: File too large") != std::string::npos, e);
+    CHECK(!fs::exists(root + "/full"));
+    CHECK(leftovers(root) == 0);
+  }
   // An empty directory is filled.
   fs::create_directories(root + "/empty");
   quantize(f32_dir, root + "/empty", mb::Precision::BF16);
