@@ -6,7 +6,8 @@
 #              build/sanitize_build, configured and built here when missing: tests/sanitize_build.sh)
 # Each target's corpus grows in BUILD_DIR/fuzz/<target>/corpus, seeded by the target itself
 # (MB_FUZZ_WRITE_SEEDS: files made by minibridge's own writers and from $MINIBRIDGE_DATA) and by the
-# text files in tests/data. Findings are written to BUILD_DIR/fuzz/<target>/ as crash-*, oom-*,
+# text files in tests/data; dictionaries: tests/fuzz/json.dict (the JSON readers, safetensors
+# headers) and tests/fuzz/text.dict (vocabulary, tokenizer, GLUE, corpus). Findings are written to BUILD_DIR/fuzz/<target>/ as crash-*, oom-*,
 # timeout-* or leak-* files; the script fails when a target finds one. Prints one line a target:
 # executions, coverage (edges), corpus size, and the result.
 set -euo pipefail
@@ -30,10 +31,14 @@ run_one() {
   case $t in
     fuzz_tokenizer|fuzz_corpus) cp tests/data/*.txt "$dir/seeds/" ;;
   esac
+  local dict=$PWD/tests/fuzz/json.dict
+  case $t in
+    fuzz_vocab|fuzz_tokenizer|fuzz_glue|fuzz_corpus) dict=$PWD/tests/fuzz/text.dict ;;
+  esac
   # -malloc_limit_mb: a reader that allocates what a hostile header asks for is a finding.
   # -timeout: one input taking longer is a finding (a hang). Leaks are findings (ASan's LSan).
   if (cd "$dir" && ASAN_OPTIONS=detect_leaks=1 OMP_NUM_THREADS=1 MB_NUM_THREADS=1 \
-      "$build/tests/fuzz/$t" corpus seeds -max_total_time="$seconds" -malloc_limit_mb=512 \
+      "$build/tests/fuzz/$t" corpus seeds -dict="$dict" -max_total_time="$seconds" -malloc_limit_mb=512 \
       -rss_limit_mb=2048 -timeout=10 -max_len=65536 -print_final_stats=1 > log.txt 2>&1); then
     result=ok
   else
