@@ -1,21 +1,44 @@
 #!/bin/bash
 # Pea-KD experiment (docs/PEAKD.md): fine-tune a teacher per task from a pretrained model, then run
-# `compress peakd` (plain KD, SPS, SPS + PTP students) on it.
-#   scripts/peakd_experiment.sh BIN PRETRAINED_DIR GLUE_DIR EXP_DIR TASK...
-# Writes EXP_DIR/teacher-<TASK>/ and EXP_DIR/peakd-<TASK>/ (results.json). Tasks run side by side,
-# one thread each; passive OpenMP waits (shared machine). Extra flags through TEACHER_FLAGS and
-# PEAKD_FLAGS.
+# `compress peakd` (plain KD, SPS, SPS + PTP students) on it, once per seed.
+#   [SEEDS="42 43 44"] [SST2_SUBSET=20000] scripts/peakd_experiment.sh BIN PRETRAINED_DIR GLUE_DIR EXP_DIR TASK...
+# Writes EXP_DIR/teacher-<TASK>/ and EXP_DIR/peakd-<TASK>-s<SEED>/ (results.json); then
+# `scripts/peakd_table.py EXP_DIR/peakd-*/results.json` makes the tables. SEEDS: the students'
+# seeds (default 42). SST2_SUBSET=N: SST-2 trains on a fixed N-example sample of its train.tsv
+# (shuf seeded with 42, written to EXP_DIR/glue/SST-2/), as the published table does with 20000.
+# Tasks run side by side, one thread each, their seeds one after another; passive OpenMP waits
+# (shared machine). Extra flags through TEACHER_FLAGS and PEAKD_FLAGS (the published table:
+# TEACHER_FLAGS="--epochs 3 --lr 1e-4" PEAKD_FLAGS="--lr 1e-4"). Finished steps are not redone;
+# a stopped teacher run resumes, a stopped Pea-KD run keeps its finished students.
 set -euo pipefail
 BIN=$1; PRE=$2; GLUE=$3; EXP=$4; shift 4
+SEEDS=${SEEDS:-42}
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$EXP"
 for task in "$@"; do
   (
-    [ -f "$EXP/teacher-$task/model.safetensors" ] ||
-      "$BIN" finetune --model "$PRE" --task "$task" --data "$GLUE" --out "$EXP/teacher-$task" \
-        --threads 1 ${TEACHER_FLAGS:-} > "$EXP/teacher-$task.json" 2> "$EXP/teacher-$task.err"
-    "$BIN" compress peakd --teacher "$EXP/teacher-$task" --task "$task" --data "$GLUE" \
-      --out "$EXP/peakd-$task" --threads 1 --no-progress ${PEAKD_FLAGS:-} > "$EXP/peakd-$task.json" 2> "$EXP/peakd-$task.err"
+    data=$GLUE
+    if [ "$task" = SST-2 ] && [ -n "${SST2_SUBSET:-}" ]; then
+      data=$EXP/glue
+      if [ ! -f "$data/SST-2/dev.tsv" ]; then
+        mkdir -p "$data/SST-2"
+        head -1 "$GLUE/SST-2/train.tsv" > "$data/SST-2/train.tsv.tmp"
+        tail -n +2 "$GLUE/SST-2/train.tsv" | shuf --random-source=<(yes 42) -n "$SST2_SUBSET" >> "$data/SST-2/train.tsv.tmp"
+        mv "$data/SST-2/train.tsv.tmp" "$data/SST-2/train.tsv"
+        cp "$GLUE/SST-2/dev.tsv" "$data/SST-2/dev.tsv"
+      fi
+    fi
+    if [ ! -f "$EXP/teacher-$task/results.json" ]; then  # not finished: start, or resume a stopped run
+      resume=""; [ -d "$EXP/teacher-$task/checkpoint" ] && resume=--resume
+      "$BIN" finetune --model "$PRE" --task "$task" --data "$data" --out "$EXP/teacher-$task" \
+        --threads 1 $resume ${TEACHER_FLAGS:-} > "$EXP/teacher-$task.json" 2> "$EXP/teacher-$task.err"
+    fi
+    for seed in $SEEDS; do
+      out=$EXP/peakd-$task-s$seed
+      [ -f "$out/results.json" ] ||
+        "$BIN" compress peakd --teacher "$EXP/teacher-$task" --task "$task" --data "$data" --out "$out" \
+          --seed "$seed" --threads 1 --no-progress ${PEAKD_FLAGS:-} > "$out.json" 2> "$out.err"
+    done
   ) &
 done
 wait
