@@ -88,7 +88,7 @@ void add_train_commands(CLI::App& app) {
   auto e = std::make_shared<EvalOptions>();
   CLI::App* ev = app.add_subcommand("eval", "GLUE metrics of a fine-tuned model, as one JSON line");
   ev->add_option("--model", e->model, "fine-tuned model directory")->required();
-  ev->add_option("--task", e->task, "CoLA, SST-2, MRPC, RTE, STS-B or WNLI")->required();
+  ev->add_option("--task", e->task, "CoLA, SST-2, MRPC, RTE, STS-B, WNLI, QNLI, QQP or MNLI")->required();
   ev->add_option("--data", e->data, "GLUE directory (default: $MINIBRIDGE_DATA/glue)");
   ev->add_option("--split", e->split, "labelled split to score")->check(CLI::IsMember({"dev", "train"}));
   ev->add_option("--max-len", e->max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
