@@ -6,14 +6,18 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <numeric>
+#include <optional>
 
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/progress.h"
 #include "io/atomic_file.h"
 #include "io/config.h"
 #include "io/jsonl_log.h"
+#include "models/data_parallel.h"
 #include "models/finetune.h"
 
 namespace mb {
@@ -73,11 +77,14 @@ TeacherOutputs teacher_outputs(const BertModel& teacher, const std::vector<Encod
     MB_CHECK(l >= 0 && l <= int(teacher.layers.size()), "teacher outputs: no hidden state " + std::to_string(l));
   const int64_t n = int64_t(examples.size()), C = teacher.config.num_labels(), H = teacher.config.hidden_size;
   TeacherOutputs out;
-  out.logits = Tensor::empty({n, C});
-  for (int l : cls_layers) out.cls[l] = Tensor::empty({n, H});
+  // Under MPI each rank runs the teacher on its share of the examples, and the zeros elsewhere
+  // sum (exactly) to every rank's full copy.
+  const ShareRange mine = share_range(n, dist::rank(), dist::size());
+  out.logits = Tensor::zeros({n, C});
+  for (int l : cls_layers) out.cls[l] = Tensor::zeros({n, H});
   NoGrad no_grad;
-  for (int64_t start = 0; start < n; start += batch_size) {
-    const int64_t end = std::min(n, start + int64_t(batch_size));
+  for (int64_t start = mine.first; start < mine.end; start += batch_size) {
+    const int64_t end = std::min(mine.end, start + int64_t(batch_size));
     Batch b;
     for (int64_t i = start; i < end; ++i) b.add(examples[size_t(i)].input_ids, examples[size_t(i)].token_type_ids);
     std::vector<Var> all;
@@ -89,6 +96,8 @@ TeacherOutputs teacher_outputs(const BertModel& teacher, const std::vector<Encod
       std::memcpy(t.f32() + start * H, rows.f32(), size_t((end - start) * H) * sizeof(float));
     }
   }
+  dist::allreduce_sum(out.logits.f32(), out.logits.numel());
+  for (auto& [l, t] : out.cls) dist::allreduce_sum(t.f32(), t.numel());
   return out;
 }
 
@@ -198,11 +207,17 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
                                         : steps_per_epoch * o.epochs;
   const int64_t warmup = t.warmup_for(total);
 
-  create_output_dir(out_dir);
+  // Data-parallel over MPI ranks (models/data_parallel.h): rank 0 alone evaluates and writes.
+  const bool root = dist::is_root(), parallel = dist::size() > 1;
   const std::string log_path = (fs::path(out_dir) / "train_log.jsonl").string();
-  fs::remove(log_path);  // a step is redone from its start, so its log starts afresh
-  JsonlLog log(log_path);
-  log.write({{"event", "start"},
+  std::optional<JsonlLog> log;
+  if (root) {
+    create_output_dir(out_dir);
+    fs::remove(log_path);  // a step is redone from its start, so its log starts afresh
+    log.emplace(log_path);
+  }
+  if (root)
+    log->write({{"event", "start"},
              {"examples", n},
              {"epochs", o.epochs},
              {"steps", total},
@@ -216,8 +231,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
 
   const std::vector<ParamRef> params = trainable_params(student);
   AdamW opt(params, AdamWConfig{0.9, 0.999, 1e-8, t.weight_decay});
-  Rng dropout_rng(t.seed);
-  const ForwardOptions train_mode{true, &dropout_rng};
+  broadcast_parameters(student);  // every rank starts from rank 0's weights
 
   const bool cls_only = o.hidden_loss == HiddenLoss::ClsNormalized;
   const std::string select = o.select_metric.empty() ? data.task.main_metric : o.select_metric;
@@ -237,7 +251,8 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
   ProgressOptions popt;
   popt.every_steps = std::max<int64_t>(1, t.log_steps);
   if (!o.progress) popt.interval_s = 0, popt.every_steps = 0, popt.tty = 0;
-  Progress progress(total, popt);
+  std::optional<Progress> progress;
+  if (root) progress.emplace(total, popt);
   double sums[4] = {0, 0, 0, 0};  // loss, ce, kd, mse since the last log line
   int64_t count = 0, tokens_since_log = 0;
   auto since_log = t0;
@@ -257,62 +272,82 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       examples.push_back(ex);
     }
 
-    // Teacher: precomputed, or run now in eval mode without a tape. For the [CLS] loss t_hidden
-    // holds the normalised [CLS] vectors, otherwise every token's hidden state.
-    Tensor t_logits;
-    std::vector<Tensor> t_hidden;
-    if (use_teacher && targets) {
-      t_logits = take_rows(targets->logits, examples);
-      for (const HiddenPair& p : o.hidden_pairs) t_hidden.push_back(l2_normalized(take_rows(targets->cls.at(p.teacher), examples)));
-    } else if (use_teacher) {
-      NoGrad no_grad;
-      std::vector<Var> all;
-      const Var h = teacher->hidden_states(b, {}, o.hidden_pairs.empty() ? nullptr : &all);
-      t_logits = teacher->classifier_logits(teacher->pooled_output(b, h)).value();
-      for (const HiddenPair& p : o.hidden_pairs) {
-        const Tensor& t = all[size_t(p.teacher)].value();
-        t_hidden.push_back(cls_only ? l2_normalized(take_rows(t, cls_rows(b))) : t);
+    // This rank's share of the batch (models/data_parallel.h). Each loss term is a mean over the
+    // batch's sequences (CE, KD, [CLS] MSE) or tokens (all-token MSE): weighted by this share's
+    // part of those, the gradients summed over the ranks are the whole batch's.
+    const BatchShare share = my_share(b);
+    const Batch& sb = share.batch;
+    const auto first = examples.begin() + share.seqs.first, last = examples.begin() + share.seqs.end;
+    const std::vector<int32_t> s_examples(first, last);
+    const float seq_weight = parallel ? float(double(share.seqs.size()) / double(b.num_seqs())) : 1.0f;
+    const float token_weight = parallel ? float(double(sb.num_tokens()) / double(b.num_tokens())) : 1.0f;
+    double values[4] = {0, 0, 0, 0};  // loss, ce, kd, hidden mse of this share (weighted)
+    if (share.seqs.size() > 0) {
+      // Teacher: precomputed, or run now (on the share) in eval mode without a tape. For the
+      // [CLS] loss t_hidden holds the normalised [CLS] vectors, otherwise every token's state.
+      Tensor t_logits;
+      std::vector<Tensor> t_hidden;
+      if (use_teacher && targets) {
+        t_logits = take_rows(targets->logits, s_examples);
+        for (const HiddenPair& p : o.hidden_pairs)
+          t_hidden.push_back(l2_normalized(take_rows(targets->cls.at(p.teacher), s_examples)));
+      } else if (use_teacher) {
+        NoGrad no_grad;
+        std::vector<Var> all;
+        const Var h = teacher->hidden_states(sb, {}, o.hidden_pairs.empty() ? nullptr : &all);
+        t_logits = teacher->classifier_logits(teacher->pooled_output(sb, h)).value();
+        for (const HiddenPair& p : o.hidden_pairs) {
+          const Tensor& t = all[size_t(p.teacher)].value();
+          t_hidden.push_back(cls_only ? l2_normalized(take_rows(t, cls_rows(sb))) : t);
+        }
       }
-    }
 
-    std::vector<Var> s_all;
-    const Var s_h = student.hidden_states(b, train_mode, o.hidden_pairs.empty() ? nullptr : &s_all);
-    const Var logits = student.classifier_logits(student.pooled_output(b, s_h), train_mode);
-    const Var ce = regression ? mse_loss(logits, Tensor::from_vector(scores, {int64_t(scores.size()), 1}))
-                              : cross_entropy(logits, labels);
-    Var loss = o.alpha < 1 ? scale(ce, float(1 - o.alpha)) : Var();
-    double kd_value = 0, mse_value = 0;
-    auto accumulate = [&loss](const Var& term) { loss = loss.defined() ? add(loss, term) : term; };
-    if (use_teacher && o.alpha > 0) {
-      const Var kd = regression ? mse_loss(logits, t_logits) : kl_div_with_temperature(logits, t_logits, float(o.temperature));
-      kd_value = kd.data()[0];
-      accumulate(scale(kd, float(o.alpha)));
-    }
-    if (use_teacher && o.beta > 0 && !o.hidden_pairs.empty()) {
-      // AllTokens: β·Σ_pairs MSE; ClsNormalized: β·mean over pairs (PKD's mse over the stack).
-      const float w = cls_only ? float(o.beta / double(o.hidden_pairs.size())) : float(o.beta);
-      for (size_t i = 0; i < o.hidden_pairs.size(); ++i) {
-        const Var& h = s_all[size_t(o.hidden_pairs[i].student)];
-        const Var mse = mse_loss(cls_only ? l2_normalize_rows(gather_rows(h, cls_rows(b))) : h, t_hidden[i]);
-        mse_value += mse.data()[0] * (cls_only ? 1.0 / double(o.hidden_pairs.size()) : 1.0);
-        accumulate(scale(mse, w));
+      Rng dropout_rng = dropout_rng_for_step(t.seed, step);
+      const ForwardOptions train_mode = share.forward(&dropout_rng);
+      std::vector<Var> s_all;
+      const Var s_h = student.hidden_states(sb, train_mode, o.hidden_pairs.empty() ? nullptr : &s_all);
+      const Var logits = student.classifier_logits(student.pooled_output(sb, s_h), train_mode);
+      const size_t a = size_t(share.seqs.first), z = size_t(share.seqs.end);
+      const Var ce = regression ? mse_loss(logits, Tensor::from_vector(std::vector<float>(scores.begin() + a, scores.begin() + z),
+                                                                      {share.seqs.size(), 1}))
+                                : cross_entropy(logits, std::vector<int32_t>(labels.begin() + a, labels.begin() + z));
+      Var loss = o.alpha < 1 ? scale(ce, float(1 - o.alpha) * seq_weight) : Var();
+      values[1] = ce.data()[0] * seq_weight;
+      auto accumulate = [&loss](const Var& term) { loss = loss.defined() ? add(loss, term) : term; };
+      if (use_teacher && o.alpha > 0) {
+        const Var kd = regression ? mse_loss(logits, t_logits) : kl_div_with_temperature(logits, t_logits, float(o.temperature));
+        values[2] = kd.data()[0] * seq_weight;
+        accumulate(scale(kd, float(o.alpha) * seq_weight));
       }
+      if (use_teacher && o.beta > 0 && !o.hidden_pairs.empty()) {
+        // AllTokens: β·Σ_pairs MSE; ClsNormalized: β·mean over pairs (PKD's mse over the stack).
+        const float w = cls_only ? float(o.beta / double(o.hidden_pairs.size())) * seq_weight : float(o.beta) * token_weight;
+        for (size_t i = 0; i < o.hidden_pairs.size(); ++i) {
+          const Var& h = s_all[size_t(o.hidden_pairs[i].student)];
+          const Var mse = mse_loss(cls_only ? l2_normalize_rows(gather_rows(h, cls_rows(sb))) : h, t_hidden[i]);
+          values[3] += mse.data()[0] * (cls_only ? seq_weight / double(o.hidden_pairs.size()) : token_weight);
+          accumulate(scale(mse, w));
+        }
+      }
+      backward(loss);
+      values[0] = loss.data()[0];
     }
-    backward(loss);
+    if (parallel) {
+      allreduce_gradients(params);
+      dist::allreduce_sum(values, 4);
+    }
     const double lr = linear_warmup_decay(step, warmup, total, t.lr);
     const double norm = optimizer_step(opt, params, lr, t.max_grad_norm);
     ++step;
-    sums[0] += loss.data()[0];
-    sums[1] += ce.data()[0];
-    sums[2] += kd_value;
-    sums[3] += mse_value;
+    for (int i = 0; i < 4; ++i) sums[i] += values[i];
     ++count;
     tokens_since_log += b.num_tokens();
-    progress.update(step, {{"epoch", std::to_string(epoch + 1)}, {"loss", fmt_num(loss.data()[0])}, {"lr", fmt_num(lr, 2)}},
-                    b.num_tokens());
+    if (progress)
+      progress->update(step, {{"epoch", std::to_string(epoch + 1)}, {"loss", fmt_num(values[0])}, {"lr", fmt_num(lr, 2)}},
+                       b.num_tokens());
 
     const auto now = std::chrono::steady_clock::now();
-    if (step % t.log_steps == 0 || step == total) {
+    if (root && (step % t.log_steps == 0 || step == total)) {
       const double secs = std::chrono::duration<double>(now - since_log).count();
       nlohmann::json line = train_log_line(step, sums[0] / double(count), lr, norm,
                                            secs > 0 ? double(tokens_since_log) / secs : 0.0,
@@ -321,17 +356,25 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       line["kd"] = sums[2] / double(count);
       line["hidden_mse"] = sums[3] / double(count);
       line["epoch"] = double(step) / double(steps_per_epoch);
-      log.write(line);
+      log->write(line);
       std::fill(std::begin(sums), std::end(sums), 0.0);
       count = tokens_since_log = 0;
       since_log = now;
     }
     if (evaluates_at(step)) {
-      const auto metrics = o.evaluate ? o.evaluate(student)
-                                      : evaluate_glue(student, data.tokenizer, data.task, data.dev, o.max_len, o.eval_batch_size);
-      MB_CHECK(metrics.count(select), "distill: the evaluation gives no metric " + select);
-      const double m = metrics.at(select);
-      log.write({{"step", step}, {"epoch", double(step) / double(steps_per_epoch)}, {"eval", metrics}});
+      // Rank 0 evaluates (o.evaluate runs on every rank: it may be collective); every rank keeps
+      // the same best weights from rank 0's metric.
+      std::map<std::string, double> metrics;
+      double m = 0;
+      if (o.evaluate) metrics = o.evaluate(student);
+      if (root) {
+        if (!o.evaluate)
+          metrics = evaluate_glue(student, data.tokenizer, data.task, data.dev, o.max_len, o.eval_batch_size);
+        MB_CHECK(metrics.count(select), "distill: the evaluation gives no metric " + select);
+        m = metrics.at(select);
+        log->write({{"step", step}, {"epoch", double(step) / double(steps_per_epoch)}, {"eval", metrics}});
+      }
+      dist::broadcast(&m, sizeof m);
       const bool better = o.select_lower ? m < result.best_metric : m > result.best_metric;
       if (!have_best || better) {  // the first evaluation is kept even when its metric is NaN
         have_best = true;
@@ -343,14 +386,16 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       }
     }
   }
-  progress.finish();
+  if (progress) progress->finish();
   restore(student, best_weights);
   student.set_requires_grad(false);
   for (const auto& [name, v] : student.named_parameters()) v.zero_grad();
-  student.save(out_dir, DType::F32, o.tokenizer_dir);
+  if (root) student.save(out_dir, DType::F32, o.tokenizer_dir);
+  dist::barrier();  // the saved student is complete before any rank reads it (the next step's teacher)
   result.steps = total;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log.write({{"event", "done"}, {"best_epoch", result.best_epoch}, {"best_step", result.best_step}, {"best", result.best_metrics}, {"seconds", result.seconds}});
+  if (root)
+    log->write({{"event", "done"}, {"best_epoch", result.best_epoch}, {"best_step", result.best_step}, {"best", result.best_metrics}, {"seconds", result.seconds}});
   return result;
 }
 

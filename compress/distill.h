@@ -50,6 +50,7 @@ struct DistillOptions {
   // Model selection. By default: the task's GLUE metrics on data.dev, the highest main metric kept.
   // `evaluate` replaces that evaluation (Pea-KD's PTP stage: the loss on teacher-derived dev
   // labels); `select_metric` names which of its metrics selects, `select_lower` keeps the lowest.
+  // Under MPI `evaluate` runs on every rank (it may be collective) and rank 0's metric selects.
   std::function<std::map<std::string, double>(const BertModel&)> evaluate;
   std::string select_metric;
   bool select_lower = false;

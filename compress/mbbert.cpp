@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/progress.h"
@@ -242,7 +243,10 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
   MB_CHECK(o.epochs_per_step >= 1, "MB-BERT: --epochs-per-step must be >= 1");
 
   // The output directory belongs to one run: resuming with other options would mix two runs.
-  claim_run_dir(o.out_dir, options_json(o));
+  // Under MPI rank 0 alone writes (here and below); every rank trains (distill) and reads back.
+  const bool root = dist::is_root();
+  if (root) claim_run_dir(o.out_dir, options_json(o));
+  dist::barrier();
   const fs::path out = o.out_dir;
 
   const DistillData data =
@@ -275,10 +279,11 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
     const fs::path p = fs::path(step_dir(k)) / "step.json";
     if (!fs::exists(p)) return false;
     *line = read_json_file(p.string());
-    std::cerr << "minibridge: " << step_dir(k) << " is complete, not redone\n";
+    if (root) std::cerr << "minibridge: " << step_dir(k) << " is complete, not redone\n";
     return true;
   };
   auto finish_step = [&](int k, const json& line) {
+    if (!root) return;
     create_output_dir(step_dir(k));
     write_file_atomic((fs::path(step_dir(k)) / "step.json").string(), line.dump(2) + "\n");  // marks it complete
     summary.results.push_back(line);
@@ -287,7 +292,7 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
   };
 
   // Step 0: the teacher.
-  {
+  if (root) {
     json line;
     if (!done_line(0, &line)) {
       const auto metrics = evaluate_glue(teacher0, data.tokenizer, task, data.dev, o.max_len, o.eval_batch_size);
@@ -342,12 +347,13 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
           fit_bridge(teacher, block, fit_batches, o.rank, o.form, o.regression_init, o.train.seed + uint64_t(k));
       write_layer_structure(student.config, student.layer_structure());
       d.hidden_pairs = {{block + 1, block + 1}};
-      std::cerr << "minibridge: MB-BERT step " << k << "/" << o.steps << ": layer " << block << " -> bridge (rank "
-                << o.rank << ")" << (kd ? ", KD from " + prev_dir : ", no KD") << "\n";
+      if (root)
+        std::cerr << "minibridge: MB-BERT step " << k << "/" << o.steps << ": layer " << block << " -> bridge (rank "
+                  << o.rank << ")" << (kd ? ", KD from " + prev_dir : ", no KD") << "\n";
       const DistillResult r = distill(student, kd ? &teacher : nullptr, data, d, step_dir(k));
       if (o.on_step) o.on_step(k, kd ? &teacher : nullptr, student);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      finish_step(k, step_line(k, block, kd ? &teacher : nullptr, prev_dir, student, r, secs));
+      if (root) finish_step(k, step_line(k, block, kd ? &teacher : nullptr, prev_dir, student, r, secs));
     }
   } else {
     // One step with all `steps` blocks changed at once, distilled from the full teacher with the
@@ -380,16 +386,18 @@ MbbertSummary run_mbbert(const MbbertOptions& o) {
           d.hidden_pairs.push_back({int(j) + 1, j + 1 < kept.size() ? kept[j + 1] : int(teacher0.layers.size())});
       }
       write_layer_structure(student.config, student.layer_structure());
-      std::cerr << "minibridge: MB-BERT " << mbbert_ablation_name(o.ablation) << ": " << sorted.size() << " blocks, "
-                << d.epochs << " epochs, KD from " << o.teacher_dir << "\n";
+      if (root)
+        std::cerr << "minibridge: MB-BERT " << mbbert_ablation_name(o.ablation) << ": " << sorted.size() << " blocks, "
+                  << d.epochs << " epochs, KD from " << o.teacher_dir << "\n";
       const DistillResult r = distill(student, &teacher0, data, d, step_dir(1));
       if (o.on_step) o.on_step(1, &teacher0, student);
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      line = step_line(1, sorted, &teacher0, o.teacher_dir, student, r, secs);
+      if (root) line = step_line(1, sorted, &teacher0, o.teacher_dir, student, r, secs);
     }
     finish_step(1, line);
   }
-  std::cerr << "minibridge: MB-BERT done in "
+  if (root)
+    std::cerr << "minibridge: MB-BERT done in "
             << fmt_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()) << ": "
             << (out / "results.md").string() << "\n";
   return summary;

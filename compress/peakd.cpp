@@ -8,6 +8,7 @@
 #include <set>
 
 #include "compress/distill.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "io/atomic_file.h"
@@ -185,13 +186,17 @@ json run_peakd(const PeakdOptions& o) {
     if (o.t2 < 0) thresholds.t2 = paper.t2;
   }
   const json options = options_json(o, thresholds, first_shared);
-  claim_run_dir(o.out_dir, options);
+  // Under MPI rank 0 alone evaluates and writes; every rank computes its share of the teacher's
+  // outputs and trains (distill).
+  const bool root = dist::is_root();
+  if (root) claim_run_dir(o.out_dir, options);
+  dist::barrier();
   const fs::path out = o.out_dir;
 
   const DistillData data =
       load_distill_data(o.data_dir, task.name, o.teacher_dir, o.max_len, o.max_train_examples, o.train.seed);
   json results = {{"task", task.name}, {"options", options}};
-  {
+  if (root) {
     json t = model_line(teacher);
     const auto metrics = evaluate_glue(teacher, data.tokenizer, task, data.dev, o.max_len, o.eval_batch_size);
     t["metric"] = metrics.at(task.main_metric);
@@ -200,7 +205,9 @@ json run_peakd(const PeakdOptions& o) {
     results["teacher"] = t;
   }
   results["students"] = json::object();
-  auto write_results = [&] { write_file_atomic((out / "results.json").string(), results.dump(2) + "\n"); };
+  auto write_results = [&] {
+    if (root) write_file_atomic((out / "results.json").string(), results.dump(2) + "\n");
+  };
 
   // Every student's patience pairs, and the teacher outputs they need, computed once.
   auto layers_run = [&](const PeakdStudent& s) {
@@ -298,7 +305,7 @@ json run_peakd(const PeakdOptions& o) {
     line["best_epoch"] = r.best_epoch;
     line["kd_steps"] = r.steps;
     line["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    write_file_atomic((dir / "student.json").string(), line.dump(2) + "\n");  // marks it complete
+    if (root) write_file_atomic((dir / "student.json").string(), line.dump(2) + "\n");  // marks it complete
     results["students"][s->name] = line;
     write_results();
   }

@@ -140,7 +140,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dctx, cons
 }
 
 Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_t>& offsets, int64_t heads, float p,
-              bool train, Rng* rng) {
+              bool train, Rng* rng, DrawSlice slice) {
   const int64_t T = q.dim(0), W = q.dim(1);
   MB_CHECK(k.shape() == q.shape() && v.shape() == q.shape(), "attention: q, k and v shapes differ");
   MB_CHECK(heads > 0 && W % heads == 0, "attention: width " + std::to_string(W) + " is not a multiple of the head count");
@@ -153,7 +153,7 @@ Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_
   if (rec || drop) probs = Tensor::empty({attention_probs_size(offsets.data(), n, heads)});
   if (drop) {
     keep = Tensor::empty(probs.shape());
-    fill_dropout_mask(keep.f32(), keep.numel(), p, *rng);
+    fill_dropout_mask(keep.f32(), keep.numel(), p, *rng, slice);
   }
   Var out = make_output(Tensor::empty({T, W}), rec);
   attention_forward(out.mutable_data(), q.data(), W, k.data(), W, v.data(), W, offsets.data(), n, heads, dh,

@@ -1,5 +1,6 @@
 // Element-wise add, scale, per-column bias and mask, and dropout.
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "engine/error.h"
@@ -9,8 +10,12 @@
 
 namespace mb {
 
-void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng) {
-  const uint64_t base = rng.skip(uint64_t(n));
+void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng, DrawSlice slice) {
+  if (slice.total < 0) slice = {0, n};
+  MB_CHECK(slice.first >= 0 && n <= slice.total - slice.first,
+           "dropout: draws " + std::to_string(slice.first) + "+" + std::to_string(n) + " are outside a block of " +
+               std::to_string(slice.total));
+  const uint64_t base = rng.skip(uint64_t(slice.total)) + uint64_t(slice.first) * Rng::kGamma;
   const float s = 1.0f / (1.0f - p);
   // Draw i is dropped when uniform_of(u) = (u >> 11)·2⁻⁵³ < p, i.e. when the integer u >> 11 is
   // below ⌈p·2⁵³⌉ (exact: p·2⁵³ only moves p's exponent). In integers and without a branch the
@@ -124,14 +129,14 @@ Var mask_columns(const Var& x, const Var& m) {
   return out;
 }
 
-Var dropout(const Var& x, float p, bool train, Rng* rng) {
+Var dropout(const Var& x, float p, bool train, Rng* rng, DrawSlice slice) {
   if (!train || p <= 0.0f) return x;
   MB_CHECK(p < 1.0f, "dropout probability must be below 1");
   MB_CHECK(rng, "dropout needs a random generator");
   const bool rec = needs_grad({&x});
   const int64_t n = x.numel();
   Tensor keep = Tensor::empty(x.shape());
-  fill_dropout_mask(keep.f32(), n, p, *rng);
+  fill_dropout_mask(keep.f32(), n, p, *rng, slice);
   Var out = make_output(Tensor::empty(x.shape()), rec);
   const float *k = keep.f32(), *xd = x.data();
   float* o = out.mutable_data();

@@ -32,12 +32,14 @@ Var tanh(const Var& x);
 // GELU(x·Wᵀ + b) in one GEMM and one pass (exact GELU, or the tanh form when tanh_form).
 Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form = false, const PackedWeight* packed = nullptr);
 // Inverted dropout: zero with probability p, scale the rest by 1/(1-p). Identity when p == 0 or
-// !train. Masks are drawn from rng (serially, so results do not depend on the thread count).
-Var dropout(const Var& x, float p, bool train, Rng* rng);
+// !train. Masks are drawn from rng (as if serially, so results do not depend on the thread count);
+// with a slice, x is that part of a larger tensor (DrawSlice).
+Var dropout(const Var& x, float p, bool train, Rng* rng, DrawSlice slice = {});
 // Multi-head attention over packed sequences (see attention_forward); q, k, v: [T, heads·d].
-// Attention-probability dropout with probability p when train.
+// Attention-probability dropout with probability p when train; a slice places these sequences'
+// probabilities (heads·L² each, sequence after sequence) in a larger batch's.
 Var attention(const Var& q, const Var& k, const Var& v, const std::vector<int32_t>& offsets, int64_t heads,
-              float p = 0.0f, bool train = false, Rng* rng = nullptr);
+              float p = 0.0f, bool train = false, Rng* rng = nullptr, DrawSlice slice = {});
 // Inference only (no tape): attention over the output of a fused Q/K/V projection, qkv [T, 3W]
 // holding Q, K and V side by side; swap_qk takes the query from the K block and the key from the
 // Q block (a shared layer's swap). Returns the context [T, W].

@@ -34,9 +34,10 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                         const float* mean, const float* rstd, int64_t T, int64_t C);
 
-// Inverted-dropout scales: keep[i] = 0 with probability p, else 1/(1-p). Draws n uniforms from rng
-// in parallel; the values equal n serial rng.uniform() calls, whatever the thread count.
-void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng);
+// Inverted-dropout scales: keep[i] = 0 with probability p, else 1/(1-p). Reserves slice.total draws
+// of rng (n when the slice is whole) and uses draws slice.first … slice.first + n − 1, in parallel;
+// the values equal those serial rng.uniform() calls, whatever the thread count.
+void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng, DrawSlice slice = {});
 
 // In place, n elements. Exact GELU: 0.5·x·(1 + erf(x/√2)); tanh GELU: HF "gelu_new".
 void gelu_forward(float* x, int64_t n);

@@ -61,6 +61,15 @@ class Rng {
   bool has_spare_ = false;
 };
 
+// A tensor's place in a larger one whose random draws are taken as one block: draws first …
+// first + n − 1 of a block of total (total < 0: the tensor is the whole block). Data-parallel
+// training draws dropout masks for the global batch and each process uses its part's slice, so the
+// masks do not depend on how many processes share the batch (models/data_parallel.h).
+struct DrawSlice {
+  int64_t first = 0;
+  int64_t total = -1;
+};
+
 // BERT's weight initialisation: n values ~ normal(0, stddev).
 inline void fill_normal(float* p, int64_t n, double stddev, Rng& rng) {
   for (int64_t i = 0; i < n; ++i) p[i] = float(rng.normal() * stddev);

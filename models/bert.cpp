@@ -448,7 +448,7 @@ Var BertModel::embed(const Batch& b, const ForwardOptions& opt) const {
   }
   Var x = add(add(embedding(word_emb, b.input_ids), embedding(pos_emb, positions)), embedding(type_emb, b.token_type_ids));
   x = layernorm(x, emb_ln_w, emb_ln_b, float(config.layer_norm_eps));
-  return dropout(x, float(config.hidden_dropout_prob), opt.train, opt.rng);
+  return dropout(x, float(config.hidden_dropout_prob), opt.train, opt.rng, opt.token_draws(x.dim(1)));
 }
 
 std::pair<Var, Var> query_key(const BertLayer& L, const Var& x, const BertModel* m) {
@@ -599,14 +599,17 @@ Var BertModel::layer_forward(const BertLayer& L, const Var& x, const Batch& b, c
     if (!ctx.defined()) {
       const auto [q, k] = query_key(L, x, this);
       Var v = linear(x, L.v_w, L.v_b, packed_weight(L.v_w));
-      ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng);
+      ctx = attention(q, k, v, b.offsets, L.num_heads, float(config.attention_probs_dropout_prob), opt.train, opt.rng,
+                      opt.attention_draws(L.num_heads));
     }
-    Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b, packed_weight(L.attn_out_w)), p, opt.train, opt.rng);
+    Var attn = dropout(linear(ctx, L.attn_out_w, L.attn_out_b, packed_weight(L.attn_out_w)), p, opt.train, opt.rng,
+                       opt.token_draws(x.dim(1)));
     h = layernorm(attn, L.attn_ln_w, L.attn_ln_b, eps, x);
   }
   if (L.intermediate_size == 0) return layernorm(add_bias(h, L.ffn_out_b), L.ffn_ln_w, L.ffn_ln_b, eps);
   Var inter = linear_gelu(h, L.ffn_in_w, L.ffn_in_b, config.hidden_act != "gelu", packed_weight(L.ffn_in_w));
-  Var out = dropout(linear(inter, L.ffn_out_w, L.ffn_out_b, packed_weight(L.ffn_out_w)), p, opt.train, opt.rng);
+  Var out = dropout(linear(inter, L.ffn_out_w, L.ffn_out_b, packed_weight(L.ffn_out_w)), p, opt.train, opt.rng,
+                    opt.token_draws(x.dim(1)));
   return layernorm(out, L.ffn_ln_w, L.ffn_ln_b, eps, h);
 }
 
@@ -635,7 +638,8 @@ Var BertModel::pooled_output(const Batch& b, const Var& hidden) const {
 
 Var BertModel::classifier_logits(const Var& pooled, const ForwardOptions& opt) const {
   MB_CHECK(has_classifier(), "this model has no classification head (classifier.* tensors are absent)");
-  return linear(dropout(pooled, float(config.classifier_dropout), opt.train, opt.rng), classifier_w, classifier_b,
+  return linear(dropout(pooled, float(config.classifier_dropout), opt.train, opt.rng, opt.seq_draws(pooled.dim(1))),
+                classifier_w, classifier_b,
                 packed_weight(classifier_w));
 }
 

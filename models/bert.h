@@ -89,10 +89,33 @@ std::vector<std::vector<int64_t>> encode_shares(const Batch& batch, int threads)
 // weights are used when no gradient is recorded.
 std::pair<Var, Var> query_key(const BertLayer& layer, const Var& x, const BertModel* model = nullptr);
 
+// Where a batch sits in a larger global batch that several processes share in data-parallel
+// training (models/data_parallel.h): what comes before it and the whole, in sequences, tokens, and
+// Σ length² (the attention probabilities of one head).
+struct BatchPlacement {
+  int64_t seqs_before = 0, seqs_total = 0;
+  int64_t tokens_before = 0, tokens_total = 0;
+  int64_t squares_before = 0, squares_total = 0;
+};
+
 // Training-time behaviour of a forward pass: dropout (config's probabilities) when train is set.
+// With a placement, every dropout mask is the batch's slice of the global batch's mask.
 struct ForwardOptions {
   bool train = false;
-  Rng* rng = nullptr;  // required when train
+  Rng* rng = nullptr;                       // required when train
+  const BatchPlacement* place = nullptr;    // null: the batch is the whole batch
+
+  // The draws of a dropout over [tokens, width], [sequences, width], and of attention dropout
+  // over `heads` heads.
+  DrawSlice token_draws(int64_t width) const {
+    return place ? DrawSlice{place->tokens_before * width, place->tokens_total * width} : DrawSlice{};
+  }
+  DrawSlice seq_draws(int64_t width) const {
+    return place ? DrawSlice{place->seqs_before * width, place->seqs_total * width} : DrawSlice{};
+  }
+  DrawSlice attention_draws(int64_t heads) const {
+    return place ? DrawSlice{place->squares_before * heads, place->squares_total * heads} : DrawSlice{};
+  }
 };
 
 class BertModel {

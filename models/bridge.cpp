@@ -10,7 +10,8 @@ namespace mb {
 Var bridge_forward(const BertLayer& L, const Var& x, const BertConfig& c, const ForwardOptions& opt) {
   MB_CHECK(L.kind == LayerKind::Bridge, "bridge_forward: not a bridge layer");
   const Var low = linear(x, L.bridge_down_w, Var());  // x·A: [T, r]
-  const Var up = dropout(linear(low, L.bridge_up_w, L.bridge_up_b), float(c.hidden_dropout_prob), opt.train, opt.rng);
+  const Var up = dropout(linear(low, L.bridge_up_w, L.bridge_up_b), float(c.hidden_dropout_prob), opt.train, opt.rng,
+                         opt.token_draws(x.dim(1)));
   if (L.bridge_form == BridgeForm::Linear) return up;
   return layernorm(up, L.bridge_ln_w, L.bridge_ln_b, float(c.layer_norm_eps), x);
 }

@@ -7,13 +7,16 @@
 #include <iostream>
 #include <limits>
 #include <numeric>
+#include <optional>
 
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/progress.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/jsonl_log.h"
+#include "models/data_parallel.h"
 
 namespace mb {
 
@@ -111,7 +114,8 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
 
   const std::vector<ParamRef> params = trainable_params(model);
   AdamW opt(params, AdamWConfig{0.9, 0.999, 1e-8, t.weight_decay});
-  Rng dropout_rng(t.seed);
+  // Data-parallel over MPI ranks (models/data_parallel.h): rank 0 alone writes and evaluates.
+  const bool root = dist::is_root(), parallel = dist::size() > 1;
   int64_t step = 0;
   double best = -std::numeric_limits<double>::infinity();
   std::map<std::string, double> best_metrics;
@@ -121,16 +125,18 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
   MB_CHECK(t.resume || !checkpoint_exists(ckpt),
            ckpt + ": a checkpoint exists; pass --resume to continue that run, or choose another --out");
   MB_CHECK(!t.resume || checkpoint_exists(ckpt), ckpt + ": no checkpoint to resume from");
-  create_output_dir(o.out_dir);
-  if (!t.resume) fs::remove(log_path);  // a fresh run starts a fresh log
-  JsonlLog log(log_path);
+  if (root) {
+    create_output_dir(o.out_dir);
+    if (!t.resume) fs::remove(log_path);  // a fresh run starts a fresh log
+  }
+  std::optional<JsonlLog> log;
+  if (root) log.emplace(log_path);
   if (t.resume) {
     const nlohmann::json st = load_training_checkpoint(ckpt, model, opt);
     try {
       step = st.at("step").get<int64_t>();
       best = st.at("best").is_null() ? best : st.at("best").get<double>();
       best_metrics = st.at("best_metrics").get<std::map<std::string, double>>();
-      rng_from_json(dropout_rng, st.at("dropout_rng"));
     } catch (const nlohmann::json::exception& e) {
       throw Error(ckpt + "/state.json: malformed fine-tuning state: " + e.what());
     } catch (const Error& e) {
@@ -138,27 +144,29 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
     }
     MB_CHECK(step >= 0 && step <= total, ckpt + "/state.json: step " + std::to_string(step) + " is outside this run's 0.." +
                                              std::to_string(total) + " steps");
-    log.truncate_after_step(step);
-    std::cerr << "minibridge: resuming " << o.out_dir << " at step " << step << "\n";
+    if (root) {
+      log->truncate_after_step(step);
+      std::cerr << "minibridge: resuming " << o.out_dir << " at step " << step << "\n";
+    }
   }
+  broadcast_parameters(model);  // every rank starts from rank 0's weights
   auto save_state = [&] {
     save_training_checkpoint(ckpt, model, opt,
                              {{"step", step}, {"best", std::isfinite(best) ? nlohmann::json(best) : nlohmann::json()},
-                              {"best_metrics", best_metrics}, {"dropout_rng", rng_to_json(dropout_rng)},
-                              {"task", task.name}, {"total_steps", total}});
+                              {"best_metrics", best_metrics}, {"task", task.name}, {"total_steps", total}});
   };
 
   ProgressOptions popt;
   popt.start_step = step;
   popt.every_steps = std::max<int64_t>(1, t.log_steps);
-  Progress progress(total, popt);
+  std::optional<Progress> progress;
+  if (root) progress.emplace(total, popt);
   const auto t0 = std::chrono::steady_clock::now();
   double loss_sum = 0;
   int64_t loss_count = 0, tokens_since_log = 0;
   auto since_log = std::chrono::steady_clock::now();
   std::vector<int32_t> order;
   int64_t order_epoch = -1;
-  const ForwardOptions train_mode{true, &dropout_rng};
 
   while (step < total) {
     const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
@@ -175,38 +183,56 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
       labels.push_back(train.examples[size_t(ex)].label);
       scores.push_back(train.examples[size_t(ex)].score);
     }
-    const Var logits = model.classifier_logits(model.pooled_output(b, model.hidden_states(b, train_mode)), train_mode);
-    const Var loss = task.regression
-                         ? mse_loss(logits, Tensor::from_vector(scores, {int64_t(scores.size()), 1}))
-                         : cross_entropy(logits, labels);
-    backward(loss);
+    // This rank's share of the batch; its mean loss weighted by its share of the sequences, so
+    // that the gradients summed over the ranks are those of the whole batch's mean loss.
+    const BatchShare share = my_share(b);
+    double loss_value = 0.0;
+    if (share.seqs.size() > 0) {
+      Rng dropout_rng = dropout_rng_for_step(t.seed, step);
+      const ForwardOptions train_mode = share.forward(&dropout_rng);
+      const Var logits = model.classifier_logits(model.pooled_output(share.batch, model.hidden_states(share.batch, train_mode)),
+                                                 train_mode);
+      const auto first = size_t(share.seqs.first), end = size_t(share.seqs.end);
+      Var loss = task.regression
+                     ? mse_loss(logits, Tensor::from_vector(std::vector<float>(scores.begin() + first, scores.begin() + end),
+                                                           {share.seqs.size(), 1}))
+                     : cross_entropy(logits, std::vector<int32_t>(labels.begin() + first, labels.begin() + end));
+      if (parallel) loss = scale(loss, float(double(share.seqs.size()) / double(b.num_seqs())));
+      backward(loss);
+      loss_value = loss.data()[0];
+    }
+    if (parallel) {
+      allreduce_gradients(params);
+      loss_value = sum_over_ranks(loss_value);
+    }
     const double lr = linear_warmup_decay(step, warmup, total, t.lr);
     const double norm = optimizer_step(opt, params, lr, t.max_grad_norm);
     ++step;
-    loss_sum += loss.data()[0];
+    loss_sum += loss_value;
     ++loss_count;
     tokens_since_log += b.num_tokens();
-    progress.update(step, {{"epoch", std::to_string(epoch + 1)}, {"loss", fmt_num(loss.data()[0])}, {"lr", fmt_num(lr, 2)}},
-                    b.num_tokens());
+    if (progress)
+      progress->update(step, {{"epoch", std::to_string(epoch + 1)}, {"loss", fmt_num(loss_value)}, {"lr", fmt_num(lr, 2)}},
+                       b.num_tokens());
 
     const auto now = std::chrono::steady_clock::now();
     const double elapsed = std::chrono::duration<double>(now - t0).count();
-    if (step % t.log_steps == 0 || step == total) {
+    if (root && (step % t.log_steps == 0 || step == total)) {
       const double secs = std::chrono::duration<double>(now - since_log).count();
       nlohmann::json line = train_log_line(step, loss_sum / double(loss_count), lr, norm,
                                            secs > 0 ? double(tokens_since_log) / secs : 0.0, elapsed);
       line["epoch"] = double(step) / double(steps_per_epoch);
-      log.write(line);
+      log->write(line);
       loss_sum = 0;
       loss_count = 0;
       tokens_since_log = 0;
       since_log = now;
     }
     const bool epoch_end = step % steps_per_epoch == 0 || step == total;
-    if (epoch_end) {
+    if (root && epoch_end) {
       const std::map<std::string, double> metrics = evaluate_glue(model, tok, task, dev, o.max_len, o.eval_batch_size);
       nlohmann::json line = {{"step", step}, {"epoch", double(step) / double(steps_per_epoch)}, {"eval", metrics}};
-      log.write(line);
+      log->write(line);
       const double m = metrics.at(task.main_metric);
       if (!(m <= best)) {  // also takes the first epoch when the metric is NaN
         best = m;
@@ -214,9 +240,10 @@ std::map<std::string, double> finetune(const FinetuneOptions& o) {
         model.save(o.out_dir, DType::F32, o.model_dir);
       }
     }
-    if (epoch_end || step % t.save_steps == 0) save_state();
+    if (root && (epoch_end || step % t.save_steps == 0)) save_state();
   }
-  progress.finish();
+  if (!root) return best_metrics;  // empty: rank 0 reports
+  progress->finish();
   nlohmann::json result = {{"task", task.name}, {"steps", step}, {"dev", best_metrics}};
   write_file_atomic((fs::path(o.out_dir) / "results.json").string(), result.dump(2) + "\n");
   // The final checkpoint stays (as pretrain's does): resuming a finished run only reports it.

@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
+#include "engine/functional.h"
 #include "io/atomic_file.h"
 #include "engine/progress.h"
 #include "engine/rng.h"
@@ -21,6 +23,7 @@
 #include "io/mlm_data.h"
 #include "io/tokenizer.h"
 #include "models/bert.h"
+#include "models/data_parallel.h"
 #include "models/mlm_head.h"
 #include "models/training.h"
 
@@ -220,7 +223,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
   int64_t n_params = 0;
   for (const ParamRef& p : params) n_params += p.value->numel();
   AdamW adam(params, AdamWConfig{0.9, 0.999, 1e-8, o.weight_decay});
-  Rng dropout_rng(o.seed ^ kDropoutSeedSalt);
+  // Data-parallel over MPI ranks (models/data_parallel.h): every rank reads the same stream and
+  // trains on its share of each batch; rank 0 alone evaluates and writes.
+  const bool root = dist::is_root(), parallel = dist::size() > 1;
 
   int64_t step = 0;
   double win_loss = 0.0, last_grad_norm = 0.0, elapsed_before = 0.0, last_eval = -1.0, last_loss = 0.0;
@@ -239,7 +244,6 @@ PretrainResult pretrain(const PretrainOptions& o) {
       }
       step = state.at("step").get<int64_t>();
       stream.restore(state.at("data"));
-      rng_from_json(dropout_rng, state.at("dropout_rng"));
       win_loss = state.at("window").at("loss_sum").get<double>();
       win_steps = state.at("window").at("steps").get<int64_t>();
       last_grad_norm = state.at("window").at("grad_norm").get<double>();
@@ -256,6 +260,12 @@ PretrainResult pretrain(const PretrainOptions& o) {
     MB_CHECK(step >= 0 && step <= o.max_steps, ck_dir + "/state.json: step " + std::to_string(step) +
                                                     " is outside this run's 0.." + std::to_string(o.max_steps) + " steps");
     if (step == o.max_steps) {
+      if (!root) {
+        PretrainResult r;
+        r.steps = step;
+        r.already_done = true;
+        return r;
+      }
       if (!fs::exists(out / "model.safetensors")) model.save(o.out_dir, DType::F32, o.model_dir);
       std::cerr << "minibridge: " << o.out_dir << ": pretraining already finished (" << step
                 << " steps); nothing to do\n";
@@ -268,12 +278,17 @@ PretrainResult pretrain(const PretrainOptions& o) {
     }
   }
 
-  // ---- From here on OUT is written.
-  create_output_dir(out.string());
-  if (!o.resume) fs::remove(log_path);
-  JsonlLog log(log_path);
-  if (o.resume) log.truncate_after_step(step);
-  {
+  broadcast_parameters(model);  // every rank starts from rank 0's weights (the MLM head's included)
+
+  // ---- From here on OUT is written (by rank 0).
+  std::optional<JsonlLog> log;
+  if (root) {
+    create_output_dir(out.string());
+    if (!o.resume) fs::remove(log_path);
+    log.emplace(log_path);
+    if (o.resume) log->truncate_after_step(step);
+  }
+  if (root) {
     json start = {{"event", o.resume ? "resume" : "start"},
                   {"from_step", step},
                   {"model", o.model_dir},
@@ -283,8 +298,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
                   {"eval_sequences", eval_sequences},
                   {"trained_parameters", n_params},
                   {"threads", num_threads()},
+                  {"ranks", dist::size()},
                   {"options", trajectory_options(o, warmup, streams)}};
-    log.write(start);
+    log->write(start);
   }
 
   const double run_start = now_s();
@@ -292,13 +308,12 @@ PretrainResult pretrain(const PretrainOptions& o) {
   auto run_eval = [&] {
     int64_t masked = 0;
     last_eval = evaluate(model, head, eval_set, masked);
-    log.write({{"step", step}, {"eval_mlm_loss", last_eval}, {"eval_masked_tokens", masked}, {"elapsed_s", elapsed()}});
+    log->write({{"step", step}, {"eval_mlm_loss", last_eval}, {"eval_masked_tokens", masked}, {"elapsed_s", elapsed()}});
   };
   auto save_all = [&] {
     model.save(o.out_dir, DType::F32, o.model_dir);
     const json state = {{"step", step},
                         {"data", stream.state()},
-                        {"dropout_rng", rng_to_json(dropout_rng)},
                         {"window", {{"loss_sum", win_loss}, {"steps", win_steps}, {"grad_norm", last_grad_norm}}},
                         {"last_loss", last_loss},
                         {"last_eval", last_eval},
@@ -308,15 +323,16 @@ PretrainResult pretrain(const PretrainOptions& o) {
     save_training_checkpoint(ck_dir, model, adam, state);
   };
 
-  if (step == 0 && (o.eval_steps > 0)) run_eval();  // the starting point of the curve
+  if (root && step == 0 && (o.eval_steps > 0)) run_eval();  // the starting point of the curve
 
   ProgressOptions popt;
   popt.start_step = step;
   popt.every_steps = o.log_steps;
   std::optional<Progress> progress;
-  if (o.progress) progress.emplace(o.max_steps, popt);
+  if (root && o.progress) progress.emplace(o.max_steps, popt);
 
   const int64_t first_step = step;
+  GradientTraffic win_traffic = gradient_traffic();
   int64_t run_tokens = 0, win_tokens = 0;
   double run_train_s = 0.0, win_train_s = 0.0;
   bool interrupted = false;
@@ -325,11 +341,27 @@ PretrainResult pretrain(const PretrainOptions& o) {
     const MlmBatch mbatch = stream.next_batch(o.batch_size);
     const Batch batch = to_batch(mbatch);
     const double lr = linear_warmup_decay(step, warmup, o.max_steps, o.lr);
+    // This rank's share of the batch; its mean loss over its masked tokens weighted by its share of
+    // the batch's masked tokens, so that the gradients summed over the ranks are the batch's.
     double loss_value = 0.0;
-    {
-      const Var loss = mlm_loss(model, head, batch, mbatch.labels, ForwardOptions{true, &dropout_rng});
+    const BatchShare share = my_share(batch);
+    const std::vector<int32_t> labels(mbatch.labels.begin() + share.place.tokens_before,
+                                      mbatch.labels.begin() + share.place.tokens_before + share.batch.num_tokens());
+    const int64_t masked = masked_count(labels), batch_masked = masked_count(mbatch.labels);
+    if (share.seqs.size() > 0) {
+      Rng dropout_rng = dropout_rng_for_step(o.seed ^ kDropoutSeedSalt, step);
+      Var loss = mlm_loss(model, head, share.batch, labels, share.forward(&dropout_rng));
+      if (parallel) loss = scale(loss, batch_masked > 0 ? float(double(masked) / double(batch_masked)) : 0.0f);
       loss_value = double(loss.data()[0]);
       backward(loss);
+    }
+    // The loss and any rank's stop request (Ctrl-C), summed over the ranks in one call: every rank
+    // then stops after the same step.
+    double reduced[2] = {loss_value, o.stop && o.stop->load() ? 1.0 : 0.0};
+    if (parallel) {
+      allreduce_gradients(params);
+      dist::allreduce_sum(reduced, 2);
+      loss_value = reduced[0];
     }
     last_grad_norm = optimizer_step(adam, params, lr, o.max_grad_norm);
     ++step;
@@ -347,16 +379,22 @@ PretrainResult pretrain(const PretrainOptions& o) {
 
     if (step % o.log_steps == 0 || step == o.max_steps) {
       last_loss = win_loss / double(win_steps);
-      log.write(train_log_line(step, last_loss, lr, last_grad_norm,
-                               win_train_s > 0 ? double(win_tokens) / win_train_s : 0.0, elapsed()));
+      json line = train_log_line(step, last_loss, lr, last_grad_norm,
+                                 win_train_s > 0 ? double(win_tokens) / win_train_s : 0.0, elapsed());
+      if (parallel) {  // seconds per step in the gradient all-reduce, waiting for other ranks included
+        const GradientTraffic now = gradient_traffic();
+        line["allreduce_s"] = (now.seconds - win_traffic.seconds) / double(std::max<int64_t>(1, now.calls - win_traffic.calls));
+        win_traffic = now;
+      }
+      if (root) log->write(line);
       win_loss = 0.0;
       win_steps = 0;
       win_tokens = 0;
       win_train_s = 0.0;
     }
-    if ((o.eval_steps > 0 && step % o.eval_steps == 0) || step == o.max_steps) run_eval();
-    interrupted = o.stop && o.stop->load() && step < o.max_steps;
-    if ((o.save_steps > 0 && step % o.save_steps == 0) || step == o.max_steps || interrupted) save_all();
+    if (root && ((o.eval_steps > 0 && step % o.eval_steps == 0) || step == o.max_steps)) run_eval();
+    interrupted = reduced[1] > 0 && step < o.max_steps;
+    if (root && ((o.save_steps > 0 && step % o.save_steps == 0) || step == o.max_steps || interrupted)) save_all();
     if (interrupted) break;
   }
   if (progress && !interrupted) progress->finish();
@@ -367,17 +405,25 @@ PretrainResult pretrain(const PretrainOptions& o) {
   r.eval_loss = last_eval;
   r.tokens_per_s = run_train_s > 0 ? double(run_tokens) / run_train_s : 0.0;
   r.interrupted = interrupted;
+  if (!root) return r;
   if (interrupted) {
     std::cerr << "minibridge: interrupted at step " << step << "; checkpoint saved in " << ck_dir
               << " (continue with --resume)\n";
   } else {
-    log.write({{"event", "done"},
-               {"steps", step},
-               {"steps_this_run", step - first_step},
-               {"final_loss", last_loss},
-               {"eval_mlm_loss", last_eval},
-               {"tokens_per_s", r.tokens_per_s},
-               {"elapsed_s", elapsed()}});
+    json done = {{"event", "done"},
+                 {"steps", step},
+                 {"steps_this_run", step - first_step},
+                 {"final_loss", last_loss},
+                 {"eval_mlm_loss", last_eval},
+                 {"tokens_per_s", r.tokens_per_s},
+                 {"elapsed_s", elapsed()}};
+    if (parallel) {
+      const GradientTraffic t = gradient_traffic();
+      done["ranks"] = dist::size();
+      done["allreduce_s_per_step"] = t.calls ? t.seconds / double(t.calls) : 0.0;
+      done["gradient_bytes_per_step"] = t.calls ? t.bytes / t.calls : 0;
+    }
+    log->write(done);
   }
   return r;
 }

@@ -14,6 +14,7 @@ SUDO=""
 build_pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev libopenblas-openmp-dev libdnnl-dev
             libbenchmark-dev doctest-dev nlohmann-json3-dev libutf8proc-dev libcli11-dev
             libgfortran-12-dev   # libgfortran: the static OpenBLAS archive of -DMB_STATIC=ON needs it
+            libopenmpi-dev openmpi-bin  # data-parallel training (mpirun); the build works without
             gnuplot-nox)         # scripts/demo.sh's picture
 cross_pkgs=(g++-aarch64-linux-gnu libopenblas-openmp-dev:arm64 libutf8proc-dev:arm64 libgfortran-12-dev-arm64-cross
             qemu-user-static)  # qemu: the static binaries on emulated CPUs (tests/CMakeLists.txt)

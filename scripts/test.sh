@@ -15,5 +15,5 @@ for level in avx2 baseline; do
   MB_CPU=$level ./minibridge --version >/dev/null 2>&1 || continue
   echo "== MB_CPU=$level"
   MB_CPU=$level ctest --output-on-failure -j 2 \
-    -E "^(fixture_.*|static_build|aarch64_build|install_consumer|kernel_objects_self_contained|emulated_.*|sanitize_build|sanitized_tests|fuzz_smoke|tsan_threads)$" "$@"
+    -E "^(fixture_.*|static_build|aarch64_build|install_consumer|kernel_objects_self_contained|emulated_.*|sanitize_build|sanitized_tests|fuzz_smoke|tsan_threads|mpi_data_parallel)$" "$@"
 done

@@ -10,4 +10,9 @@ echo "static binary: $(du -h "$build/minibridge" | cut -f1)"
 for gemm in openblas eigen; do
   echo "hello world" | "$build/minibridge" classify --model "$model" --gemm "$gemm" | grep -q '"label"'
 done
+# Without MPI, copies started by a launcher refuse to run (each would train alone, all writing OUT).
+if OMPI_COMM_WORLD_SIZE=2 "$build/minibridge" info --model "$model" >/dev/null 2>"$build/mpi.err"; then
+  echo "static build: 2 launched copies without MPI were not refused"; exit 1
+fi
+grep -q "built without MPI" "$build/mpi.err"
 echo "static build: OK"

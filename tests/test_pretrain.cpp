@@ -413,7 +413,7 @@ TEST_CASE("pretrain: bad input gets one clear error and leaves no output") {
         {[](json& j) { j.erase("window"); }, "malformed pretraining state"},
         {[](json& j) { j["data"]["next"] = 99; }, "stream index out of range"},
         {[](json& j) { j["data"]["streams"][0]["byte"] = uint64_t(1) << 40; }, "shorter than the saved position"},
-        {[](json& j) { j["dropout_rng"] = "x"; }, "RNG state: malformed"},
+        {[](json& j) { j["data"]["streams"][0]["mask_rng"] = "x"; }, "type must be number"},
     };
     for (const auto& [damage, want] : damages) {
       json j = good;

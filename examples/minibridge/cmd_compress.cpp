@@ -16,7 +16,7 @@ void add_compress_command(CLI::App& app) {
 void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& max_len, int64_t& max_train_examples,
                                   const std::string& seed_help) {
   cmd.add_option("--lr", train.lr, "peak learning rate (linear decay)")->check(CLI::PositiveNumber);
-  cmd.add_option("--batch-size", train.batch_size, "sequences per update")->check(CLI::Range(1, 1 << 16));
+  cmd.add_option("--batch-size", train.batch_size, "sequences per update (under mpirun: the global batch)")->check(CLI::Range(1, 1 << 16));
   cmd.add_option("--warmup-ratio", train.warmup_ratio, "linear warm-up over this fraction of each training's updates")
       ->check(CLI::Range(0.0, 1.0));
   cmd.add_option("--max-len", max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "compress/peakd.h"
+#include "engine/distributed.h"
 #include "engine/threads.h"
 
 namespace mbcli {
@@ -54,7 +55,8 @@ void add_compress_peakd_command(CLI::App& compress) {
     // Either flag picks one student; the other then defaults to on.
     if (!sps->empty() || !ptp->empty()) o->students = {mb::peakd_student(*sps != "off", *ptp != "off")};
     o->progress = !*no_progress;
-    std::cout << mb::run_peakd(*o).dump() << std::endl;
+    const nlohmann::json results = mb::run_peakd(*o);
+    if (mb::dist::is_root()) std::cout << results.dump() << std::endl;
   });
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "commands.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "models/pretrain.h"
 
@@ -20,24 +21,28 @@ std::atomic<bool> g_stop{false};
 extern "C" void on_stop_signal(int) { g_stop.store(true); }
 
 // Installs the handlers for the lifetime of the object (one-shot: the second signal is fatal).
+// Under MPI, SIGTERM stays engine/distributed.h's: the launcher sends it when a rank died, and the
+// others cannot finish a step without it. SIGINT (srun forwards Ctrl-C to every rank) still stops
+// every rank after the same step (pretrain() sums the requests over the ranks).
 class StopOnSignal {
  public:
-  StopOnSignal() {
+  StopOnSignal() : term_(mb::dist::size() == 1) {
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
+    if (term_) sigaction(SIGTERM, &sa, &old_term_);
   }
   ~StopOnSignal() {
     sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
+    if (term_) sigaction(SIGTERM, &old_term_, nullptr);
   }
   StopOnSignal(const StopOnSignal&) = delete;
   StopOnSignal& operator=(const StopOnSignal&) = delete;
 
  private:
+  bool term_;
   struct sigaction old_int_ {}, old_term_ {};
 };
 
@@ -55,7 +60,7 @@ void run_pretrain(mb::PretrainOptions o) {
                       {"loss", r.last_loss},
                       {"tokens_per_s", r.tokens_per_s}};
   if (r.eval_loss >= 0) j["eval_mlm_loss"] = r.eval_loss;
-  std::cout << j.dump() << std::endl;
+  if (mb::dist::is_root()) std::cout << j.dump() << std::endl;
 }
 
 }  // namespace
@@ -71,7 +76,7 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_option("--max-steps", o->max_steps, "optimizer steps")->required()->check(CLI::PositiveNumber);
   cmd->add_option("--seq-len", o->seq_len, "tokens per packed sequence, [CLS] and [SEP] included")
       ->check(CLI::Range(3, 1 << 16));
-  cmd->add_option("--batch-size", o->batch_size, "sequences per step")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--batch-size", o->batch_size, "sequences per step (under mpirun: the global batch)")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--streams", o->streams,
                   "documents read side by side; every batch mixes them (default: --batch-size, at most one per file)")
       ->check(CLI::Range(1, 1 << 16));

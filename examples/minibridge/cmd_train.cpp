@@ -10,6 +10,7 @@
 #include "engine/threads.h"
 #include "io/data_dir.h"
 #include "io/glue.h"
+#include "engine/distributed.h"
 #include "models/finetune.h"
 
 namespace mbcli {
@@ -67,7 +68,7 @@ void add_train_commands(CLI::App& app) {
   ft->add_option("--out", f->out_dir, "output directory: best model, train_log.jsonl, checkpoint/")->required();
   ft->add_option("--epochs", f->epochs, "training epochs")->check(CLI::Range(1, 1000));
   ft->add_option("--lr", f->train.lr, "peak learning rate")->check(CLI::PositiveNumber);
-  ft->add_option("--batch-size", f->train.batch_size, "sequences per step")->check(CLI::Range(1, 1 << 16));
+  ft->add_option("--batch-size", f->train.batch_size, "sequences per step (under mpirun: the global batch)")->check(CLI::Range(1, 1 << 16));
   ft->add_option("--max-len", f->max_len, "truncate inputs to this many tokens")->check(CLI::Range(3, 1 << 16));
   ft->add_option("--seed", f->train.seed, "seed for the classifier init, data order and dropout");
   ft->add_option("--max-steps", f->train.max_steps, "stop after this many steps (overrides --epochs)")
@@ -82,7 +83,8 @@ void add_train_commands(CLI::App& app) {
   ft->callback([f, threads] {
     mb::set_num_threads(*threads);
     f->data_dir = glue_dir_or_default(f->data_dir);
-    print_metrics(mb::glue_task(f->task).name, mb::finetune(*f));
+    const std::map<std::string, double> metrics = mb::finetune(*f);
+    if (mb::dist::is_root()) print_metrics(mb::glue_task(f->task).name, metrics);
   });
 
   auto e = std::make_shared<EvalOptions>();

@@ -3,11 +3,13 @@
 #include <exception>
 #include <functional>
 #include <iostream>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "commands.h"
 #include "engine/cpu.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 
 namespace {
@@ -28,9 +30,29 @@ const char* kPipeline =
     "  echo \"a charming, moving film\" | minibridge classify --model pruned-int8\n"
     "Every command takes --help. README.md and docs/ describe each step.";
 
+// The commands that train data-parallel when started by mpirun or srun (models/data_parallel.h).
+// Any other command there would run once per rank, every rank writing the same output.
+bool runs_data_parallel(int argc, char** argv) {
+  const std::string cmd = argc > 1 ? argv[1] : "", sub = argc > 2 ? argv[2] : "";
+  return cmd == "pretrain" || cmd == "finetune" || (cmd == "compress" && (sub == "mbbert" || sub == "peakd"));
+}
+
+int fail(const char* what) {
+  std::fflush(stdout);
+  std::cerr << "minibridge: " << mb::dist::rank_prefix() << "error: " << what << "\n";
+  // Under MPI the other ranks may be waiting for this one in a collective: end the whole job.
+  if (mb::dist::size() > 1) mb::dist::abort_job(1);
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  try {
+    mb::dist::init(&argc, &argv);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
   CLI::App app{kAbout};
   app.footer(kPipeline);
   app.require_subcommand(1);
@@ -55,17 +77,18 @@ int main(int argc, char** argv) {
     for (const char* c : commands) app.get_subcommand(c)->group(group);
   try {
     mb::cpu_level();  // MB_CPU checked first: a bad level is one clear error before any work
+    MB_CHECK(mb::dist::size() == 1 || runs_data_parallel(argc, argv),
+             std::string(argc > 1 ? argv[1] : "this command") + " runs on one process: start it without mpirun/srun "
+             "(pretrain, finetune, compress mbbert and compress peakd train data-parallel on several)");
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const mb::Error& e) {
-    std::fflush(stdout);
-    std::cerr << "minibridge: error: " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::cerr << "minibridge: error: " << e.what() << "\n";
-    return 1;
+    // Every rank parsed the same arguments: rank 0 alone prints the help or the usage error.
+    const int code = mb::dist::is_root() ? app.exit(e) : e.get_exit_code();
+    mb::dist::finalize();
+    return code;
+  } catch (const std::exception& e) {  // mb::Error and the standard library's
+    return fail(e.what());
   }
+  mb::dist::finalize();
   return 0;
 }
