@@ -45,7 +45,11 @@ GradientTraffic gradient_traffic() { return g_traffic; }
 
 void allreduce_gradients(const std::vector<ParamRef>& params) {
   if (dist::size() == 1) return;
+  // A barrier first, so that the time of the sum itself is told apart from the wait for the ranks
+  // that are behind (uneven shares, a slower machine): the logs report both.
   const auto t0 = std::chrono::steady_clock::now();
+  dist::barrier();
+  const auto t1 = std::chrono::steady_clock::now();
   constexpr int64_t kBucket = int64_t(8) << 20;  // floats: 32 MB
   std::vector<float> bucket;
   std::vector<Tensor*> members;
@@ -74,7 +78,8 @@ void allreduce_gradients(const std::vector<ParamRef>& params) {
   flush();
   ++g_traffic.calls;
   for (const ParamRef& p : params) g_traffic.bytes += int64_t(p.grad->nbytes());
-  g_traffic.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  g_traffic.wait_seconds += std::chrono::duration<double>(t1 - t0).count();
+  g_traffic.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
 }
 
 void broadcast_tensors(const std::vector<Tensor*>& tensors) {

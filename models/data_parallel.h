@@ -42,7 +42,8 @@ void allreduce_gradients(const std::vector<ParamRef>& params);
 struct GradientTraffic {
   int64_t calls = 0;      // allreduce_gradients calls
   int64_t bytes = 0;      // gradient bytes summed, all calls together (this rank's, not the wire's)
-  double seconds = 0.0;   // wall time inside them, waiting for slower ranks included
+  double wait_seconds = 0.0;  // waiting for the slowest rank to finish its backward pass
+  double seconds = 0.0;       // then summing the gradients
 };
 GradientTraffic gradient_traffic();
 

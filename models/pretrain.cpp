@@ -381,9 +381,11 @@ PretrainResult pretrain(const PretrainOptions& o) {
       last_loss = win_loss / double(win_steps);
       json line = train_log_line(step, last_loss, lr, last_grad_norm,
                                  win_train_s > 0 ? double(win_tokens) / win_train_s : 0.0, elapsed());
-      if (parallel) {  // seconds per step in the gradient all-reduce, waiting for other ranks included
+      if (parallel) {  // seconds per step summing the gradients, and waiting for the other ranks first
         const GradientTraffic now = gradient_traffic();
-        line["allreduce_s"] = (now.seconds - win_traffic.seconds) / double(std::max<int64_t>(1, now.calls - win_traffic.calls));
+        const double calls = double(std::max<int64_t>(1, now.calls - win_traffic.calls));
+        line["allreduce_s"] = (now.seconds - win_traffic.seconds) / calls;
+        line["allreduce_wait_s"] = (now.wait_seconds - win_traffic.wait_seconds) / calls;
         win_traffic = now;
       }
       if (root) log->write(line);
@@ -421,6 +423,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
       const GradientTraffic t = gradient_traffic();
       done["ranks"] = dist::size();
       done["allreduce_s_per_step"] = t.calls ? t.seconds / double(t.calls) : 0.0;
+      done["allreduce_wait_s_per_step"] = t.calls ? t.wait_seconds / double(t.calls) : 0.0;
       done["gradient_bytes_per_step"] = t.calls ? t.bytes / t.calls : 0;
     }
     log->write(done);
