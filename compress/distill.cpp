@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -15,8 +16,10 @@
 #include "engine/functional.h"
 #include "engine/progress.h"
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/config.h"
 #include "io/jsonl_log.h"
+#include "io/safetensors.h"
 #include "models/data_parallel.h"
 #include "models/finetune.h"
 
@@ -209,14 +212,51 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
 
   // Data-parallel over MPI ranks (models/data_parallel.h): rank 0 alone evaluates and writes.
   const bool root = dist::is_root(), parallel = dist::size() > 1;
-  const std::string log_path = (fs::path(out_dir) / "train_log.jsonl").string();
+  const fs::path dir = out_dir;
+  const std::string log_path = (dir / "train_log.jsonl").string(), ckpt = (dir / "checkpoint").string(),
+                    done_path = (dir / "distill.json").string();
+  DistillResult result;
+
+  // A distillation that finished (distill.json, written after the model) is not redone: its model
+  // is loaded into the student. One that was stopped resumes from OUT/checkpoint.
+  if (fs::exists(done_path)) {
+    const nlohmann::json j = read_json_file(done_path);
+    try {
+      MB_CHECK(j.at("steps").get<int64_t>() == total && j.at("examples").get<int64_t>() == n,
+               "made with " + j.at("steps").dump() + " updates on " + j.at("examples").dump() + " examples, this run has " +
+                   std::to_string(total) + " on " + std::to_string(n));
+      result.best_metrics = j.at("best_metrics").get<std::map<std::string, double>>();
+      result.best_metric = j.at("best_metric").is_null() ? std::nan("") : j.at("best_metric").get<double>();
+      result.best_epoch = j.at("best_epoch").get<int>();
+      result.best_step = j.at("best_step").get<int64_t>();
+      result.steps = total;
+      result.seconds = j.at("seconds").get<double>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(done_path + ": malformed: " + e.what());
+    } catch (const Error& e) {
+      throw Error(done_path + ": " + e.what());
+    }
+    const std::string weights = (dir / "model.safetensors").string();
+    const SafeTensorsFile saved = read_safetensors(weights);
+    for (const auto& [name, v] : student.named_parameters()) {
+      auto it = saved.tensors.find(name);
+      MB_CHECK(it != saved.tensors.end() && it->second.shape() == v.shape() && it->second.dtype() == DType::F32,
+               weights + ": no f32 tensor '" + name + "' of shape " + shape_str(v.shape()) + " (not this run's student)");
+      v.value().make_owned();
+      std::memcpy(v.value().raw(), it->second.raw(), it->second.nbytes());
+    }
+    if (root) std::cerr << "minibridge: " << out_dir << ": distillation complete, not redone\n";
+    return result;
+  }
+  const bool resume = checkpoint_exists(ckpt);
+
   std::optional<JsonlLog> log;
   if (root) {
     create_output_dir(out_dir);
-    fs::remove(log_path);  // a step is redone from its start, so its log starts afresh
+    if (!resume) fs::remove(log_path);  // a fresh start starts a fresh log
     log.emplace(log_path);
   }
-  if (root)
+  if (root && !resume)
     log->write({{"event", "start"},
              {"examples", n},
              {"epochs", o.epochs},
@@ -231,6 +271,49 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
 
   const std::vector<ParamRef> params = trainable_params(student);
   AdamW opt(params, AdamWConfig{0.9, 0.999, 1e-8, t.weight_decay});
+
+  bool have_best = false;
+  std::vector<std::pair<std::string, Tensor>> best_weights;
+  double sums[4] = {0, 0, 0, 0};  // loss, ce, kd, mse since the last log line
+  int64_t count = 0, start = 0;
+  double seconds_before = 0;
+  if (resume) {
+    // The checkpoint holds the student, AdamW, the best evaluation's weights ("best.<name>") and
+    // where the loop was; the data order and dropout are functions of (seed, epoch, update).
+    const nlohmann::json st = load_training_checkpoint(ckpt, student, opt);
+    try {
+      MB_CHECK(st.at("total_steps").get<int64_t>() == total && st.at("examples").get<int64_t>() == n,
+               "made with " + st.at("total_steps").dump() + " updates on " + st.at("examples").dump() +
+                   " examples, this run has " + std::to_string(total) + " on " + std::to_string(n));
+      start = st.at("step").get<int64_t>();
+      MB_CHECK(start >= 0 && start <= total, "update " + std::to_string(start) + " is outside 0.." + std::to_string(total));
+      for (int i = 0; i < 4; ++i) sums[i] = st.at("window").at(size_t(i)).get<double>();
+      count = st.at("window_count").get<int64_t>();
+      have_best = st.at("have_best").get<bool>();
+      result.best_metrics = st.at("best_metrics").get<std::map<std::string, double>>();
+      result.best_metric = st.at("best_metric").is_null() ? std::nan("") : st.at("best_metric").get<double>();
+      result.best_epoch = st.at("best_epoch").get<int>();
+      result.best_step = st.at("best_step").get<int64_t>();
+      seconds_before = st.at("seconds").get<double>();
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ckpt + "/state.json: malformed distillation state: " + e.what());
+    } catch (const Error& e) {
+      throw Error(ckpt + "/state.json: " + e.what());
+    }
+    if (have_best) {
+      const Checkpoint ck = load_checkpoint(ckpt);
+      for (const auto& [name, v] : student.named_parameters()) {
+        auto it = ck.tensors.find("best." + name);
+        MB_CHECK(it != ck.tensors.end() && it->second.shape() == v.shape(),
+                 ck.dir + ": checkpoint lacks the best evaluation's '" + name + "'");
+        best_weights.emplace_back(name, it->second.clone());
+      }
+    }
+    if (root) {
+      log->truncate_after_step(start);
+      std::cerr << "minibridge: resuming " << out_dir << " at update " << start << "\n";
+    }
+  }
   broadcast_parameters(student);  // every rank starts from rank 0's weights
 
   const bool cls_only = o.hidden_loss == HiddenLoss::ClsNormalized;
@@ -243,24 +326,39 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       if (k == j * steps_per_epoch / o.evals_per_epoch) return true;
     return false;
   };
-  DistillResult result;
-  bool have_best = false;
-  std::vector<std::pair<std::string, Tensor>> best_weights;
   const auto t0 = std::chrono::steady_clock::now();
+  auto seconds = [&] { return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  auto save_state = [&](int64_t step) {
+    std::vector<std::pair<std::string, Tensor>> best;
+    if (have_best)
+      for (const auto& [name, w] : best_weights) best.emplace_back("best." + name, w);
+    const bool finite = std::isfinite(result.best_metric);
+    save_training_checkpoint(ckpt, student, opt,
+                             {{"step", step}, {"total_steps", total}, {"examples", n},
+                              {"window", {sums[0], sums[1], sums[2], sums[3]}}, {"window_count", count},
+                              {"have_best", have_best}, {"best_metrics", result.best_metrics},
+                              {"best_metric", finite ? nlohmann::json(result.best_metric) : nlohmann::json()},
+                              {"best_epoch", result.best_epoch}, {"best_step", result.best_step}, {"seconds", seconds()}},
+                             best);
+  };
 
   ProgressOptions popt;
+  popt.start_step = start;
   popt.every_steps = std::max<int64_t>(1, t.log_steps);
   if (!o.progress) popt.interval_s = 0, popt.every_steps = 0, popt.tty = 0;
   std::optional<Progress> progress;
   if (root) progress.emplace(total, popt);
-  double sums[4] = {0, 0, 0, 0};  // loss, ce, kd, mse since the last log line
-  int64_t count = 0, tokens_since_log = 0;
+  int64_t tokens_since_log = 0;
   auto since_log = t0;
   std::vector<int32_t> order;
+  int64_t order_epoch = -1;
 
-  for (int64_t step = 0; step < total;) {
+  for (int64_t step = start; step < total;) {
     const int64_t epoch = step / steps_per_epoch, k = step % steps_per_epoch;
-    if (k == 0) order = shuffled(size_t(n), t.seed, uint64_t(epoch));
+    if (epoch != order_epoch) {
+      order = shuffled(size_t(n), t.seed, uint64_t(epoch));
+      order_epoch = epoch;
+    }
     Batch b;
     std::vector<int32_t> labels, examples;
     std::vector<float> scores;
@@ -351,7 +449,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       const double secs = std::chrono::duration<double>(now - since_log).count();
       nlohmann::json line = train_log_line(step, sums[0] / double(count), lr, norm,
                                            secs > 0 ? double(tokens_since_log) / secs : 0.0,
-                                           std::chrono::duration<double>(now - t0).count());
+                                           seconds());
       line["ce"] = sums[1] / double(count);
       line["kd"] = sums[2] / double(count);
       line["hidden_mse"] = sums[3] / double(count);
@@ -385,17 +483,30 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
         best_weights = snapshot(student);
       }
     }
+    if (root && step < total && (evaluates_at(step) || (t.save_steps > 0 && step % t.save_steps == 0))) save_state(step);
   }
   if (progress) progress->finish();
   restore(student, best_weights);
   student.set_requires_grad(false);
   for (const auto& [name, v] : student.named_parameters()) v.zero_grad();
-  if (root) student.save(out_dir, DType::F32, o.tokenizer_dir);
-  dist::barrier();  // the saved student is complete before any rank reads it (the next step's teacher)
   result.steps = total;
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (root)
+  result.seconds = seconds();
+  if (root) {
+    // The model, then distill.json saying it is complete, then the checkpoint is no longer needed.
+    student.save(out_dir, DType::F32, o.tokenizer_dir);
+    const bool finite = std::isfinite(result.best_metric);
+    write_file_atomic(done_path, nlohmann::json{{"steps", total},
+                                                {"examples", n},
+                                                {"best_metrics", result.best_metrics},
+                                                {"best_metric", finite ? nlohmann::json(result.best_metric) : nlohmann::json()},
+                                                {"best_epoch", result.best_epoch},
+                                                {"best_step", result.best_step},
+                                                {"seconds", result.seconds}}
+                                         .dump(2) + "\n");
+    fs::remove_all(ckpt);
     log->write({{"event", "done"}, {"best_epoch", result.best_epoch}, {"best_step", result.best_step}, {"best", result.best_metrics}, {"seconds", result.seconds}});
+  }
+  dist::barrier();  // the saved student is complete before any rank reads it (the next step's teacher)
   return result;
 }
 

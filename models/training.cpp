@@ -38,10 +38,11 @@ double optimizer_step(AdamW& opt, const std::vector<ParamRef>& params, double lr
 }
 
 void save_training_checkpoint(const std::string& dir, const BertModel& model, const AdamW& opt,
-                              const nlohmann::json& state) {
+                              const nlohmann::json& state, const std::vector<std::pair<std::string, Tensor>>& extra) {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [name, t] : model.named_tensors()) tensors.emplace_back("model." + name, t);
   for (auto& entry : opt.state_tensors()) tensors.push_back(std::move(entry));
+  tensors.insert(tensors.end(), extra.begin(), extra.end());
   nlohmann::json full = state;
   full["optimizer"] = opt.state_json();
   save_checkpoint(dir, tensors, full);

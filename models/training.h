@@ -37,9 +37,11 @@ std::vector<ParamRef> trainable_params(const BertModel& model);
 // norm skips the update (and says so).
 double optimizer_step(AdamW& opt, const std::vector<ParamRef>& params, double lr, double max_grad_norm);
 
-// OUT/checkpoint: model parameters ("model.<name>"), optimizer state, and `state`.
+// OUT/checkpoint: model parameters ("model.<name>"), optimizer state, `extra` tensors (named as
+// given: their names must not start with "model." or "optimizer."), and `state`.
 void save_training_checkpoint(const std::string& dir, const BertModel& model, const AdamW& opt,
-                              const nlohmann::json& state);
+                              const nlohmann::json& state,
+                              const std::vector<std::pair<std::string, Tensor>>& extra = {});
 // Restores parameters and optimizer state in place; returns the JSON state. Errors name the
 // checkpoint and the parameter when the model does not match.
 nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel& model, AdamW& opt);

@@ -536,3 +536,59 @@ TEST_CASE("compress mbbert and its ablations run end to end through the CLI") {
   CHECK(r.status != 0);
   CHECK(r.err.find("fine-tuned on SST-2, not CoLA") != std::string::npos);
 }
+
+TEST_CASE("compress mbbert: a run killed inside a step resumes from that step's checkpoint, exactly") {
+  const std::string teacher = tiny_teacher("mbbert_kill");
+  const std::string glue = small_glue("mbbert_kill_glue", 160, 12);
+  const std::string root = mbtest::scratch_dir("mbbert_kill_out");
+  const std::string common = "compress mbbert --teacher " + teacher + " --task SST-2 --data " + glue +
+                             " --steps 2 --rank 4 --batch-size 8 --lr 1e-3 --epochs-per-step 2 --save-steps 3 --log-steps 1"
+                             " --threads 1 --latency-examples 0 --no-progress";
+  const mbtest::CliRun full = mbtest::run_cli(common + " --out " + root + "/full");
+  REQUIRE_MESSAGE(full.status == 0, full.err);
+  CHECK_FALSE(fs::exists(root + "/full/step_1/checkpoint"));  // removed once the step is complete
+  CHECK(fs::exists(root + "/full/step_1/distill.json"));
+
+  // Killed after step 1's first checkpoint (update 3 of 40), then the same command again.
+  const std::string cut = root + "/cut";
+  REQUIRE(mbtest::run_cli_killed_at(common + " --out " + cut, cut + "/step_1/checkpoint/state.json"));
+  CHECK_FALSE(fs::exists(cut + "/step_1/step.json"));
+  const mbtest::CliRun again = mbtest::run_cli(common + " --out " + cut);
+  REQUIRE_MESSAGE(again.status == 0, again.err);
+  CHECK_MESSAGE(again.err.find("resuming " + cut + "/step_1 at update ") != std::string::npos, again.err);
+  const auto want = mbtest::json_lines(mbtest::read_file(root + "/full/results.jsonl"));
+  const auto got = mbtest::json_lines(mbtest::read_file(cut + "/results.jsonl"));
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i]["student_fingerprint"] == want[i]["student_fingerprint"]);
+    CHECK(got[i].value("teacher_fingerprint", json()) == want[i].value("teacher_fingerprint", json()));
+    CHECK(got[i]["dev"] == want[i]["dev"]);
+  }
+  auto losses = [](const std::string& log) {
+    std::vector<json> out;
+    for (const json& l : mbtest::json_lines(mbtest::read_file(log)))
+      if (l.contains("loss")) out.push_back({l["step"], l["loss"], l["ce"], l["kd"], l["hidden_mse"]});
+    return out;
+  };
+  CHECK(losses(cut + "/step_1/train_log.jsonl") == losses(root + "/full/step_1/train_log.jsonl"));
+
+  // A step whose distillation finished but whose step.json was not yet written is not redone.
+  fs::remove(cut + "/step_2/step.json");
+  const mbtest::CliRun last = mbtest::run_cli(common + " --out " + cut);
+  REQUIRE_MESSAGE(last.status == 0, last.err);
+  CHECK_MESSAGE(last.err.find(cut + "/step_2: distillation complete, not redone") != std::string::npos, last.err);
+  CHECK(mbtest::json_lines(mbtest::read_file(cut + "/results.jsonl")).back()["student_fingerprint"] ==
+        want.back()["student_fingerprint"]);
+
+  // A damaged checkpoint state is one error naming it.
+  const std::string bad = root + "/bad";
+  REQUIRE(mbtest::run_cli_killed_at(common + " --out " + bad, bad + "/step_1/checkpoint/state.json"));
+  json st = json::parse(mbtest::read_file(bad + "/step_1/checkpoint/state.json"));
+  st["window"] = "x";
+  mbtest::write_file(bad + "/step_1/checkpoint/state.json", st.dump());
+  const mbtest::CliRun broken = mbtest::run_cli(common + " --out " + bad);
+  CHECK(broken.status == 1);
+  CHECK_MESSAGE(broken.err.find(bad + "/step_1/checkpoint/state.json: malformed distillation state") != std::string::npos,
+                broken.err);
+}

@@ -309,3 +309,27 @@ TEST_CASE("compress peakd runs one student through the CLI; bad input is one err
   CHECK(r.status == 1);
   CHECK_MESSAGE(r.err.find("missing") != std::string::npos, r.err);
 }
+
+TEST_CASE("compress peakd: a run killed in the KD stage resumes there; the finished PTP stage is kept") {
+  const std::string glue = mbtest::small_glue("peakd_kill_glue", 120, 12);
+  const std::string tdir = tiny_teacher("peakd_kill");
+  const std::string root = mbtest::scratch_dir("peakd_kill_out");
+  const std::string common = "compress peakd --teacher " + tdir + " --task SST-2 --data " + glue +
+                             " --student-layers 2 --epochs 2 --ptp-epochs 1 --batch-size 8 --max-len 64 --save-steps 4"
+                             " --log-steps 1 --sps on --ptp on --threads 1 --no-progress";
+  const mbtest::CliRun full = mbtest::run_cli(common + " --out " + root + "/full");
+  REQUIRE_MESSAGE(full.status == 0, full.err);
+
+  const std::string cut = root + "/cut";
+  REQUIRE(mbtest::run_cli_killed_at(common + " --out " + cut, cut + "/sps_ptp/checkpoint/state.json"));
+  CHECK(fs::exists(cut + "/sps_ptp/ptp/distill.json"));
+  CHECK_FALSE(fs::exists(cut + "/sps_ptp/student.json"));
+  const mbtest::CliRun again = mbtest::run_cli(common + " --out " + cut);
+  REQUIRE_MESSAGE(again.status == 0, again.err);
+  CHECK_MESSAGE(again.err.find(cut + "/sps_ptp/ptp: distillation complete, not redone") != std::string::npos, again.err);
+  CHECK_MESSAGE(again.err.find("resuming " + cut + "/sps_ptp at update ") != std::string::npos, again.err);
+  CHECK(mbtest::read_file(cut + "/sps_ptp/model.safetensors") == mbtest::read_file(root + "/full/sps_ptp/model.safetensors"));
+  const json a = json::parse(full.out)["students"]["sps_ptp"], b = json::parse(again.out)["students"]["sps_ptp"];
+  CHECK(a["metrics"] == b["metrics"]);
+  CHECK(a["ptp_stage"]["best"] == b["ptp_stage"]["best"]);
+}

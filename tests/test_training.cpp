@@ -103,19 +103,7 @@ TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
 
   // The same run, killed once a checkpoint exists, then resumed.
   const std::string cut = mbtest::scratch_dir("training_cut") + "/out";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = "exec " + mbtest::cli_path() + " finetune" + common + " --out " + cut + " > /dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-    _exit(127);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(cut + "/checkpoint/state.json") && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  REQUIRE(fs::exists(cut + "/checkpoint/state.json"));
+  REQUIRE(mbtest::run_cli_killed_at("finetune" + common + " --out " + cut, cut + "/checkpoint/state.json"));
   REQUIRE(run("finetune" + common + " --out " + cut + " --resume") == 0);
   CHECK(log_losses(cut + "/train_log.jsonl") == full_log);
   CHECK(mbtest::read_file(cut + "/model.safetensors") == mbtest::read_file(full + "/model.safetensors"));
@@ -124,17 +112,7 @@ TEST_CASE("finetune learns, evaluates, and resumes exactly after SIGKILL") {
   // file; the previous checkpoint and model stay intact, nothing half-written is left, and --resume
   // then ends exactly like the uninterrupted run (docs/RELIABILITY.md "Full disks").
   const std::string disk = mbtest::scratch_dir("training_disk") + "/out";
-  const pid_t pid2 = fork();
-  if (pid2 == 0) {
-    const std::string cmd = "exec " + mbtest::cli_path() + " finetune" + common + " --out " + disk + " > /dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
-    _exit(127);
-  }
-  const auto deadline2 = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(disk + "/checkpoint/state.json") && std::chrono::steady_clock::now() < deadline2)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  kill(pid2, SIGKILL);
-  waitpid(pid2, &status, 0);
+  mbtest::run_cli_killed_at("finetune" + common + " --out " + disk, disk + "/checkpoint/state.json");
   REQUIRE(mb::checkpoint_exists(disk + "/checkpoint"));
   const mb::Checkpoint before = mb::load_checkpoint(disk + "/checkpoint");
   const int64_t at = before.state.at("step").get<int64_t>();

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/error.h"
@@ -122,6 +124,24 @@ inline CliRun run_cli_with_file_limit(const std::string& args, uint64_t max_file
   r.out = read_file(dir + "/out");
   r.err = read_file(dir + "/err");
   return r;
+}
+
+// Starts `minibridge ARGS` and SIGKILLs it as soon as `path` exists (or after `timeout_s`).
+// Returns whether `path` appeared before the kill.
+inline bool run_cli_killed_at(const std::string& args, const std::string& path, int timeout_s = 120) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = "exec " + cli_path() + " " + args + " < /dev/null > /dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (!std::filesystem::exists(path) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return std::filesystem::exists(path);
 }
 
 // The packed batch a PyTorch fixture stores: int32 PREFIX"input_ids", PREFIX"offsets" and, when

@@ -25,6 +25,9 @@ void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& m
       ->check(CLI::NonNegativeNumber);
   cmd.add_option("--log-steps", train.log_steps, "a train_log.jsonl line every this many updates")
       ->check(CLI::PositiveNumber);
+  cmd.add_option("--save-steps", train.save_steps,
+                 "checkpoint every this many updates (and at every evaluation); a rerun resumes from it")
+      ->check(CLI::PositiveNumber);
 }
 
 }  // namespace mbcli
