@@ -12,7 +12,10 @@
 #include "engine/functional.h"
 #include "engine/progress.h"
 #include "engine/rng.h"
+#include "compress/distill.h"
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "io/config.h"
 #include "io/glue.h"
 #include "io/jsonl_log.h"
 #include "io/tokenizer.h"
@@ -346,11 +349,48 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
   }
 
   BertModel cur = teacher;  // shares the tensors; pruning replaces them, never writes into them
+  int64_t first = 0;
+  if (!opt.checkpoint_dir.empty() && checkpoint_exists(opt.checkpoint_dir)) {
+    // The model pruned up to sublayer first − 1 (its structure in "config"), the budget left and
+    // the steps' records.
+    const Checkpoint ck = load_checkpoint(opt.checkpoint_dir);
+    const std::string where = ck.dir + "/state.json";
+    try {
+      first = ck.state.at("next_sublayer").get<int64_t>();
+      MB_CHECK(first >= 1 && first < n_sub, "next sublayer " + std::to_string(first) + " is outside 1.." +
+                                                std::to_string(n_sub - 1) + " (not this teacher's run)");
+      f_rem = ck.state.at("flops_remaining").get<double>();
+      for (const nlohmann::json& r : ck.state.at("steps")) st.steps.push_back(r.get<std::map<std::string, double>>());
+      MB_CHECK(int64_t(st.steps.size()) == first, "holds " + std::to_string(st.steps.size()) + " step records for " +
+                                                      std::to_string(first) + " sublayers");
+      std::map<std::string, Tensor> tensors;
+      for (const auto& [name, t] : ck.tensors) tensors[name] = t.clone();
+      cur = BertModel::from_tensors(bert_config_from_json(ck.state.at("config"), where), tensors, ck.dir);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(where + ": malformed K-prune state: " + e.what());
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (what.rfind(ck.dir, 0) == 0) throw;
+      throw Error(where + ": " + what);
+    }
+    MB_CHECK(cur.layers.size() == teacher.layers.size() && cur.config.hidden_size == teacher.config.hidden_size,
+             where + ": the checkpoint's model is not this teacher's");
+    std::cerr << "minibridge: resuming K-prune at " << sublayer_name(first) << " (" << opt.checkpoint_dir << ")\n";
+  }
+  auto save_state = [&](int64_t next) {
+    BertConfig c = cur.config;
+    write_layer_structure(c, cur.layer_structure());
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& [name, t] : cur.named_tensors()) tensors.emplace_back(name, t);
+    save_checkpoint(opt.checkpoint_dir, tensors,
+                    {{"next_sublayer", next}, {"flops_remaining", f_rem}, {"steps", st.steps}, {"config", c.raw}});
+  };
   ProgressOptions popt;
   popt.unit = "sublayer";
   popt.every_steps = 1;
+  popt.start_step = first;
   Progress progress(n_sub, popt);
-  for (int64_t j = 0; j < n_sub; ++j) {
+  for (int64_t j = first; j < n_sub; ++j) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t l = sublayer_layer(j), units = sublayer_units(cur, j);
     std::vector<int64_t> kept;
@@ -390,6 +430,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
       j_rec["solver"] = method;
       log->write(j_rec);
     }
+    if (!opt.checkpoint_dir.empty() && j + 1 < n_sub) save_state(j + 1);
     if (opt.progress)
       progress.update(j + 1, {{"sublayer", sublayer_name(j)},
                               {"kept", std::to_string(kept.size()) + "/" + std::to_string(units)}});
@@ -439,11 +480,33 @@ nlohmann::json run_kprune(const KpruneJob& job) {
   int64_t sample_tokens = 0;
   for (const Batch& b : batches) sample_tokens += b.num_tokens();
 
-  create_output_dir(job.out_dir);
-  JsonlLog log((fs::path(job.out_dir) / "kprune_log.jsonl").string());
   KpruneOptions kopt = job.kprune;
   kopt.seq_len = avg_len;
-  log.write({{"event", "start"}, {"teacher", job.teacher_dir}, {"task", task.name}, {"constraint", kopt.constraint},
+  // OUT belongs to one run: a rerun with the same options continues it (a finished run is not
+  // redone; a stopped one continues at the next sublayer), one with other options is refused.
+  const fs::path out = job.out_dir;
+  claim_run_dir(job.out_dir, {{"teacher", fs::absolute(job.teacher_dir).lexically_normal().string()},
+                              {"task", task.name}, {"constraint", kopt.constraint}, {"num_tokens", job.num_tokens},
+                              {"seed", job.seed}, {"max_len", job.max_len}, {"batch_size", job.batch_size},
+                              {"lambda_rep", kopt.lambda_rep}, {"lambda_pred", kopt.lambda_pred}, {"mu", kopt.mu},
+                              {"temperature", kopt.temperature}, {"weight_tuning", kopt.weight_tuning},
+                              {"evaluate", job.evaluate}});
+  if (fs::exists(out / "results.json")) {
+    std::cerr << "minibridge: " << job.out_dir << ": K-prune already finished; nothing to do\n";
+    return read_json_file((out / "results.json").string());
+  }
+  kopt.checkpoint_dir = (out / "checkpoint").string();
+  const bool resume = checkpoint_exists(kopt.checkpoint_dir);
+  const std::string log_path = (out / "kprune_log.jsonl").string();
+  if (!resume) fs::remove(log_path);  // a fresh run starts a fresh log
+  JsonlLog log(log_path);
+  if (resume) {
+    // The log keeps the lines of the sublayers the checkpoint holds.
+    const int64_t next = load_checkpoint(kopt.checkpoint_dir).state.value("next_sublayer", int64_t(0));
+    log.truncate_after_step(next - 1);
+  }
+  if (!resume)
+    log.write({{"event", "start"}, {"teacher", job.teacher_dir}, {"task", task.name}, {"constraint", kopt.constraint},
              {"samples", n}, {"sample_tokens", sample_tokens}, {"seq_len", avg_len}, {"seed", job.seed},
              {"lambda_rep", kopt.lambda_rep}, {"lambda_pred", kopt.lambda_pred}, {"mu", kopt.mu},
              {"temperature", kopt.temperature}, {"weight_tuning", kopt.weight_tuning}});
@@ -482,6 +545,7 @@ nlohmann::json run_kprune(const KpruneJob& job) {
   }
   pruned.save(job.out_dir, DType::F32, job.teacher_dir);
   write_file_atomic((fs::path(job.out_dir) / "results.json").string(), res.dump(2) + "\n");
+  fs::remove_all(kopt.checkpoint_dir);  // results.json now says the run is complete
   log.write({{"event", "done"}, {"results", res}});
   return res;
 }

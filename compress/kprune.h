@@ -35,6 +35,10 @@ struct KpruneOptions {
   double seq_len = 128;         // s of f_head(s), f_neuron(s): the task's average sequence length
   bool weight_tuning = true;     // KPWT; off (an ablation): the kept columns of the old output projection stay
   bool progress = true;         // per-sublayer progress on stderr
+  // Non-empty: after every sublayer the pruned model so far and the remaining budget are
+  // checkpointed here (io/checkpoint.h), and a run that finds a checkpoint continues at the next
+  // sublayer, making the same decisions as an uninterrupted run.
+  std::string checkpoint_dir;
 };
 
 // Sublayer j: layer j / 2; even j: multi-head attention, odd j: FFN.

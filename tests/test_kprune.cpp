@@ -439,3 +439,63 @@ TEST_CASE("without weight tuning (the KPWT ablation) every kept output column is
   // The first step's decision does not depend on tuning (nothing has been tuned yet).
   CHECK(plain.layers[0].num_heads == tuned.layers[0].num_heads);
 }
+
+TEST_CASE("compress kprune: a killed run continues at the next sublayer and ends as an uninterrupted one") {
+  const std::string dir = mbtest::scratch_dir("kprune_kill");
+  const mb::GlueTask& task = mb::glue_task("MRPC");
+  mb::BertConfig c = tiny_config(2, 30522);
+  c.num_hidden_layers = 4;  // 8 sublayers
+  mb::BertModel m = mb::BertModel::init_random(c, 5);
+  mb::prepare_for_task(m, task, 0);
+  m.save(dir + "/teacher", mb::DType::F32, mbtest::data_dir() + "/vocab/bert-base-uncased");
+  const std::string common = "compress kprune --teacher " + dir + "/teacher --task MRPC --constraint 0.6 "
+                             "--num-tokens 3000 --threads 1 --no-eval";
+  const mbtest::CliRun full = mbtest::run_cli(common + " --out " + dir + "/full");
+  REQUIRE_MESSAGE(full.status == 0, full.err);
+  CHECK_FALSE(fs::exists(dir + "/full/checkpoint"));  // removed once results.json is written
+
+  const std::string cut = dir + "/cut";
+  REQUIRE(mbtest::run_cli_killed_at(common + " --out " + cut, cut + "/checkpoint/state.json"));
+  REQUIRE_FALSE(fs::exists(cut + "/results.json"));
+  const mbtest::CliRun again = mbtest::run_cli(common + " --out " + cut);
+  REQUIRE_MESSAGE(again.status == 0, again.err);
+  CHECK_MESSAGE(again.err.find("resuming K-prune at ") != std::string::npos, again.err);
+  CHECK(mbtest::read_file(cut + "/model.safetensors") == mbtest::read_file(dir + "/full/model.safetensors"));
+  nlohmann::json a = mb::read_json_file(dir + "/full/results.json"), b = mb::read_json_file(cut + "/results.json");
+  a.erase("seconds");
+  b.erase("seconds");
+  CHECK(a == b);
+  auto decisions = [](const std::string& log) {  // every sublayer's line once, without its time
+    std::vector<nlohmann::json> out;
+    for (nlohmann::json l : mbtest::json_lines(mbtest::read_file(log)))
+      if (l.contains("sublayer")) {
+        l.erase("seconds");
+        out.push_back(l);
+      }
+    return out;
+  };
+  CHECK(decisions(cut + "/kprune_log.jsonl") == decisions(dir + "/full/kprune_log.jsonl"));
+  CHECK(decisions(cut + "/kprune_log.jsonl").size() == 8);
+
+  // A finished run is not redone; other options into the same directory are refused.
+  const mbtest::CliRun done = mbtest::run_cli(common + " --out " + cut);
+  CHECK(done.status == 0);
+  CHECK(done.err.find("already finished") != std::string::npos);
+  const mbtest::CliRun other = mbtest::run_cli(common + " --seed 3 --out " + cut);
+  CHECK(other.status == 1);
+  CHECK_MESSAGE(other.err.find(cut + "/options.json: this directory holds a run with other options") != std::string::npos,
+                other.err);
+
+  // A damaged checkpoint state is one error naming it.
+  const std::string bad = dir + "/bad";
+  REQUIRE(mbtest::run_cli_killed_at(common + " --out " + bad, bad + "/checkpoint/state.json"));
+  if (!fs::exists(bad + "/results.json")) {
+    nlohmann::json st = mb::read_json_file(bad + "/checkpoint/state.json");
+    st["next_sublayer"] = 99;
+    mbtest::write_file(bad + "/checkpoint/state.json", st.dump());
+    const mbtest::CliRun broken = mbtest::run_cli(common + " --out " + bad);
+    CHECK(broken.status == 1);
+    CHECK_MESSAGE(broken.err.find(bad + "/checkpoint/state.json: next sublayer 99 is outside") != std::string::npos,
+                  broken.err);
+  }
+}
