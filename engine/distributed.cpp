@@ -18,6 +18,13 @@ namespace {
 
 int g_rank = 0, g_size = 1;
 
+// How many copies of this process a launcher says it started (1 when it says nothing).
+long launched_tasks() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"})
+    if (const char* s = std::getenv(v)) return std::max(1L, std::strtol(s, nullptr, 10));
+  return 1;
+}
+
 #ifdef MB_HAVE_MPI
 bool g_mpi = false;  // MPI_Init was called here
 
@@ -27,13 +34,6 @@ bool started_by_launcher() {
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
     if (std::getenv(v)) return true;
   return false;
-}
-
-// How many copies of this process a launcher says it started (1 when it says nothing).
-long launched_tasks() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"})
-    if (const char* s = std::getenv(v)) return std::max(1L, std::strtol(s, nullptr, 10));
-  return 1;
 }
 
 // When one rank dies, mpirun (or srun) ends the others with SIGTERM. Each says so in one line
