@@ -375,6 +375,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
     }
     MB_CHECK(cur.layers.size() == teacher.layers.size() && cur.config.hidden_size == teacher.config.hidden_size,
              where + ": the checkpoint's model is not this teacher's");
+    if (log) log->truncate_after_step(first - 1);  // keeps the lines of the sublayers the checkpoint holds
     std::cerr << "minibridge: resuming K-prune at " << sublayer_name(first) << " (" << opt.checkpoint_dir << ")\n";
   }
   auto save_state = [&](int64_t next) {
@@ -499,12 +500,7 @@ nlohmann::json run_kprune(const KpruneJob& job) {
   const bool resume = checkpoint_exists(kopt.checkpoint_dir);
   const std::string log_path = (out / "kprune_log.jsonl").string();
   if (!resume) fs::remove(log_path);  // a fresh run starts a fresh log
-  JsonlLog log(log_path);
-  if (resume) {
-    // The log keeps the lines of the sublayers the checkpoint holds.
-    const int64_t next = load_checkpoint(kopt.checkpoint_dir).state.value("next_sublayer", int64_t(0));
-    log.truncate_after_step(next - 1);
-  }
+  JsonlLog log(log_path);  // a resumed run's is cut back to its checkpoint by kprune()
   if (!resume)
     log.write({{"event", "start"}, {"teacher", job.teacher_dir}, {"task", task.name}, {"constraint", kopt.constraint},
              {"samples", n}, {"sample_tokens", sample_tokens}, {"seq_len", avg_len}, {"seed", job.seed},

@@ -113,7 +113,8 @@ Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const 
 // columns of the old one. Nothing left: the sublayer is removed (LN(x + b_out)).
 void prune_sublayer(BertModel& m, int64_t j, const std::vector<int64_t>& kept_units, const Tensor& new_out_w = {});
 
-// The whole K-prune loop on a model. Returns the pruned model; fills per-step records in log.
+// The whole K-prune loop on a model. Returns the pruned model; fills per-step records in log (when
+// it resumes from opt.checkpoint_dir, after cutting log back to the sublayers the checkpoint holds).
 struct KpruneStats {
   double flops_before = 0, flops_budget = 0, flops_after = 0;
   std::vector<std::map<std::string, double>> steps;
