@@ -54,6 +54,26 @@ void restore(const BertModel& m, const std::vector<std::pair<std::string, Tensor
   }
 }
 
+// The kept evaluation, as distill.json and the checkpoint state hold it (a NaN metric as null),
+// with the run's size, which a resumed or reused run must match.
+nlohmann::json result_json(const DistillResult& r, int64_t total, int64_t n) {
+  return {{"steps", total},
+          {"examples", n},
+          {"best_metrics", r.best_metrics},
+          {"best_metric", std::isfinite(r.best_metric) ? nlohmann::json(r.best_metric) : nlohmann::json()},
+          {"best_epoch", r.best_epoch},
+          {"best_step", r.best_step}};
+}
+void read_result_json(const nlohmann::json& j, int64_t total, int64_t n, DistillResult& r) {
+  MB_CHECK(j.at("steps").get<int64_t>() == total && j.at("examples").get<int64_t>() == n,
+           "made with " + j.at("steps").dump() + " updates on " + j.at("examples").dump() + " examples, this run has " +
+               std::to_string(total) + " on " + std::to_string(n));
+  r.best_metrics = j.at("best_metrics").get<std::map<std::string, double>>();
+  r.best_metric = j.at("best_metric").is_null() ? std::nan("") : j.at("best_metric").get<double>();
+  r.best_epoch = j.at("best_epoch").get<int>();
+  r.best_step = j.at("best_step").get<int64_t>();
+}
+
 // Rows `rows` of a [n, C] tensor.
 Tensor take_rows(const Tensor& t, const std::vector<int32_t>& rows) {
   const int64_t C = t.dim(1);
@@ -222,13 +242,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
   if (fs::exists(done_path)) {
     const nlohmann::json j = read_json_file(done_path);
     try {
-      MB_CHECK(j.at("steps").get<int64_t>() == total && j.at("examples").get<int64_t>() == n,
-               "made with " + j.at("steps").dump() + " updates on " + j.at("examples").dump() + " examples, this run has " +
-                   std::to_string(total) + " on " + std::to_string(n));
-      result.best_metrics = j.at("best_metrics").get<std::map<std::string, double>>();
-      result.best_metric = j.at("best_metric").is_null() ? std::nan("") : j.at("best_metric").get<double>();
-      result.best_epoch = j.at("best_epoch").get<int>();
-      result.best_step = j.at("best_step").get<int64_t>();
+      read_result_json(j, total, n, result);
       result.steps = total;
       result.seconds = j.at("seconds").get<double>();
     } catch (const nlohmann::json::exception& e) {
@@ -237,14 +251,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
       throw Error(done_path + ": " + e.what());
     }
     const std::string weights = (dir / "model.safetensors").string();
-    const SafeTensorsFile saved = read_safetensors(weights);
-    for (const auto& [name, v] : student.named_parameters()) {
-      auto it = saved.tensors.find(name);
-      MB_CHECK(it != saved.tensors.end() && it->second.shape() == v.shape() && it->second.dtype() == DType::F32,
-               weights + ": no f32 tensor '" + name + "' of shape " + shape_str(v.shape()) + " (not this run's student)");
-      v.value().make_owned();
-      std::memcpy(v.value().raw(), it->second.raw(), it->second.nbytes());
-    }
+    load_parameters(student, read_safetensors(weights).tensors, "", weights);
     if (root) std::cerr << "minibridge: " << out_dir << ": distillation complete, not redone\n";
     return result;
   }
@@ -282,18 +289,12 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
     // where the loop was; the data order and dropout are functions of (seed, epoch, update).
     const nlohmann::json st = load_training_checkpoint(ckpt, student, opt);
     try {
-      MB_CHECK(st.at("total_steps").get<int64_t>() == total && st.at("examples").get<int64_t>() == n,
-               "made with " + st.at("total_steps").dump() + " updates on " + st.at("examples").dump() +
-                   " examples, this run has " + std::to_string(total) + " on " + std::to_string(n));
+      read_result_json(st.at("result"), total, n, result);
       start = st.at("step").get<int64_t>();
       MB_CHECK(start >= 0 && start <= total, "update " + std::to_string(start) + " is outside 0.." + std::to_string(total));
       for (int i = 0; i < 4; ++i) sums[i] = st.at("window").at(size_t(i)).get<double>();
       count = st.at("window_count").get<int64_t>();
       have_best = st.at("have_best").get<bool>();
-      result.best_metrics = st.at("best_metrics").get<std::map<std::string, double>>();
-      result.best_metric = st.at("best_metric").is_null() ? std::nan("") : st.at("best_metric").get<double>();
-      result.best_epoch = st.at("best_epoch").get<int>();
-      result.best_step = st.at("best_step").get<int64_t>();
       seconds_before = st.at("seconds").get<double>();
     } catch (const nlohmann::json::exception& e) {
       throw Error(ckpt + "/state.json: malformed distillation state: " + e.what());
@@ -332,13 +333,10 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
     std::vector<std::pair<std::string, Tensor>> best;
     if (have_best)
       for (const auto& [name, w] : best_weights) best.emplace_back("best." + name, w);
-    const bool finite = std::isfinite(result.best_metric);
     save_training_checkpoint(ckpt, student, opt,
-                             {{"step", step}, {"total_steps", total}, {"examples", n},
+                             {{"step", step}, {"result", result_json(result, total, n)},
                               {"window", {sums[0], sums[1], sums[2], sums[3]}}, {"window_count", count},
-                              {"have_best", have_best}, {"best_metrics", result.best_metrics},
-                              {"best_metric", finite ? nlohmann::json(result.best_metric) : nlohmann::json()},
-                              {"best_epoch", result.best_epoch}, {"best_step", result.best_step}, {"seconds", seconds()}},
+                              {"have_best", have_best}, {"seconds", seconds()}},
                              best);
   };
 
@@ -494,15 +492,9 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
   if (root) {
     // The model, then distill.json saying it is complete, then the checkpoint is no longer needed.
     student.save(out_dir, DType::F32, o.tokenizer_dir);
-    const bool finite = std::isfinite(result.best_metric);
-    write_file_atomic(done_path, nlohmann::json{{"steps", total},
-                                                {"examples", n},
-                                                {"best_metrics", result.best_metrics},
-                                                {"best_metric", finite ? nlohmann::json(result.best_metric) : nlohmann::json()},
-                                                {"best_epoch", result.best_epoch},
-                                                {"best_step", result.best_step},
-                                                {"seconds", result.seconds}}
-                                         .dump(2) + "\n");
+    nlohmann::json done = result_json(result, total, n);
+    done["seconds"] = result.seconds;
+    write_file_atomic(done_path, done.dump(2) + "\n");
     fs::remove_all(ckpt);
     log->write({{"event", "done"}, {"best_epoch", result.best_epoch}, {"best_step", result.best_step}, {"best", result.best_metrics}, {"seconds", result.seconds}});
   }

@@ -48,17 +48,22 @@ void save_training_checkpoint(const std::string& dir, const BertModel& model, co
   save_checkpoint(dir, tensors, full);
 }
 
-nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel& model, AdamW& opt) {
-  const Checkpoint ck = load_checkpoint(dir);
+void load_parameters(const BertModel& model, const std::map<std::string, Tensor>& tensors, const std::string& prefix,
+                     const std::string& source) {
   for (const auto& [name, v] : model.named_parameters()) {
-    auto it = ck.tensors.find("model." + name);
-    MB_CHECK(it != ck.tensors.end(), ck.dir + ": checkpoint lacks parameter '" + name + "'");
+    auto it = tensors.find(prefix + name);
+    MB_CHECK(it != tensors.end(), source + ": lacks parameter '" + name + "'");
     MB_CHECK(it->second.shape() == v.shape() && it->second.dtype() == DType::F32,
-             ck.dir + ": parameter '" + name + "' has shape " + shape_str(it->second.shape()) + ", the model has " +
+             source + ": parameter '" + name + "' has shape " + shape_str(it->second.shape()) + ", the model has " +
                  shape_str(v.shape()));
     v.value().make_owned();
     std::memcpy(v.value().raw(), it->second.raw(), it->second.nbytes());
   }
+}
+
+nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel& model, AdamW& opt) {
+  const Checkpoint ck = load_checkpoint(dir);
+  load_parameters(model, ck.tensors, "model.", ck.dir);
   MB_CHECK(ck.state.contains("optimizer"), ck.dir + ": state.json lacks the optimizer state");
   try {
     opt.load_state(ck.state["optimizer"], ck.tensors);

@@ -2,6 +2,7 @@
 // binding AdamW to a model, the optimisation step, and checkpoints of model + optimizer + state.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -36,6 +37,11 @@ std::vector<ParamRef> trainable_params(const BertModel& model);
 // params are those opt was built from. Returns the gradient norm before clipping. A non-finite
 // norm skips the update (and says so).
 double optimizer_step(AdamW& opt, const std::vector<ParamRef>& params, double lr, double max_grad_norm);
+
+// Copies every parameter of `model` from tensors[prefix + name] (f32, the same shape); errors start
+// with `source` (the checkpoint or file the tensors come from).
+void load_parameters(const BertModel& model, const std::map<std::string, Tensor>& tensors, const std::string& prefix,
+                     const std::string& source);
 
 // OUT/checkpoint: model parameters ("model.<name>"), optimizer state, `extra` tensors (named as
 // given: their names must not start with "model." or "optimizer."), and `state`.
