@@ -1,5 +1,7 @@
 #include "engine/progress.h"
 
+#include "engine/error.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -46,6 +48,7 @@ std::string fmt_duration(double seconds) {
 Progress::Progress(int64_t total, ProgressOptions opt) : total_(total), opt_(std::move(opt)) {
   if (!opt_.out) opt_.out = stderr;
   if (!opt_.clock) opt_.clock = steady_seconds;
+  MB_CHECK(opt_.step_cost.empty() || int64_t(opt_.step_cost.size()) == total_, "Progress: one step_cost per step expected");
   tty_ = opt_.tty < 0 ? ::isatty(::fileno(opt_.out)) : opt_.tty;
   start_ = last_print_ = opt_.clock();
   done_ = last_print_step_ = opt_.start_step;
@@ -105,7 +108,15 @@ std::string Progress::render(double now, bool final) const {
   if (final) {
     s += " | done in " + fmt_duration(now - start_);
   } else if (total_ > 0 && done_ < total_ && done_ > a.done && dt > 0) {
-    s += " | ETA " + fmt_duration(double(total_ - done_) * dt / double(done_ - a.done));
+    // Cost of steps [from, to): their number, or the sum of their step_cost.
+    auto cost = [&](int64_t from, int64_t to) {
+      if (opt_.step_cost.empty()) return double(to - from);
+      double c = 0;
+      for (int64_t i = from; i < to; ++i) c += opt_.step_cost[size_t(i)];
+      return c;
+    };
+    const double spent = cost(a.done, done_);
+    if (spent > 0) s += " | ETA " + fmt_duration(cost(done_, total_) * dt / spent);
   }
   return s;
 }

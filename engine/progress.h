@@ -22,6 +22,10 @@ struct ProgressOptions {
   double interval_s = 30.0;       // plain output: a line at least this often (0: never by time)
   int64_t every_steps = 0;        // plain output: a line every this many steps (0: never by count)
   int64_t start_step = 0;         // steps already done before this run (resuming a checkpoint)
+  // Relative cost of each step (total entries), when steps differ in cost (K-prune's sublayer
+  // steps shrink towards the output): the ETA is the remaining cost at the window's time per cost.
+  // Empty: every step costs the same.
+  std::vector<double> step_cost{};
   std::function<double()> clock;  // seconds; default steady_clock (tests inject a fake one)
 };
 

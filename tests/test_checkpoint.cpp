@@ -304,6 +304,22 @@ TEST_CASE("progress: plain lines every K steps when not a terminal") {
   std::fclose(f);
 }
 
+TEST_CASE("progress: steps of different cost give the ETA by the cost left") {
+  FILE* f = std::tmpfile();
+  double now = 0.0;
+  {
+    // 4 steps costing 4, 3, 2, 1; each takes 2 s per unit of cost. Started after step 1 (resumed).
+    Progress p(4, {.out = f, .tty = 0, .interval_s = 0, .every_steps = 1, .start_step = 1, .step_cost = {4, 3, 2, 1},
+                   .clock = [&] { return now; }});
+    now += 6.0;
+    p.update(2);  // 3 units in 6 s: 2 s a unit; 3 units left
+    now += 4.0;
+    p.update(3);  // 5 units in 10 s; 1 left
+  }
+  CHECK(read_all(f) == "step 2/4 | ETA 6s\nstep 3/4 | ETA 2s\n");
+  std::fclose(f);
+}
+
 TEST_CASE("progress: by time when not a terminal; resumed runs; throttled terminal line") {
   FILE* f = std::tmpfile();
   double now = 0.0;
