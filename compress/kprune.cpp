@@ -91,27 +91,40 @@ Var masked_forward(const BertModel& m, const Batch& b, const MaskedForward& f) {
                       const Var& ln_b) -> Var {
     if (!a.defined()) {
       Var sum = add_bias(x, b_out);
-      if (f.stop_after == j) *f.capture = {x.value(), Tensor(), sum.value()};
-      return layernorm(sum, ln_w, ln_b, eps);
+      Var out = layernorm(sum, ln_w, ln_b, eps);
+      if (f.stop_after == j) *f.capture = {x.value(), Tensor(), sum.value(), out.value()};
+      return out;
     }
     if (f.proj_inputs) (*f.proj_inputs)[size_t(j)] = a;
     const Var mask = mask_of(j);
     Var proj = linear(mask.defined() ? mask_columns(a, mask) : a, w_out, b_out);
-    if (f.stop_after == j) *f.capture = {x.value(), a.value(), add(proj, x).value()};
-    return layernorm(proj, ln_w, ln_b, eps, x);
+    Var out = layernorm(proj, ln_w, ln_b, eps, x);
+    if (f.stop_after == j) *f.capture = {x.value(), a.value(), add(proj, x).value(), out.value()};
+    return out;
   };
 
-  Var x = m.embed(b);
-  for (size_t l = 0; l < m.layers.size(); ++l) {
+  MB_CHECK(f.start_at >= 0 && f.start_at < n_sub, "masked_forward: start_at outside the sublayers");
+  MB_CHECK(f.start_at == 0 || f.input.defined(), "masked_forward: start_at needs the sublayer's input");
+  MB_CHECK(f.stop_after < 0 || f.stop_after >= f.start_at, "masked_forward: stop_after before start_at");
+  Var x = f.input.defined() ? Var(f.input) : m.embed(b);
+  if (f.input.defined())
+    MB_CHECK(f.input.ndim() == 2 && f.input.dim(0) == b.num_tokens() && f.input.dim(1) == c.hidden_size,
+             "masked_forward: input has shape " + shape_str(f.input.shape()));
+  for (size_t l = size_t(f.start_at / 2); l < m.layers.size(); ++l) {
     const BertLayer& L = m.layers[l];
     const int64_t j = 2 * int64_t(l);
-    Var ctx;
-    if (L.num_heads > 0) {
-      Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
-      ctx = attention(q, k, v, b.offsets, L.num_heads);
+    Var h;
+    if (j < f.start_at) {
+      h = x;  // starts at this layer's FFN
+    } else {
+      Var ctx;
+      if (L.num_heads > 0) {
+        Var q = linear(x, L.q_w, L.q_b), k = linear(x, L.k_w, L.k_b), v = linear(x, L.v_w, L.v_b);
+        ctx = attention(q, k, v, b.offsets, L.num_heads);
+      }
+      h = sublayer(j, x, ctx, L.attn_out_w, L.attn_out_b, L.attn_ln_w, L.attn_ln_b);
+      if (f.stop_after == j) return Var();
     }
-    Var h = sublayer(j, x, ctx, L.attn_out_w, L.attn_out_b, L.attn_ln_w, L.attn_ln_b);
-    if (f.stop_after == j) return Var();
     Var inter;
     if (L.intermediate_size > 0) {
       inter = linear(h, L.ffn_in_w, L.ffn_in_b);
@@ -123,12 +136,40 @@ Var masked_forward(const BertModel& m, const Batch& b, const MaskedForward& f) {
   return m.classifier_logits(m.pooled_output(b, x));
 }
 
+std::vector<Tensor> sublayer_inputs(const BertModel& m, const std::vector<Batch>& batches, int64_t j) {
+  NoGrad no_grad;
+  std::vector<Tensor> hidden;
+  hidden.reserve(batches.size());
+  for (const Batch& b : batches) {
+    if (j == 0) {
+      hidden.push_back(m.embed(b).value());
+      continue;
+    }
+    SublayerCapture c;
+    masked_forward(m, b, capture_at(j - 1, &c));
+    hidden.push_back(c.output);
+  }
+  return hidden;
+}
+
+void advance_sublayer(const BertModel& m, const std::vector<Batch>& batches, int64_t j, std::vector<Tensor>& hidden) {
+  MB_CHECK(hidden.size() == batches.size(), "advance_sublayer: one input per batch expected");
+  NoGrad no_grad;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    SublayerCapture c;
+    masked_forward(m, batches[i], capture_at(j, &c, j, hidden[i]));
+    hidden[i] = c.output;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Knowledge measurement.
 
 Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batches,
-                            const std::vector<Tensor>& orig_logits, int64_t first, const KpruneOptions& opt) {
+                            const std::vector<Tensor>& orig_logits, int64_t first, const KpruneOptions& opt,
+                            const std::vector<Tensor>* first_inputs) {
   MB_CHECK(batches.size() == orig_logits.size(), "measure_knowledge: one set of original logits per batch expected");
+  MB_CHECK(!first_inputs || first_inputs->size() == batches.size(), "measure_knowledge: one input per batch expected");
   const int64_t n_sub = 2 * int64_t(cur.layers.size());
   const bool regression = cur.config.is_regression();
   // Column-level sums: ½g² (predictive) and Σ_t a² (representational).
@@ -152,11 +193,22 @@ Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batc
     const Batch& b = batches[bi];
     samples += b.num_seqs();
     tokens += b.num_tokens();
+    if (first_inputs) {
+      f.start_at = first;
+      f.input = (*first_inputs)[bi];
+    }
     Var logits = masked_forward(cur, b, f);
-    // At step 0 the current model is the original one, so this loss and its gradient are exactly 0.
-    Var loss = regression ? mse_loss(logits, orig_logits[bi])
-                          : kl_div_with_temperature(logits, orig_logits[bi], float(opt.temperature));
-    backward(loss);
+    // Logits equal to the original ones bit for bit (at step 0, where the current model is the
+    // original) give a loss gradient of exactly 0, so the backward pass is skipped: P stays 0.
+    const Tensor& want = orig_logits[bi];
+    const bool same = logits.value().numel() == want.numel() &&
+                      std::equal(logits.data(), logits.data() + want.numel(), want.f32());
+    if (same) {
+      clear_tape();  // backward() would have
+    } else {
+      Var loss = regression ? mse_loss(logits, want) : kl_div_with_temperature(logits, want, float(opt.temperature));
+      backward(loss);
+    }
     for (int64_t j = first; j < n_sub; ++j) {
       const Var& mask = f.masks[size_t(j)];
       if (!mask.defined()) continue;
@@ -230,12 +282,13 @@ void LeastSquares::add(const float* A, const float* R, int64_t rows) {
   const Eigen::MatrixXd a = Eigen::Map<const RowMajorF>(A, rows, n_).cast<double>();
   const Eigen::MatrixXd r = Eigen::Map<const RowMajorF>(R, rows, outputs_).cast<double>();
   Eigen::Map<Eigen::MatrixXd> ata(ata_.data(), n_, n_), atr(atr_.data(), n_, outputs_);
-  ata.noalias() += a.transpose() * a;
+  ata.selfadjointView<Eigen::Lower>().rankUpdate(a.transpose());  // the lower triangle only: half the products
   atr.noalias() += a.transpose() * r;
 }
 
 Tensor LeastSquares::solve() const {
-  const Eigen::Map<const Eigen::MatrixXd> ata(ata_.data(), n_, n_), atr(atr_.data(), n_, outputs_);
+  const Eigen::Map<const Eigen::MatrixXd> ata_lower(ata_.data(), n_, n_), atr(atr_.data(), n_, outputs_);
+  const Eigen::MatrixXd ata = ata_lower.selfadjointView<Eigen::Lower>();  // add() fills the lower triangle
   Eigen::MatrixXd w;
   Eigen::LDLT<Eigen::MatrixXd> ldlt(ata);
   // AᵀA is positive semi-definite; it is numerically singular when a pivot of its (pivoted)
@@ -267,6 +320,15 @@ Tensor LeastSquares::solve() const {
 
 Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const std::vector<int64_t>& kept_units,
                   const std::vector<Batch>& batches, std::string* method) {
+  return kpwt_solve(cur, orig, j, kept_units, batches, sublayer_inputs(cur, batches, j), sublayer_inputs(orig, batches, j),
+                    method);
+}
+
+Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const std::vector<int64_t>& kept_units,
+                  const std::vector<Batch>& batches, const std::vector<Tensor>& cur_inputs,
+                  const std::vector<Tensor>& orig_inputs, std::string* method) {
+  MB_CHECK(cur_inputs.size() == batches.size() && orig_inputs.size() == batches.size(),
+           "kpwt_solve: one input per batch expected in each model");
   const std::vector<int64_t> cols = unit_columns(cur, j, kept_units);
   const int64_t H = cur.config.hidden_size, n = int64_t(cols.size());
   MB_CHECK(n > 0, "kpwt_solve: nothing kept in " + sublayer_name(j));
@@ -274,10 +336,11 @@ Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const 
   const Tensor& b_out = (sublayer_is_mha(j) ? L.attn_out_b : L.ffn_out_b).value();
   LeastSquares ls(n, H);
   NoGrad no_grad;
-  for (const Batch& b : batches) {
+  for (size_t bi = 0; bi < batches.size(); ++bi) {
+    const Batch& b = batches[bi];
     SublayerCapture now, then;
-    masked_forward(cur, b, {{}, nullptr, j, &now});
-    masked_forward(orig, b, {{}, nullptr, j, &then});
+    masked_forward(cur, b, capture_at(j, &now, j, cur_inputs[bi]));
+    masked_forward(orig, b, capture_at(j, &then, j, orig_inputs[bi]));
     const int64_t T = b.num_tokens();
     // Target: the original pre-LN sum minus what the residual and the (unchanged) bias give.
     Tensor target = Tensor::empty({T, H});
@@ -363,8 +426,22 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
       for (const nlohmann::json& r : ck.state.at("steps")) st.steps.push_back(r.get<std::map<std::string, double>>());
       MB_CHECK(int64_t(st.steps.size()) == first, "holds " + std::to_string(st.steps.size()) + " step records for " +
                                                       std::to_string(first) + " sublayers");
-      std::map<std::string, Tensor> tensors;
-      for (const auto& [name, t] : ck.tensors) tensors[name] = t.clone();
+      // The checkpoint holds the tensors pruning replaced; "teacher_tensors" names the teacher's
+      // that the model still uses.
+      std::map<std::string, Tensor> tensors, teacher_tensors;
+      for (const auto& [name, t] : teacher.named_tensors()) teacher_tensors[name] = t;
+      for (const nlohmann::json& name : ck.state.at("teacher_tensors")) {
+        const auto it = teacher_tensors.find(name.get<std::string>());
+        MB_CHECK(it != teacher_tensors.end(), "lists teacher tensor " + name.get<std::string>() +
+                                                  ", which the teacher does not hold");
+        tensors[it->first] = it->second;
+      }
+      for (const nlohmann::json& name : ck.state.at("tensors")) {
+        const auto it = ck.tensors.find(name.get<std::string>());
+        MB_CHECK(it != ck.tensors.end(), "lists tensor " + name.get<std::string>() + ", which " + ck.dir +
+                                             "/tensors.safetensors does not hold");
+        tensors[it->first] = it->second.clone();
+      }
       cur = BertModel::from_tensors(bert_config_from_json(ck.state.at("config"), where), tensors, ck.dir);
     } catch (const nlohmann::json::exception& e) {
       throw Error(where + ": malformed K-prune state: " + e.what());
@@ -378,18 +455,46 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
     if (log) log->truncate_after_step(first - 1);  // keeps the lines of the sublayers the checkpoint holds
     std::cerr << "minibridge: resuming K-prune at " << sublayer_name(first) << " (" << opt.checkpoint_dir << ")\n";
   }
+  // Only the tensors pruning replaced are written (the rest still share the teacher's storage):
+  // a few hundred MB at most for BERT-base instead of the whole model after every sublayer.
+  std::map<std::string, const void*> teacher_data;
+  for (const auto& [name, t] : teacher.named_tensors()) teacher_data[name] = t.raw();
   auto save_state = [&](int64_t next) {
     BertConfig c = cur.config;
     write_layer_structure(c, cur.layer_structure());
     std::vector<std::pair<std::string, Tensor>> tensors;
-    for (const auto& [name, t] : cur.named_tensors()) tensors.emplace_back(name, t);
+    nlohmann::json names = nlohmann::json::array(), shared = nlohmann::json::array();
+    for (const auto& [name, t] : cur.named_tensors()) {
+      const auto it = teacher_data.find(name);
+      if (it != teacher_data.end() && it->second == t.raw()) {
+        shared.push_back(name);
+        continue;
+      }
+      tensors.emplace_back(name, t);
+      names.push_back(name);
+    }
     save_checkpoint(opt.checkpoint_dir, tensors,
-                    {{"next_sublayer", next}, {"flops_remaining", f_rem}, {"steps", st.steps}, {"config", c.raw}});
+                    {{"next_sublayer", next}, {"flops_remaining", f_rem}, {"steps", st.steps}, {"config", c.raw},
+                     {"tensors", names}, {"teacher_tensors", shared}});
   };
+  // The inputs of the target sublayer on the sample set, in the current and (for KPWT) the original
+  // model: sublayers already passed never change, so each step advances them by one sublayer
+  // instead of running the model from the embeddings.
+  std::vector<Tensor> cur_in = sublayer_inputs(cur, batches, first);
+  std::vector<Tensor> orig_in;
+  if (opt.weight_tuning) orig_in = sublayer_inputs(teacher, batches, first);
   ProgressOptions popt;
   popt.unit = "sublayer";
   popt.every_steps = 1;
   popt.start_step = first;
+  // A step's cost is about the teacher's FLOPs from its target sublayer to the output (the
+  // knowledge pass runs forward and backward over them), so the ETA weighs the steps left by it.
+  popt.step_cost.assign(size_t(n_sub), 0.0);
+  for (int64_t j = n_sub - 1; j >= 0; --j) {
+    const BertLayer& L = teacher.layers[size_t(sublayer_layer(j))];
+    const double flops = sublayer_is_mha(j) ? double(L.num_heads) * f_head : double(L.intermediate_size) * f_neuron;
+    popt.step_cost[size_t(j)] = flops + (j + 1 < n_sub ? popt.step_cost[size_t(j + 1)] : 0.0);
+  }
   Progress progress(n_sub, popt);
   for (int64_t j = first; j < n_sub; ++j) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -398,7 +503,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
     std::string method = "-";
     if (units > 0) {
       // 1. Knowledge of every unit in sublayers >= j.
-      const Knowledge k = measure_knowledge(cur, batches, orig_logits, j, opt);
+      const Knowledge k = measure_knowledge(cur, batches, orig_logits, j, opt, &cur_in);
       // 2. KPMS over heads of layers >= l (> l when the target is an FFN) and neurons of layers >= l.
       std::vector<UnitCandidate> cands;
       std::vector<std::pair<int64_t, int64_t>> owner;  // (sublayer, unit)
@@ -414,9 +519,13 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
         if (owner[i].first == j) kept.push_back(owner[i].second);
       // 3. KPWT (unless ablated), 4. removal.
       Tensor w;
-      if (!kept.empty() && opt.weight_tuning) w = kpwt_solve(cur, teacher, j, kept, batches, &method);
+      if (!kept.empty() && opt.weight_tuning) w = kpwt_solve(cur, teacher, j, kept, batches, cur_in, orig_in, &method);
       prune_sublayer(cur, j, kept, w);
       f_rem -= double(kept.size()) * (sublayer_is_mha(j) ? f_head : f_neuron);
+    }
+    if (j + 1 < n_sub) {
+      advance_sublayer(cur, batches, j, cur_in);
+      if (opt.weight_tuning) advance_sublayer(teacher, batches, j, orig_in);
     }
     std::map<std::string, double> rec = {{"step", double(j)},
                                          {"layer", double(l)},
@@ -429,6 +538,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
       nlohmann::json j_rec(rec);
       j_rec["sublayer"] = sublayer_name(j);
       j_rec["solver"] = method;
+      j_rec["kept"] = kept;  // the kept unit indices of this sublayer, ascending
       log->write(j_rec);
     }
     if (!opt.checkpoint_dir.empty() && j + 1 < n_sub) save_state(j + 1);

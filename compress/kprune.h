@@ -16,6 +16,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -53,6 +54,7 @@ struct SublayerCapture {
   Tensor input;    // X [T, H]: the sublayer's input
   Tensor proj_in;  // A [T, n]: the output projection's input (context dims or post-GELU activations)
   Tensor sum;      // X + A·W_outᵀ + b_out [T, H]: the sum before the sublayer's LayerNorm
+  Tensor output;   // LN(sum) [T, H]: the next sublayer's input
 };
 
 // The instrumented forward pass: BertModel's, sublayer by sublayer, with optional masks.
@@ -61,9 +63,28 @@ struct MaskedForward {
   std::vector<Var>* proj_inputs = nullptr; // receives each sublayer's A (before its mask); undefined when removed
   int64_t stop_after = -1;                 // >= 0: stop after this sublayer and fill *capture
   SublayerCapture* capture = nullptr;
+  // > 0: start at this sublayer from `input`, its input [T, H] (the layers before it are not run).
+  // K-prune never changes a sublayer it has passed, so its input on the sample set is computed
+  // once and carried from step to step (sublayer_inputs, advance_sublayer).
+  int64_t start_at = 0;
+  Tensor input;
 };
+// Stop after sublayer j and capture its activations, starting at sublayer start_at from `input`.
+inline MaskedForward capture_at(int64_t j, SublayerCapture* capture, int64_t start_at = 0, Tensor input = {}) {
+  MaskedForward f;
+  f.stop_after = j;
+  f.capture = capture;
+  f.start_at = start_at;
+  f.input = std::move(input);
+  return f;
+}
 // Classifier logits [num_seqs, labels] (eval mode), or an undefined Var when it stopped early.
 Var masked_forward(const BertModel& m, const Batch& b, const MaskedForward& f);
+
+// The input of sublayer j of m on each batch (the embeddings for j = 0).
+std::vector<Tensor> sublayer_inputs(const BertModel& m, const std::vector<Batch>& batches, int64_t j);
+// hidden[i], the input of sublayer j on batches[i], becomes its output: the input of sublayer j + 1.
+void advance_sublayer(const BertModel& m, const std::vector<Batch>& batches, int64_t j, std::vector<Tensor>& hidden);
 
 // Per-unit knowledge of sublayers >= first (empty vectors for those before it), unit level
 // (heads already averaged over their dimensions).
@@ -71,9 +92,11 @@ struct Knowledge {
   std::vector<std::vector<double>> predictive, representational;
 };
 // Measures on `batches` (the sample set) how much each unit of the current model knows.
-// orig_logits[i] are the original model's logits on batches[i].
+// orig_logits[i] are the original model's logits on batches[i]. first_inputs, when given, holds the
+// input of sublayer `first` on each batch (sublayer_inputs), and the pass starts there.
 Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batches,
-                            const std::vector<Tensor>& orig_logits, int64_t first, const KpruneOptions& opt);
+                            const std::vector<Tensor>& orig_logits, int64_t first, const KpruneOptions& opt,
+                            const std::vector<Tensor>* first_inputs = nullptr);
 
 // KPMS: candidates with a score and a FLOPs cost; returns the indices of the kept ones: sorted by
 // score descending (ties: lower index first), the longest prefix whose summed FLOPs is strictly
@@ -104,6 +127,11 @@ class LeastSquares {
 // KPWT for sublayer j of `cur` keeping `kept_units` (indices of heads or neurons): the output
 // projection W [H, n_keep·(d_h or 1)] that best reproduces the original model's pre-LayerNorm sum
 // Y from the current model's input X and kept activations A:  min ‖A·Wᵀ − (Y − X − b_out)‖².
+// cur_inputs and orig_inputs are sublayer j's inputs on each batch in the two models.
+Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const std::vector<int64_t>& kept_units,
+                  const std::vector<Batch>& batches, const std::vector<Tensor>& cur_inputs,
+                  const std::vector<Tensor>& orig_inputs, std::string* method = nullptr);
+// The same, computing both models' inputs of sublayer j from the embeddings.
 Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const std::vector<int64_t>& kept_units,
                   const std::vector<Batch>& batches, std::string* method = nullptr);
 

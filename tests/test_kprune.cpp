@@ -13,6 +13,7 @@
 #include "engine/gemm.h"
 #include "engine/functional.h"
 #include "engine/rng.h"
+#include "io/checkpoint.h"
 #include "io/glue.h"
 #include "models/counting.h"
 #include "models/finetune.h"
@@ -104,6 +105,7 @@ TEST_CASE("step-0 predictive scores are exactly 0; representational ones are not
     const std::vector<mb::Batch> batches = random_batches(3, 11);
     const std::vector<mb::Tensor> orig = logits_of(m, batches);
     const mb::Knowledge k = mb::measure_knowledge(m, batches, orig, 0, {});
+    CHECK(mb::tape_size() == 0);  // the skipped backward passes leave nothing recorded
     REQUIRE(k.predictive.size() == 4);
     for (int64_t j = 0; j < 4; ++j) {
       REQUIRE(k.predictive[size_t(j)].size() == size_t(j % 2 == 0 ? 4 : 48));
@@ -118,6 +120,44 @@ TEST_CASE("step-0 predictive scores are exactly 0; representational ones are not
     double total = 0;
     for (double p : k2.predictive[1]) total += p;
     CHECK(total > 0.0);
+  }
+}
+
+TEST_CASE("a pass started at a sublayer from its carried input equals the pass from the embeddings") {
+  // K-prune carries each sublayer's input from step to step (advance_sublayer) instead of running
+  // the model from the embeddings; both must give the same numbers, bit for bit.
+  auto same = [](const mb::Tensor& a, const mb::Tensor& b) {
+    return a.shape() == b.shape() && std::equal(a.f32(), a.f32() + a.numel(), b.f32());
+  };
+  for (int labels : {3, 1}) {
+    CAPTURE(labels);
+    const mb::BertModel m = tiny_model(labels);
+    mb::BertModel cur = m;
+    mb::prune_sublayer(cur, 0, {1, 3});
+    mb::prune_sublayer(cur, 1, {0, 5, 7, 40});
+    const std::vector<mb::Batch> batches = random_batches(3, 13);
+    const std::vector<mb::Tensor> orig = logits_of(m, batches);
+    std::vector<mb::Tensor> carried = mb::sublayer_inputs(cur, batches, 0);
+    for (int64_t j = 0; j < 4; ++j) {
+      CAPTURE(j);
+      const std::vector<mb::Tensor> fresh = mb::sublayer_inputs(cur, batches, j);
+      for (size_t i = 0; i < batches.size(); ++i) CHECK(same(carried[i], fresh[i]));
+      // Knowledge measured from the carried inputs (a non-zero predictive part: cur differs from m).
+      const mb::Knowledge a = mb::measure_knowledge(cur, batches, orig, j, {});
+      const mb::Knowledge b = mb::measure_knowledge(cur, batches, orig, j, {}, &carried);
+      CHECK(a.predictive == b.predictive);
+      CHECK(a.representational == b.representational);
+      // KPWT from carried inputs, for a sublayer of the pruned model against the original.
+      std::vector<int64_t> kept(size_t(mb::sublayer_units(cur, j)));
+      std::iota(kept.begin(), kept.end(), 0);
+      if (!kept.empty()) {
+        const std::vector<mb::Tensor> orig_in = mb::sublayer_inputs(m, batches, j);
+        CHECK(same(mb::kpwt_solve(cur, m, j, kept, batches), mb::kpwt_solve(cur, m, j, kept, batches, carried, orig_in)));
+      }
+      mb::advance_sublayer(cur, batches, j, carried);
+    }
+    // Past the last sublayer the carried state is the encoder's output.
+    for (size_t i = 0; i < batches.size(); ++i) CHECK(rel_err(carried[i], cur.encode(batches[i])) < 1e-5);
   }
 }
 
@@ -384,8 +424,8 @@ TEST_CASE("KPWT fits the original sublayer output better than keeping the old co
       double e = 0;
       for (const mb::Batch& b : batches) {
         mb::SublayerCapture got, want;
-        mb::masked_forward(p, b, {{}, nullptr, j, &got});
-        mb::masked_forward(m, b, {{}, nullptr, j, &want});
+        mb::masked_forward(p, b, mb::capture_at(j, &got));
+        mb::masked_forward(m, b, mb::capture_at(j, &want));
         for (int64_t i = 0; i < got.sum.numel(); ++i) {
           const double d = double(got.sum.f32()[i]) - double(want.sum.f32()[i]);
           e += d * d;
@@ -497,5 +537,20 @@ TEST_CASE("compress kprune: a killed run continues at the next sublayer and ends
     CHECK(broken.status == 1);
     CHECK_MESSAGE(broken.err.find(bad + "/checkpoint/state.json: next sublayer 99 is outside") != std::string::npos,
                   broken.err);
+    // The checkpoint holds only the tensors pruning replaced; the rest are read from the teacher.
+    const mb::Checkpoint ck = mb::load_checkpoint(bad + "/checkpoint");
+    CHECK(ck.tensors.count("bert.embeddings.word_embeddings.weight") == 0);
+    CHECK(ck.tensors.count("bert.encoder.layer.3.output.dense.weight") == 0);  // FFN 3 is not reached yet
+    const auto& shared = st["teacher_tensors"];
+    CHECK(std::find(shared.begin(), shared.end(), "bert.embeddings.word_embeddings.weight") != shared.end());
+    CHECK(ck.tensors.size() == st["tensors"].size());
+    st["next_sublayer"] = 1;
+    st["tensors"].push_back("bert.encoder.layer.3.output.dense.weight");  // a tensor the checkpoint lacks
+    mbtest::write_file(bad + "/checkpoint/state.json", st.dump());
+    const mbtest::CliRun missing = mbtest::run_cli(common + " --out " + bad);
+    CHECK(missing.status == 1);
+    CHECK_MESSAGE(missing.err.find(bad + "/checkpoint/state.json: lists tensor bert.encoder.layer.3.output.dense.weight, "
+                                   "which") != std::string::npos,
+                  missing.err);
   }
 }
