@@ -1,8 +1,11 @@
 // MiniBridgeBERT: the Low-Rank Bridge block (PyTorch parity, save/reload, CLI), the paper's
 // #Params column from the engine's counter, the regression init, the progressive teacher chain
-// and the ablations end to end, all on tiny models.
+// and the ablations end to end, all on tiny models; the regression init, a progressive KD step's
+// loss, gradients and updates, and step 2 distilling from step 1's student against the PyTorch
+// oracle (tests/reference/make_kd_fixtures.py).
 #include <doctest/doctest.h>
 
+#include <Eigen/Dense>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +26,9 @@
 #include "models/bert.h"
 #include "models/bridge.h"
 #include "models/counting.h"
+#include "models/layer_structure.h"
 #include "models/shipped_configs.h"
+#include "tests/kd_oracle_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -591,4 +596,229 @@ TEST_CASE("compress mbbert: a run killed inside a step resumes from that step's 
   CHECK(broken.status == 1);
   CHECK_MESSAGE(broken.err.find(bad + "/step_1/checkpoint/state.json: malformed distillation state") != std::string::npos,
                 broken.err);
+}
+
+// ---- Against the PyTorch oracle (tests/reference/make_kd_fixtures.py, from docs/METHODS.md §1).
+
+namespace {
+
+const std::string kd_root() { return mbtest::fixtures_dir() + "/kd/mbbert"; }
+
+// The layer's input for a batch: the embeddings through layers 0..layer-1 (eval mode).
+mb::Tensor layer_input(const mb::BertModel& m, int layer, const mb::Batch& b) {
+  mb::NoGrad no_grad;
+  mb::Var x = m.embed(b);
+  for (int l = 0; l < layer; ++l) x = m.layer_forward(m.layers[size_t(l)], x, b);
+  return x.value();
+}
+
+}  // namespace
+
+TEST_CASE("the regression bridge init is the oracle's reduced-rank regression") {
+  const mb::BertModel m = mb::BertModel::load(kd_root() + "/teacher");
+  const mb::SafeTensorsFile f = mb::read_safetensors(kd_root() + "/fit.safetensors");
+  const std::vector<mb::Batch> fit = {mbtest::fixture_batch(f, "fit0."), mbtest::fixture_batch(f, "fit1.")};
+  const mb::Batch held = mbtest::fixture_batch(f, "held.");
+  const int layer = 3, r = 8, H = int(m.config.hidden_size);
+  REQUIRE(fit[0].num_tokens() + fit[1].num_tokens() == mbtest::fixture_ints(f, "fit_rows")[0]);
+  const mb::BertLayer bridge = mb::fit_bridge(m, layer, fit, r, mb::BridgeForm::ResidualLayerNorm, true, 1);
+
+  // A = down.weightᵀ [H, r], B = up.weightᵀ [r, H], b.
+  using Mat = Eigen::MatrixXd;
+  Mat A(H, r), B(r, H);
+  Eigen::RowVectorXd b(H);
+  for (int i = 0; i < H; ++i)
+    for (int j = 0; j < r; ++j) {
+      A(i, j) = bridge.bridge_down_w.data()[j * H + i];
+      B(j, i) = bridge.bridge_up_w.data()[i * r + j];
+    }
+  for (int i = 0; i < H; ++i) b(i) = bridge.bridge_up_b.data()[i];
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
+    const mb::Tensor& t = f.tensors.at(name);
+    REQUIRE(t.numel() == rows * cols);
+    Mat out(rows, cols);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j) out(i, j) = t.f32()[i * cols + j];
+    return out;
+  };
+  // The fitted branch X·A·B + b on held-out inputs (the oracle's X): the function is what the fit
+  // determines (A·B has a free component along the one direction the LayerNorm'd inputs never take,
+  // and b compensates it; A, B themselves are unique only up to signs).
+  const Mat Xh = matrix("held_input", held.num_tokens(), H);
+  const Mat branch = (Xh * A * B).rowwise() + b;
+  const Mat want = matrix("held_branch", held.num_tokens(), H);
+  const double e_branch = (branch - want).norm() / want.norm();
+  // The reduced-rank solution's output subspace: the row space of B (the top-r principal directions
+  // of the fitted values), not the truncated SVD of the full least-squares M.
+  const Mat P = B.transpose() * (B * B.transpose()).inverse() * B;
+  const Mat want_P = matrix("row_projector", H, H);
+  const double e_proj = (P - want_P).norm() / want_P.norm();
+  // Balanced factors: AᵀA = BBᵀ = Σ_r (diagonal).
+  const Mat AtA = A.transpose() * A, BBt = B * B.transpose();
+  const double e_balance = (AtA - BBt).norm() / BBt.norm();
+  const double off_diag = (BBt - Mat(BBt.diagonal().asDiagonal())).norm() / BBt.norm();
+  // The whole bridge, LN(x + x·A·B + b) with the replaced layer's output LayerNorm, on the engine's
+  // own inputs.
+  const mb::Var out = mb::bridge_forward(bridge, mb::Var(layer_input(m, layer, held), false), m.config);
+  const double e_bridge = kdtest::rel_error(out.data(), f.tensors.at("held_bridge").f32(), out.numel());
+  MESSAGE("bridge init: branch " << e_branch << ", row space " << e_proj << ", balance " << e_balance << ", off-diagonal "
+                                 << off_diag << ", bridge output " << e_bridge);
+  CHECK(e_branch < 1e-4);
+  CHECK(e_proj < 1e-4);
+  CHECK(e_balance < 1e-5);
+  CHECK(off_diag < 1e-5);
+  CHECK(e_bridge < 1e-5);
+  for (int i = 0; i < H; ++i) {
+    CHECK(bridge.bridge_ln_w.data()[i] == m.layers[size_t(layer)].ffn_ln_w.data()[i]);
+    CHECK(bridge.bridge_ln_b.data()[i] == m.layers[size_t(layer)].ffn_ln_b.data()[i]);
+  }
+}
+
+namespace {
+
+struct ProgressiveFixture {
+  mb::BertModel teacher = mb::BertModel::load(kd_root() + "/teacher");
+  mb::SafeTensorsFile want = mb::read_safetensors(kd_root() + "/progressive.safetensors");
+  json meta = json::parse(mbtest::read_file(kd_root() + "/progressive.json"));
+  mb::Batch batch = mbtest::fixture_batch(want);
+  std::vector<int32_t> labels = mbtest::fixture_ints(want, "labels");
+
+  mb::DistillOptions options(int layer) const {
+    mb::DistillOptions o;
+    o.alpha = meta["alpha"];
+    o.temperature = meta["temperature"];
+    o.beta = meta["beta"];
+    o.hidden_loss = mb::HiddenLoss::AllTokens;
+    o.hidden_pairs = {{layer + 1, layer + 1}};  // as run_mbbert: the state right after the bridge
+    o.train.lr = meta["lr"];
+    o.train.warmup_steps = meta["warmup_steps"];
+    o.train.weight_decay = meta["weight_decay"];
+    o.train.max_grad_norm = meta["max_grad_norm"];
+    return o;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a progressive KD step's loss and gradients match PyTorch") {
+  const ProgressiveFixture fx;
+  const mb::BertModel student = mb::BertModel::load(kd_root() + "/step1_student");
+  const int layer = fx.meta["layer"];
+  REQUIRE(student.layers[size_t(layer)].kind == mb::LayerKind::Bridge);
+  std::vector<mb::Var> t_all;
+  mb::Tensor t_logits;
+  {
+    mb::NoGrad no_grad;
+    const mb::Var h = fx.teacher.hidden_states(fx.batch, {}, &t_all);
+    t_logits = fx.teacher.classifier_logits(fx.teacher.pooled_output(fx.batch, h)).value();
+  }
+  student.set_requires_grad(true);
+  const kdtest::KdLoss l = kdtest::kd_loss(student, fx.batch, fx.labels, t_logits, {t_all[size_t(layer + 1)].value()},
+                                           {{layer + 1, layer + 1}}, false, 0.7, 2.0, 1.0);
+  const double values[4] = {l.loss.data()[0], l.ce, l.kd, l.hidden};
+  const char* names[4] = {"loss", "ce", "kd", "hidden_mse"};
+  for (int i = 0; i < 4; ++i) {
+    const std::string name_ = names[i];
+    CAPTURE(name_);
+    CHECK(kdtest::rel(values[i], fx.want.tensors.at(std::string("step1.") + names[i]).f32()[0]) < 1e-5);
+  }
+  mb::backward(l.loss);
+  double worst = 0;
+  int checked = 0, bridge_grads = 0;
+  for (const auto& [name, v] : student.named_parameters()) {
+    const auto& name_ = name;
+    CAPTURE(name_);
+    // A plain layer's key bias gets no gradient in exact arithmetic (softmax ignores a per-row
+    // constant): both sides are rounding noise.
+    if (name.find("attention.self.key.bias") != std::string::npos) continue;
+    const mb::Tensor& g = fx.want.tensors.at("step1.grad." + name);
+    const double e = kdtest::rel_error(v.grad().f32(), g.f32(), g.numel());
+    CHECK(e < 1e-4);
+    worst = std::max(worst, e);
+    ++checked;
+    bridge_grads += name.find(".bridge.") != std::string::npos;
+  }
+  CHECK(bridge_grads == 5);
+  MESSAGE("MB-BERT step loss: " << checked << " gradients, worst rel. error " << worst);
+}
+
+TEST_CASE("progressive KD: the updates of step 1, and step 2 distilling from step 1's student, match PyTorch") {
+  const ProgressiveFixture fx;
+  const int layer = fx.meta["layer"], updates = fx.meta["updates"];
+  const mb::DistillData data = kdtest::fixture_data(fx.batch, fx.labels);
+  const std::string dir = mbtest::scratch_dir("mbbert_oracle_steps");
+
+  // Step 1: distilled from the teacher.
+  mb::BertModel s1 = mb::BertModel::load(kd_root() + "/step1_student");
+  std::map<std::string, mb::Tensor> initial;
+  for (const auto& [name, v] : s1.named_parameters()) initial[name] = v.value().clone();
+  const kdtest::KdRun run = kdtest::run_distill(s1, &fx.teacher, data, fx.options(layer), updates, dir + "/step_1");
+  REQUIRE(run.log.size() == size_t(updates));
+  double worst_value = 0, worst_change = 0, worst_weight = 0;
+  for (int k = 0; k < updates; ++k) {
+    CAPTURE(k);
+    const json& w = fx.meta["log"][size_t(k)];
+    for (const char* key : {"loss", "ce", "kd", "hidden_mse", "grad_norm"}) {
+      const std::string key_ = key;
+      CAPTURE(key_);
+      const double e = kdtest::rel(run.log[size_t(k)][key].get<double>(), w[key].get<double>());
+      CHECK(e < (std::string(key) == "grad_norm" ? 1e-4 : 1e-5));
+      worst_value = std::max(worst_value, e);
+    }
+    for (const auto& [name, t] : run.weights[size_t(k)]) {
+      const auto& name_ = name;
+      CAPTURE(name_);
+      const mb::Tensor& o_t = fx.want.tensors.at("step1.param." + std::to_string(k) + "." + name);
+      // Key biases of plain layers: a zero gradient in exact arithmetic, which Adam turns into
+      // steps of noise's sign (see the gradient test); only bounded by the learning rate.
+      if (name.find("attention.self.key.bias") != std::string::npos) {
+        for (int64_t i = 0; i < t.numel(); ++i)
+          CHECK(std::fabs(t.f32()[i] - initial.at(name).f32()[i]) <= (k + 1) * fx.meta["lr"].get<double>() * 1.01);
+        continue;
+      }
+      worst_weight = std::max(worst_weight, kdtest::rel_error(t.f32(), o_t.f32(), t.numel()));
+      std::vector<float> got(size_t(t.numel())), ref(size_t(t.numel()));
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        got[size_t(i)] = t.f32()[i] - initial.at(name).f32()[i];
+        ref[size_t(i)] = o_t.f32()[i] - initial.at(name).f32()[i];
+      }
+      const double e = kdtest::rel_error(got.data(), ref.data(), t.numel());
+      CHECK(e < 1e-3);
+      worst_change = std::max(worst_change, e);
+    }
+  }
+  CHECK(worst_weight < 1e-5);
+
+  // Step 2, as run_mbbert builds it: the teacher is step 1's kept student read back from its
+  // directory; the student is a copy of it with layer 1 bridged (the oracle's fixed bridge tensors).
+  const mb::BertModel teacher2 = mb::BertModel::load(dir + "/step_1");
+  CHECK(mb::weights_fingerprint(teacher2) == mb::weights_fingerprint(s1));
+  const int l2 = fx.meta["step2"]["layer"];
+  mb::BertModel s2 = mb::clone_model(teacher2);
+  const int64_t H = s2.config.hidden_size, r = fx.meta["rank"];
+  s2.layers[size_t(l2)] = mb::make_bridge_layer(H, r, mb::BridgeForm::ResidualLayerNorm);
+  write_layer_structure(s2.config, s2.layer_structure());
+  const mb::SafeTensorsFile bt = mb::read_safetensors(kd_root() + "/step2_bridge.safetensors");
+  int copied = 0;
+  for (const auto& [name, v] : s2.named_parameters())
+    if (auto it = bt.tensors.find(name); it != bt.tensors.end()) {
+      REQUIRE(it->second.numel() == v.numel());
+      std::copy(it->second.f32(), it->second.f32() + v.numel(), v.mutable_data());
+      ++copied;
+    }
+  REQUIRE(copied == 5);
+  const kdtest::KdRun run2 = kdtest::run_distill(s2, &teacher2, data, fx.options(l2), 1, dir + "/step_2");
+  REQUIRE(run2.log.size() == 1);
+  const json& w2 = fx.meta["step2"];
+  for (const char* key : {"loss", "ce", "kd", "hidden_mse"}) {
+    const std::string key_ = key;
+    CAPTURE(key_);
+    const double e = kdtest::rel(run2.log[0][key].get<double>(), w2[key].get<double>());
+    CHECK(e < 1e-4);
+    worst_value = std::max(worst_value, e);
+  }
+  // The oracle's loss with the original teacher instead differs far beyond that tolerance.
+  CHECK(kdtest::rel(run2.log[0]["loss"].get<double>(), w2["with_original_teacher"]["loss"].get<double>()) > 1e-2);
+  MESSAGE("MB-BERT progressive: worst rel. error of logged values " << worst_value << ", of weights " << worst_weight
+                                                                    << ", of weight changes " << worst_change);
 }
