@@ -385,6 +385,13 @@ void prune_sublayer(BertModel& m, int64_t j, const std::vector<int64_t>& kept_un
     L.ffn_out_w = out_w;
     L.intermediate_size = int64_t(kept_units.size());
   }
+  // A sublayer with nothing left computes LN(x), as METHODS.md and the authors' code (their
+  // prune_heads / prune_neurons drop the whole output dense) define it: its output bias goes too.
+  // The bias tensor stays, as zeros, so the model's format does not change.
+  if (empty) {
+    Var& b_out = sublayer_is_mha(j) ? L.attn_out_b : L.ffn_out_b;
+    b_out = Var(Tensor::zeros({m.config.hidden_size}));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const 
 // Physically removes the units of sublayer j not in kept_units (sorted ascending): the dropped
 // heads' rows of Q/K/V and columns of W_O, or the dropped neurons' rows of W₁ and columns of W₂.
 // new_out_w, when defined ([H, kept width]), becomes the output projection instead of the kept
-// columns of the old one. Nothing left: the sublayer is removed (LN(x + b_out)).
+// columns of the old one. Nothing left: the sublayer is removed: LN(x) (its output bias becomes 0).
 void prune_sublayer(BertModel& m, int64_t j, const std::vector<int64_t>& kept_units, const Tensor& new_out_w = {});
 
 // The whole K-prune loop on a model. Returns the pruned model; fills per-step records in log (when
