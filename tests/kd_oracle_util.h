@@ -5,6 +5,7 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -31,6 +32,31 @@ inline double rel_error(const float* got, const float* want, int64_t n) {
 }
 
 inline double rel(double got, double want) { return std::fabs(got - want) / std::max(std::fabs(want), 1e-300); }
+
+// One update's train_log.jsonl line against the oracle's: loss, CE, KD and hidden terms within 1e-5,
+// the gradient norm within 1e-4 (relative). Returns the largest relative error.
+inline double check_logged_update(const nlohmann::json& got, const nlohmann::json& want) {
+  double worst = 0;
+  for (const char* key : {"loss", "ce", "kd", "hidden_mse", "grad_norm"}) {
+    const std::string key_ = key;
+    CAPTURE(key_);
+    const double e = rel(got[key].get<double>(), want[key].get<double>());
+    CHECK(e < (key_ == "grad_norm" ? 1e-4 : 1e-5));
+    worst = std::max(worst, e);
+  }
+  return worst;
+}
+
+// The change the updates made to a tensor, from `initial`, against the oracle's change:
+// rel_error(got − initial, want − initial).
+inline double change_error(const mb::Tensor& got, const mb::Tensor& want, const mb::Tensor& initial) {
+  std::vector<float> d_got(size_t(got.numel())), d_want(size_t(got.numel()));
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    d_got[size_t(i)] = got.f32()[i] - initial.f32()[i];
+    d_want[size_t(i)] = want.f32()[i] - initial.f32()[i];
+  }
+  return rel_error(d_got.data(), d_want.data(), got.numel());
+}
 
 // A classification training set (SST-2's task record: 2 labels) of the batch's sequences.
 inline mb::DistillData fixture_data(const mb::Batch& b, const std::vector<int32_t>& labels) {
