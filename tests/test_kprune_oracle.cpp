@@ -168,7 +168,10 @@ void check_case(const std::string& root, const json& c) {
       worst_rep = std::max(worst_rep, e_rep);
       CHECK_SAME(same, e_rep < 1e-4);
       if (j == 0) {  // the current model is the original: no predictive knowledge
-        for (double p : k.predictive[size_t(u)]) CHECK_SAME(same, p == 0.0);
+        // Exactly 0 where the recorded forward pass repeats the original logits bit for bit (the
+        // backward is skipped); where its sums run in another order (AVX-512: attention and oneDNN
+        // kernels), the KL gradient is rounding noise and the scores ~1e-20, as the oracle's.
+        for (double p : k.predictive[size_t(u)]) CHECK_SAME(same, p < 1e-15);
         for (double p : pred) CHECK_SAME(same, p < 1e-20);
       } else {
         const double e_pred = scaled_err(k.predictive[size_t(u)], pred);
