@@ -33,6 +33,7 @@ Run with the system Python (it has torch 1.13):
     /usr/bin/python3 bench/compare.py --write-results                      # the full table
 """
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -332,9 +333,13 @@ def torch_worker(a):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                 lr=2e-5, betas=(0.9, 0.999), eps=1e-8)
         params = list(w.values())
+        # bf16: the forward under CPU autocast bfloat16 (its matmuls in bf16, weights and optimizer
+        # f32), as minibridge's `bench --train --bf16`; the backward follows autocast's casts.
+        autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.precision == "bf16" else contextlib.nullcontext
         for i in range(a.warmup + a.iters):
             t0 = time.perf_counter()
-            loss = F.cross_entropy(train_forward(cfg, w, ids, tt, mask), labels)
+            with autocast():
+                loss = F.cross_entropy(train_forward(cfg, w, ids, tt, mask).float(), labels)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -666,6 +671,9 @@ def main():
                    help="shapes with forward rows of minibridge's bfloat16 path against the fp32 peers ('' for none)")
     p.add_argument("--int8-shapes", default="base",
                    help="shapes with forward rows of minibridge's dynamic int8 against the fp32 peers ('' for none)")
+    p.add_argument("--train-bf16-shapes", default="base",
+                   help="shapes with a bf16 mixed-precision training-step row: minibridge `bench --train --bf16` "
+                        "vs PyTorch under CPU autocast bfloat16 ('' for none; needs AVX512-BF16 to mean anything)")
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
@@ -726,6 +734,7 @@ def main():
     batches = [int(b) for b in a.batches.split(",") if b]
     varied = {s for s in a.varied.split(",") if s}
     train_shapes = {s for s in a.train_shapes.split(",") if s}
+    train_bf16_shapes = {s for s in a.train_bf16_shapes.split(",") if s}
     low_precision_shapes = {"bf16": {s for s in a.bf16_shapes.split(",") if s},
                             "int8": {s for s in a.int8_shapes.split(",") if s}}
     rows, agreement, contention = [], {}, []
@@ -744,6 +753,9 @@ def main():
             cases.append(("forward, GLUE-like lengths", "forward", a.varied_batch, lengths))
         if shape in train_shapes:
             cases.append(("training step", "train", a.train_batch, [a.seq] * a.train_batch))
+        if shape in train_bf16_shapes:
+            cases.append((f"training step, bf16 (PyTorch {PEER_NAMES['bf16']})", "train", a.train_batch,
+                          [a.seq] * a.train_batch))
         for what, mode, B, lengths in cases:
             inputs = os.path.join(tmp, f"{shape}_{mode}_{B}_{len(set(lengths))}.json")
             make_inputs(inputs, cfg, lengths, a.seed + B)
@@ -756,8 +768,11 @@ def main():
                 res, cont = time_case(a, env, model_dir, inputs, mode, engines, a.rounds, a.warmup, a.iters, label,
                                       precision=precision)
             else:
+                precision = "bf16" if what.startswith("training step, bf16") else "f32"
+                if precision != "f32":
+                    engines = ["minibridge", f"pytorch-{precision}"]
                 res, cont = time_case(a, env, model_dir, inputs, mode, engines, a.train_rounds, a.train_warmup,
-                                      a.train_iters, label)
+                                      a.train_iters, label, precision=precision)
             contention += cont
             rows.append({"shape": shape, "what": what, "batch": B, "seq": max(lengths), "lengths": lengths,
                          "results": res})

@@ -294,6 +294,7 @@ void BM_train_step(benchmark::State& st) {
   mb::AdamW adam(params, mb::AdamWConfig{0.9, 0.999, 1e-8, 0.01});
   mb::Rng dropout_rng(3);
   const mb::ForwardOptions train{true, &dropout_rng};
+  const mb::LinearPrecisionScope precision(st.range(2) ? mb::Precision::BF16 : mb::Precision::F32);
   for (auto _ : st) {
     const mb::Var logits = m.classifier_logits(m.pooled_output(b, m.hidden_states(b, train)), train);
     const mb::Var loss = mb::cross_entropy(logits, labels);
@@ -301,8 +302,34 @@ void BM_train_step(benchmark::State& st) {
     mb::optimizer_step(adam, params, 1e-5, 1.0);
     benchmark::DoNotOptimize(loss.data());
   }
-  st.SetLabel(shape);
+  st.SetLabel(shape + (st.range(2) ? ", bf16 products" : ", f32"));
   set_token_counters(st, double(batch * seq), 3.0 * mb::count_model(m, double(seq)).flops() * double(batch));
+}
+
+// One linear layer's training products at 1,024 rows (BERT-base batch 8 × 128), forward and backward
+// (dX and dW), as linear() runs them: f32, or bf16 mixed precision with its conversions of x, W and dY.
+void BM_linear_train(benchmark::State& st) {
+  const bool bf16 = st.range(0) != 0;
+  const int64_t T = 1024, N = st.range(1), K = st.range(2);
+  const auto x = random_vec(size_t(T * K), 1), W = random_vec(size_t(N * K), 2), dy = random_vec(size_t(T * N), 3);
+  const auto b = random_vec(size_t(N), 4);
+  std::vector<float> y(size_t(T * N)), dx(size_t(T * K)), dW(size_t(N * K)), db(static_cast<size_t>(N));
+  std::vector<uint16_t> xh(x.size()), Wh(W.size());
+  for (auto _ : st) {
+    if (bf16) {
+      mb::convert_f32_to_bf16(x.data(), xh.data(), xh.size());
+      mb::convert_f32_to_bf16(W.data(), Wh.data(), Wh.size());
+      mb::linear_forward_bf16(y.data(), xh.data(), Wh.data(), b.data(), T, K, N, N);
+      mb::linear_backward_bf16(dx.data(), dW.data(), db.data(), dy.data(), xh.data(), Wh.data(), T, K, N);
+    } else {
+      mb::linear_forward(y.data(), x.data(), W.data(), b.data(), T, K, N);
+      mb::linear_backward(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), T, K, N);
+    }
+    benchmark::DoNotOptimize(dW.data());
+  }
+  st.SetLabel(bf16 ? std::string("bf16 (") + mb::gemm_bf16_kernel() + ")" : "f32");
+  st.counters["GFLOP/s"] = benchmark::Counter(6.0 * double(T * N * K) * double(st.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
 }
 
 void gemm_args(benchmark::internal::Benchmark* b) {
@@ -340,7 +367,11 @@ BENCHMARK(BM_op_dropout_mask)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond
 BENCHMARK(BM_layer)->Apply(shape_batch_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward)->Apply(forward_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward_packed)->Apply(forward_args)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_train_step)->Args({0, 8})->Args({1, 8})->Args({4, 8})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_train_step)->Args({0, 8, 0})->Args({1, 8, 0})->Args({4, 8, 0})->Args({0, 8, 1})->Args({1, 8, 1})->Args({4, 8, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_linear_train)
+    ->Args({0, 768, 768})->Args({1, 768, 768})->Args({0, 3072, 768})->Args({1, 3072, 768})->Args({0, 768, 3072})->Args({1, 768, 3072})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char** argv) {
   mb::set_num_threads(0);

@@ -197,6 +197,7 @@ uint64_t weights_fingerprint(const BertModel& m) {
 
 DistillResult distill(BertModel& student, const BertModel* teacher, const DistillData& data, const DistillOptions& o,
                       const std::string& out_dir, const TeacherOutputs* targets) {
+  const LinearPrecisionScope precision(o.train.bf16 ? Precision::BF16 : Precision::F32);
   const bool use_teacher = o.alpha > 0 || (o.beta > 0 && !o.hidden_pairs.empty());
   MB_CHECK(!use_teacher || teacher || targets, "distill: alpha > 0 or beta > 0 needs a teacher");
   if (use_teacher && targets) {
@@ -266,6 +267,7 @@ DistillResult distill(BertModel& student, const BertModel* teacher, const Distil
   if (root && !resume)
     log->write({{"event", "start"},
              {"examples", n},
+             {"precision", t.bf16 ? "bf16" : "f32"},
              {"epochs", o.epochs},
              {"steps", total},
              {"alpha", o.alpha},

@@ -563,6 +563,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
 // The job.
 
 nlohmann::json run_kprune(const KpruneJob& job) {
+  const LinearPrecisionScope precision(job.kprune.bf16 ? Precision::BF16 : Precision::F32);
   MB_CHECK(job.num_tokens > 0, "--num-tokens must be positive");
   MB_CHECK(job.kprune.constraint >= 0 && job.kprune.constraint < 1,
            "--constraint must be in [0, 1) (the fraction of FLOPs to remove)");
@@ -603,12 +604,14 @@ nlohmann::json run_kprune(const KpruneJob& job) {
   // OUT belongs to one run: a rerun with the same options continues it (a finished run is not
   // redone; a stopped one continues at the next sublayer), one with other options is refused.
   const fs::path out = job.out_dir;
-  claim_run_dir(job.out_dir, {{"teacher", fs::absolute(job.teacher_dir).lexically_normal().string()},
-                              {"task", task.name}, {"constraint", kopt.constraint}, {"num_tokens", job.num_tokens},
-                              {"seed", job.seed}, {"max_len", job.max_len}, {"batch_size", job.batch_size},
-                              {"lambda_rep", kopt.lambda_rep}, {"lambda_pred", kopt.lambda_pred}, {"mu", kopt.mu},
-                              {"temperature", kopt.temperature}, {"weight_tuning", kopt.weight_tuning},
-                              {"evaluate", job.evaluate}});
+  nlohmann::json options = {{"teacher", fs::absolute(job.teacher_dir).lexically_normal().string()},
+                             {"task", task.name}, {"constraint", kopt.constraint}, {"num_tokens", job.num_tokens},
+                             {"seed", job.seed}, {"max_len", job.max_len}, {"batch_size", job.batch_size},
+                             {"lambda_rep", kopt.lambda_rep}, {"lambda_pred", kopt.lambda_pred}, {"mu", kopt.mu},
+                             {"temperature", kopt.temperature}, {"weight_tuning", kopt.weight_tuning},
+                             {"evaluate", job.evaluate}};
+  if (kopt.bf16) options["bf16"] = true;  // only when on: earlier runs' options.json still match
+  claim_run_dir(job.out_dir, options);
   if (fs::exists(out / "results.json")) {
     std::cerr << "minibridge: " << job.out_dir << ": K-prune already finished; nothing to do\n";
     return read_json_file((out / "results.json").string());
@@ -622,7 +625,8 @@ nlohmann::json run_kprune(const KpruneJob& job) {
     log.write({{"event", "start"}, {"teacher", job.teacher_dir}, {"task", task.name}, {"constraint", kopt.constraint},
              {"samples", n}, {"sample_tokens", sample_tokens}, {"seq_len", avg_len}, {"seed", job.seed},
              {"lambda_rep", kopt.lambda_rep}, {"lambda_pred", kopt.lambda_pred}, {"mu", kopt.mu},
-             {"temperature", kopt.temperature}, {"weight_tuning", kopt.weight_tuning}});
+             {"temperature", kopt.temperature}, {"weight_tuning", kopt.weight_tuning},
+             {"precision", kopt.bf16 ? "bf16" : "f32"}});
   std::cerr << "kprune: " << task.name << ", constraint " << kopt.constraint << ", " << n << " sample sentences ("
             << sample_tokens << " tokens, average length " << fmt_num(avg_len) << ")\n";
 

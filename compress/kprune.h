@@ -35,6 +35,9 @@ struct KpruneOptions {
   double temperature = 2.0;     // of the predictive KL loss
   double seq_len = 128;         // s of f_head(s), f_neuron(s): the task's average sequence length
   bool weight_tuning = true;     // KPWT; off (an ablation): the kept columns of the old output projection stay
+  // The forward and backward passes' linear products in bfloat16 (engine/functional.h:
+  // set_linear_precision); the knowledge scores, KPMS and the KPWT solve stay f32/f64.
+  bool bf16 = false;
   bool progress = true;         // per-sublayer progress on stderr
   // Non-empty: after every sublayer the pruned model so far and the remaining budget are
   // checkpointed here (io/checkpoint.h), and a run that finds a checkpoint continues at the next

@@ -207,7 +207,7 @@ std::string results_table(const std::vector<json>& lines, const MbbertOptions& o
 }
 
 json options_json(const MbbertOptions& o) {
-  return {{"teacher", fs::absolute(o.teacher_dir).lexically_normal().string()},
+  json j = {{"teacher", fs::absolute(o.teacher_dir).lexically_normal().string()},
           {"task", glue_task(o.task).name},
           {"steps", o.steps},
           {"rank", o.rank},
@@ -225,11 +225,15 @@ json options_json(const MbbertOptions& o) {
           {"max_len", o.max_len},
           {"max_train_examples", o.max_train_examples},
           {"fit_tokens", o.fit_tokens}};
+  if (o.train.bf16) j["bf16"] = true;  // only when on: earlier runs' options.json still match
+  return j;
 }
 
 }  // namespace
 
 MbbertSummary run_mbbert(const MbbertOptions& o) {
+  // The teacher's passes too, not only distill()'s updates.
+  const LinearPrecisionScope precision(o.train.bf16 ? Precision::BF16 : Precision::F32);
   const auto run_start = std::chrono::steady_clock::now();
   BertModel teacher0 = BertModel::load(o.teacher_dir);
   teacher0.require_f32_weights(o.teacher_dir, "MiniBridgeBERT's teacher");

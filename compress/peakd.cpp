@@ -143,7 +143,7 @@ json model_line(const BertModel& m) {
 json options_json(const PeakdOptions& o, const PtpThresholds& t, int first_shared) {
   json students = json::array();
   for (const PeakdStudent& s : o.students) students.push_back(s.name);
-  return {{"teacher", fs::absolute(o.teacher_dir).lexically_normal().string()},
+  json j = {{"teacher", fs::absolute(o.teacher_dir).lexically_normal().string()},
           {"task", glue_task(o.task).name},
           {"student_layers", o.student_layers},
           {"first_shared", first_shared},
@@ -162,11 +162,15 @@ json options_json(const PeakdOptions& o, const PtpThresholds& t, int first_share
           {"seed", o.train.seed},
           {"max_len", o.max_len},
           {"max_train_examples", o.max_train_examples}};
+  if (o.train.bf16) j["bf16"] = true;  // only when on: earlier runs' options.json still match
+  return j;
 }
 
 }  // namespace
 
 json run_peakd(const PeakdOptions& o) {
+  // The teacher's outputs too, not only distill()'s updates.
+  const LinearPrecisionScope precision(o.train.bf16 ? Precision::BF16 : Precision::F32);
   const GlueTask& task = glue_task(o.task);
   MB_CHECK(!task.regression, "Pea-KD: PTP labels need a classification task, not " + task.name);
   MB_CHECK(!o.students.empty(), "Pea-KD: no student to train");

@@ -129,15 +129,30 @@ Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form, const 
                                                 dtype_name(W.value().dtype()) +
                                                 " (a quantized model) and runs only on its packed kernel, which did not take this product");
   Tensor pre = rec ? Tensor::empty({T, N}) : Tensor();
-  sgemm(false, true, T, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, out.mutable_data(), N);
+  // bf16 mixed precision (linear_precision()): the product on bf16 copies of x and W, kept for the
+  // backward pass; the bias, GELU and their gradients stay f32.
+  const bool bf16 = linear_precision() == Precision::BF16;
+  Tensor x_h, w_h;
+  if (bf16) {
+    x_h = x.value().to_dtype(DType::BF16);
+    w_h = W.value().to_dtype(DType::BF16);
+    linear_forward_bf16(out.mutable_data(), x_h.data<uint16_t>(), w_h.data<uint16_t>(), nullptr, T, K, N, N);
+  } else {
+    sgemm(false, true, T, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, out.mutable_data(), N);
+  }
   bias_gelu_forward(out.mutable_data(), rec ? pre.f32() : nullptr, b.data(), T, N, tanh_form);
   if (rec)
-    record_backward([x, W, b, out, pre, T, K, N, tanh_form] {
+    record_backward([x, W, b, out, pre, x_h, w_h, bf16, T, K, N, tanh_form] {
       if (!out.has_grad()) return;
       Tensor dpre = Tensor::zeros({T, N});
       (tanh_form ? gelu_tanh_backward : gelu_backward)(dpre.f32(), pre.f32(), out.grad().f32(), T * N);
-      linear_backward(x.requires_grad() ? x.grad().f32() : nullptr, W.requires_grad() ? W.grad().f32() : nullptr,
-                      b.requires_grad() ? b.grad().f32() : nullptr, dpre.f32(), x.data(), W.data(), T, K, N);
+      float* dx = x.requires_grad() ? x.grad().f32() : nullptr;
+      float* dw = W.requires_grad() ? W.grad().f32() : nullptr;
+      float* db = b.requires_grad() ? b.grad().f32() : nullptr;
+      if (bf16)
+        linear_backward_bf16(dx, dw, db, dpre.f32(), x_h.data<uint16_t>(), w_h.data<uint16_t>(), T, K, N);
+      else
+        linear_backward(dx, dw, db, dpre.f32(), x.data(), W.data(), T, K, N);
     });
   return out;
 }

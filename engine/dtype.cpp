@@ -4,6 +4,7 @@
 
 #include "engine/cpu_kernels.h"
 #include "engine/error.h"
+#include "engine/threads.h"
 
 namespace mb {
 
@@ -106,6 +107,9 @@ void convert_to_f32(const void* src, DType dt, float* dst, size_t n) {
   }
 }
 
-void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) { cpu_kernels().f32_to_bf16(src, dst, n); }
+void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
+  const auto convert = cpu_kernels().f32_to_bf16;  // the level chosen outside the parallel region
+  parallel_chunks(int64_t(n), int64_t(1) << 16, [&](int64_t b, int64_t e) { convert(src + b, dst + b, size_t(e - b)); });
+}
 
 }  // namespace mb

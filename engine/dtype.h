@@ -37,7 +37,7 @@ uint16_t f32_to_f16(float f);
 // Converts n elements of src (dtype dt, one of F32/F16/BF16) to f32.
 void convert_to_f32(const void* src, DType dt, float* dst, size_t n);
 // n floats to bfloat16 as f32_to_bf16 rounds them (on the CPU's own conversion where it has
-// AVX512-BF16).
+// AVX512-BF16), split between the threads for large n.
 void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n);
 
 }  // namespace mb

@@ -24,6 +24,23 @@ Var mask_columns(const Var& x, const Var& m);
 // x[T, K] · W[N, K]ᵀ + b[N]; b may be undefined. `packed` (W packed by pack_weight, engine/gemm.h)
 // is used when no gradient is recorded and the kernel takes the product; otherwise W is.
 Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed = nullptr);
+// The precision of linear() and linear_gelu()'s products on weights as they are: training, and
+// forward passes without packed weights (a teacher's, K-prune's). F32 (the default), or BF16: bf16
+// mixed precision, x and W rounded to bfloat16 and multiplied by gemm_bf16 (f32 sums; the backward's
+// dY rounded too), while weights, gradients, optimizer state, LayerNorm, softmax, attention and the
+// losses stay f32. Process-wide, like the GEMM back-end; LinearPrecisionScope sets it for a run.
+void set_linear_precision(Precision p);
+Precision linear_precision();
+class LinearPrecisionScope {
+ public:
+  explicit LinearPrecisionScope(Precision p) : saved_(linear_precision()) { set_linear_precision(p); }
+  ~LinearPrecisionScope() { set_linear_precision(saved_); }
+  LinearPrecisionScope(const LinearPrecisionScope&) = delete;
+  LinearPrecisionScope& operator=(const LinearPrecisionScope&) = delete;
+
+ private:
+  Precision saved_;
+};
 // LayerNorm(x + residual)·w + b over the last dimension; residual may be undefined.
 Var layernorm(const Var& x, const Var& w, const Var& b, float eps, const Var& residual = Var());
 Var gelu(const Var& x);

@@ -31,6 +31,16 @@ void set_gemm_backend(GemmBackend b);
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// bfloat16 products for mixed-precision training (engine/linear.cpp): C[M, N] = op(A)·op(B) + beta·C
+// with A and B given as bfloat16 bits (row-major, leading dimensions as sgemm's), beta 0 or 1. Each
+// product of two bf16 values is exact in f32 and the sums are f32. It runs on oneDNN's bf16 matmul
+// where the CPU has AVX512-BF16 (about twice f32's product rate); elsewhere it widens the operands to
+// f32 and runs sgemm: the same operands, f32's speed, sums in another order.
+void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// Which of the two gemm_bf16 runs here: "onednn" or "emulated".
+const char* gemm_bf16_kernel();
+
 // A weight W [N, K] (PyTorch's [out, in]) reordered once into the layout of a matmul kernel, for
 // inference: products with few rows then skip the packing sgemm redoes on every call
 // (engine/packed_gemm.cpp has the measurements). The kernel is oneDNN's where it has a fast one

@@ -19,17 +19,46 @@ namespace {
 // output at few rows (the masked-LM decoder, 154 rows, 768 → 30522: 241 vs 252).
 bool matmul_wins(int64_t T, int64_t K, int64_t N) { return K > N || (T <= 256 && N <= 4 * K); }
 
+// Broadcast the bias into the output first and let the GEMM accumulate onto it (beta = 1):
+// this folds the bias add into the GEMM's single pass over C.
+void broadcast_bias(float* out, const float* b, int64_t T, int64_t N, int64_t ldo) {
+#pragma omp parallel for if (T * N > 65536)
+  for (int64_t t = 0; t < T; ++t) std::memcpy(out + t * ldo, b, size_t(N) * 4);
+}
+
+// db += column sums of dY, walking rows (contiguous) within column blocks: vectorised, no races,
+// and the same additions in the same order whatever the thread count.
+void bias_backward(float* db, const float* dout, int64_t T, int64_t N) {
+  const int64_t block = 256;
+#pragma omp parallel for if (T * N > 65536)
+  for (int64_t n0 = 0; n0 < N; n0 += block) {
+    const int64_t n1 = std::min(N, n0 + block);
+    float acc[block] = {0};
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = dout + t * N;
+      for (int64_t n = n0; n < n1; ++n) acc[n - n0] += row[n];
+    }
+    for (int64_t n = n0; n < n1; ++n) db[n] += acc[n - n0];
+  }
+}
+
+Precision& linear_precision_setting() {
+  static Precision p = Precision::F32;
+  return p;
+}
+
 }  // namespace
+
+void set_linear_precision(Precision p) {
+  MB_CHECK(p != Precision::Int8, "linear products train in f32 or bf16, not int8");
+  linear_precision_setting() = p;
+}
+Precision linear_precision() { return linear_precision_setting(); }
 
 void linear_forward(float* out, const float* inp, const float* W, const float* b, int64_t T, int64_t K, int64_t N,
                     int64_t ldo) {
   if (matmul_wins(T, K, N) && gemm_weight(W, N, K, T, inp, b, out, ldo)) return;
-  // Broadcast the bias into the output first and let the GEMM accumulate onto it (beta = 1):
-  // this folds the bias add into the GEMM's single pass over C.
-  if (b) {
-#pragma omp parallel for if (T * N > 65536)
-    for (int64_t t = 0; t < T; ++t) std::memcpy(out + t * ldo, b, size_t(N) * 4);
-  }
+  if (b) broadcast_bias(out, b, T, N, ldo);
   sgemm(false, true, T, N, K, 1.0f, inp, K, W, K, b ? 1.0f : 0.0f, out, ldo);
 }
 
@@ -37,21 +66,26 @@ void linear_backward(float* dinp, float* dW, float* db, const float* dout, const
                      int64_t K, int64_t N) {
   if (dinp) sgemm(false, false, T, K, N, 1.0f, dout, N, W, K, 1.0f, dinp, K);  // dX += dY·W
   if (dW) sgemm(true, false, N, K, T, 1.0f, dout, N, inp, K, 1.0f, dW, K);     // dW += dYᵀ·X
-  if (db) {
-    // Column sums of dY, walking rows (contiguous) within column blocks: vectorised, no races,
-    // and the same additions in the same order whatever the thread count.
-    const int64_t block = 256;
-#pragma omp parallel for if (T * N > 65536)
-    for (int64_t n0 = 0; n0 < N; n0 += block) {
-      const int64_t n1 = std::min(N, n0 + block);
-      float acc[block] = {0};
-      for (int64_t t = 0; t < T; ++t) {
-        const float* row = dout + t * N;
-        for (int64_t n = n0; n < n1; ++n) acc[n - n0] += row[n];
-      }
-      for (int64_t n = n0; n < n1; ++n) db[n] += acc[n - n0];
-    }
+  if (db) bias_backward(db, dout, T, N);
+}
+
+void linear_forward_bf16(float* out, const uint16_t* inp, const uint16_t* W, const float* b, int64_t T, int64_t K,
+                         int64_t N, int64_t ldo) {
+  if (b) broadcast_bias(out, b, T, N, ldo);
+  gemm_bf16(false, true, T, N, K, inp, K, W, K, b ? 1.0f : 0.0f, out, ldo);
+}
+
+void linear_backward_bf16(float* dinp, float* dW, float* db, const float* dout, const uint16_t* inp,
+                          const uint16_t* W, int64_t T, int64_t K, int64_t N) {
+  if (dinp || dW) {
+    // dY rounded once for both products, as autocast's bf16 matmul backward rounds it.
+    static thread_local std::vector<uint16_t> dout_h;
+    if (dout_h.size() < size_t(T * N)) dout_h.resize(size_t(T * N));
+    convert_f32_to_bf16(dout, dout_h.data(), size_t(T * N));
+    if (dinp) gemm_bf16(false, false, T, K, N, dout_h.data(), N, W, K, 1.0f, dinp, K);  // dX += dY·W
+    if (dW) gemm_bf16(true, false, N, K, T, dout_h.data(), N, inp, K, 1.0f, dW, K);     // dW += dYᵀ·X
   }
+  if (db) bias_backward(db, dout, T, N);  // from f32 dY
 }
 
 Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed) {
@@ -65,6 +99,18 @@ Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed)
   MB_CHECK(W.value().dtype() == DType::F32, std::string("linear: the weight is stored in ") +
                                                 dtype_name(W.value().dtype()) +
                                                 " (a quantized model) and runs only on its packed kernel, which did not take this product");
+  if (linear_precision() == Precision::BF16) {
+    const Tensor x_h = x.value().to_dtype(DType::BF16), w_h = W.value().to_dtype(DType::BF16);
+    linear_forward_bf16(out.mutable_data(), x_h.data<uint16_t>(), w_h.data<uint16_t>(), bias, T, K, N, N);
+    if (rec)
+      record_backward([x, W, b, out, x_h, w_h, T, K, N] {
+        if (!out.has_grad()) return;
+        linear_backward_bf16(x.requires_grad() ? x.grad().f32() : nullptr, W.requires_grad() ? W.grad().f32() : nullptr,
+                             b.requires_grad() ? b.grad().f32() : nullptr, out.grad().f32(), x_h.data<uint16_t>(),
+                             w_h.data<uint16_t>(), T, K, N);
+      });
+    return out;
+  }
   linear_forward(out.mutable_data(), x.data(), W.data(), bias, T, K, N);
   if (rec)
     record_backward([x, W, b, out, T, K, N] {

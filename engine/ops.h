@@ -25,6 +25,13 @@ inline void linear_forward(float* out, const float* inp, const float* W, const f
 }
 void linear_backward(float* dinp, float* dW, float* db, const float* dout, const float* inp, const float* W, int64_t T,
                      int64_t K, int64_t N);
+// The same with the operands as bfloat16 bits (inp [T, K], W [N, K]), products in gemm_bf16 (engine/gemm.h):
+// bf16 mixed-precision training. The backward rounds dout to bf16 for the two products; the bias
+// gradient sums it in f32.
+void linear_forward_bf16(float* out, const uint16_t* inp, const uint16_t* W, const float* b, int64_t T, int64_t K,
+                         int64_t N, int64_t ldo);
+void linear_backward_bf16(float* dinp, float* dW, float* db, const float* dout, const uint16_t* inp,
+                          const uint16_t* W, int64_t T, int64_t K, int64_t N);
 
 // out = LayerNorm(inp (+ residual)) * w + b over rows of C. residual may be null. out may alias inp.
 // mean/rstd (length T) may be null; when given they receive the row statistics (for backward).

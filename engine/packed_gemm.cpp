@@ -170,7 +170,7 @@ std::shared_ptr<PackedWeight> pack_onednn(const WeightRows& W, int64_t N, int64_
       }
     } else if (precision == Precision::BF16 && W.form == Precision::F32) {
       h.resize(size_t(N * K));
-      to_bf16_parallel(static_cast<const float*>(W.values), h.data(), N * K);
+      convert_f32_to_bf16(static_cast<const float*>(W.values), h.data(), size_t(N * K));
       source = h.data();
     }
     p->desc = pd.weights_desc();
@@ -190,6 +190,27 @@ std::shared_ptr<PackedWeight> pack_onednn(const WeightRows& W, int64_t N, int64_
 }  // namespace
 
 namespace {
+
+// Runs a matmul primitive with this thread's scratchpad and stream.
+void execute(const Entry& prim, std::unordered_map<int, memory>& args) {
+  const Runtime& r = runtime();
+  // Per-thread scratchpad, page-aligned.
+  static thread_local std::unique_ptr<void, decltype(&std::free)> scratch(nullptr, &std::free);
+  static thread_local size_t scratch_bytes = 0;
+  if (prim.scratchpad_bytes > scratch_bytes) {
+    const size_t bytes = (prim.scratchpad_bytes + 4095) / 4096 * 4096;
+    scratch.reset(std::aligned_alloc(4096, bytes));
+    MB_CHECK(scratch, "out of memory for a " + std::to_string(bytes) + "-byte GEMM scratchpad");
+    scratch_bytes = bytes;
+  }
+  if (prim.scratchpad_bytes > 0)
+    args[DNNL_ARG_SCRATCHPAD] = memory({{int64_t(prim.scratchpad_bytes)}, memory::data_type::u8, memory::format_tag::a},
+                                       r.engine, scratch.get());
+  // A stream per thread as well: a oneDNN stream is not meant to be shared between threads.
+  static thread_local dnnl::stream s(r.engine);
+  prim.prim.execute(s, args);
+  s.wait();
+}
 
 // The matmul on w, packed or (plain) a view of a weight as it is.
 bool run_matmul(const PackedWeight& w, bool plain, int64_t M, const float* A, const float* bias, float* C,
@@ -225,7 +246,7 @@ bool run_matmul(const PackedWeight& w, bool plain, int64_t M, const float* A, co
   static thread_local std::vector<float> out_scale, scaled_bias;
   if (w.precision == Precision::BF16) {
     if (a_h.size() < size_t(M * w.k)) a_h.resize(size_t(M * w.k));
-    to_bf16_parallel(A, a_h.data(), M * w.k);
+    convert_f32_to_bf16(A, a_h.data(), size_t(M * w.k));
     args[DNNL_ARG_SRC] = memory({{M, w.k}, memory::data_type::bf16, memory::format_tag::ab}, r.engine, a_h.data());
   } else if (w.precision == Precision::Int8) {
     const float a_scale = quantize_source(A, M * w.k, a_q);
@@ -244,22 +265,7 @@ bool run_matmul(const PackedWeight& w, bool plain, int64_t M, const float* A, co
   }
   if (bias) args[DNNL_ARG_BIAS] = memory({{1, w.n}, memory::data_type::f32, memory::format_tag::ab}, r.engine,
                                          const_cast<float*>(bias));
-  // Per-thread scratchpad, page-aligned.
-  static thread_local std::unique_ptr<void, decltype(&std::free)> scratch(nullptr, &std::free);
-  static thread_local size_t scratch_bytes = 0;
-  if (prim.scratchpad_bytes > scratch_bytes) {
-    const size_t bytes = (prim.scratchpad_bytes + 4095) / 4096 * 4096;
-    scratch.reset(std::aligned_alloc(4096, bytes));
-    MB_CHECK(scratch, "out of memory for a " + std::to_string(bytes) + "-byte GEMM scratchpad");
-    scratch_bytes = bytes;
-  }
-  if (prim.scratchpad_bytes > 0)
-    args[DNNL_ARG_SCRATCHPAD] = memory({{int64_t(prim.scratchpad_bytes)}, memory::data_type::u8, memory::format_tag::a},
-                                       r.engine, scratch.get());
-  // A stream per thread as well: a oneDNN stream is not meant to be shared between threads.
-  static thread_local dnnl::stream s(r.engine);
-  prim.prim.execute(s, args);
-  s.wait();
+  execute(prim, args);
   return true;
 }
 
@@ -280,6 +286,67 @@ bool gemm_weight(const float* W, int64_t N, int64_t K, int64_t M, const float* A
   }
 }
 
+namespace {
+
+// bfloat16 products of operands as they are (training: both change every step), on oneDNN's matmul
+// with strided views, one primitive per shape as for the packed weights. Only where the CPU has
+// AVX512-BF16 (vdpbf16ps) at the AVX-512 level: there the kernel runs at about twice f32's rate;
+// oneDNN's bf16 kernels without it convert to f32 internally and are no faster than sgemm.
+using Bf16Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, bool, int>;
+struct Bf16Cache {
+  std::mutex mu;
+  std::map<Bf16Key, Entry> prims;
+};
+
+bool gemm_bf16_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+                      const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (gemm_backend() != GemmBackend::OneDNN || cpu_level() != CpuLevel::AVX512 || !cpu_features().avx512bf16)
+    return false;
+  const GemmThreads limit(M, N, K);
+  static Bf16Cache c;
+  Entry prim;
+  // op(A)[m, k] is A[m·lda + k], or A[k·lda + m] when transposed; op(B)[k, n] likewise.
+  const Dims a_strides = ta ? Dims{1, lda} : Dims{lda, 1}, b_strides = tb ? Dims{1, ldb} : Dims{ldb, 1};
+  try {
+    {
+      std::lock_guard<std::mutex> lock(c.mu);
+      const Bf16Key key{M, N, K, ta, tb, lda, ldb, ldc, beta != 0.0f, omp_get_max_threads()};
+      auto it = c.prims.find(key);
+      if (it == c.prims.end()) {
+        if (c.prims.size() >= 4096) c.prims.clear();
+        dnnl::primitive_attr attr;
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        if (beta != 0.0f) {  // C += product, in the kernel
+          dnnl::post_ops ops;
+          ops.append_sum(1.0f);
+          attr.set_post_ops(ops);
+        }
+        Entry e;
+        const dnnl::matmul::primitive_desc pd(
+            dnnl::matmul::desc(memory::desc({M, K}, memory::data_type::bf16, a_strides),
+                               memory::desc({K, N}, memory::data_type::bf16, b_strides),
+                               memory::desc({M, N}, memory::data_type::f32, Dims{ldc, 1})),
+            attr, runtime().engine);
+        if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) e = Entry{dnnl::matmul(pd), pd.scratchpad_desc().get_size(), true};
+        it = c.prims.emplace(key, std::move(e)).first;
+      }
+      if (!it->second.usable) return false;
+      prim = it->second;
+    }
+    const Runtime& r = runtime();
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, memory({{M, K}, memory::data_type::bf16, a_strides}, r.engine, const_cast<uint16_t*>(A))},
+        {DNNL_ARG_WEIGHTS, memory({{K, N}, memory::data_type::bf16, b_strides}, r.engine, const_cast<uint16_t*>(B))},
+        {DNNL_ARG_DST, memory({{M, N}, memory::data_type::f32, Dims{ldc, 1}}, r.engine, C)}};
+    execute(prim, args);
+    return true;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 #else  // no oneDNN: the engine's own kernels pack every precision
 
 struct PackedWeight {
@@ -288,8 +355,38 @@ struct PackedWeight {
   std::shared_ptr<OwnPackedWeight> own;
 };
 bool gemm_weight(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t) { return false; }
+bool gemm_bf16_onednn(bool, bool, int64_t, int64_t, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t, float,
+                      float*, int64_t) {
+  return false;
+}
 
 #endif
+
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
+               int64_t ldb, float beta, float* C, int64_t ldc) {
+  MB_CHECK(beta == 0.0f || beta == 1.0f, "gemm_bf16: beta must be 0 or 1");
+  if (M == 0 || N == 0) return;
+  if (K > 0 && gemm_bf16_onednn(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc)) return;
+  // Elsewhere: the same bf16 values widened to f32 (exactly), multiplied by sgemm. Each product of
+  // two bf16 values is exact in f32 either way; only the order of the f32 sums differs.
+  static thread_local std::vector<float> a32, b32;
+  auto widen = [](const uint16_t* x, int64_t rows, int64_t cols, int64_t ld, std::vector<float>& out) {
+    const int64_t n = rows > 0 && cols > 0 ? (rows - 1) * ld + cols : 0;
+    if (out.size() < size_t(n)) out.resize(size_t(n));
+    parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) out[size_t(i)] = bf16_to_f32(x[i]);
+    });
+  };
+  widen(A, ta ? K : M, ta ? M : K, lda, a32);
+  widen(B, tb ? N : K, tb ? K : N, ldb, b32);
+  sgemm(ta, tb, M, N, K, 1.0f, a32.data(), lda, b32.data(), ldb, beta, C, ldc);
+}
+
+const char* gemm_bf16_kernel() {
+  const uint16_t one = f32_to_bf16(1.0f);
+  float c = 0.0f;
+  return gemm_bf16_onednn(false, false, 1, 1, 1, &one, 1, &one, 1, 0.0f, &c, 1) ? "onednn" : "emulated";
+}
 
 std::shared_ptr<PackedWeight> pack_weight(const float* W, int64_t N, int64_t K, Precision precision) {
   return pack_weight(WeightRows{Precision::F32, W, nullptr}, N, K, precision);

@@ -58,11 +58,6 @@ float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q) {
   return scale;
 }
 
-void to_bf16_parallel(const float* x, uint16_t* out, int64_t n) {
-  const auto convert = cpu_kernels().f32_to_bf16;  // the level chosen outside the parallel region
-  parallel_chunks(n, int64_t(1) << 16, [&](int64_t b, int64_t e) { convert(x + b, out + b, size_t(e - b)); });
-}
-
 void quantize_weight_rows(const float* W, int64_t N, int64_t K, float* scale, int8_t* q) {
   // The level's kernels: max|row| is exact, and quantize_s8 rounds row · (1 / scale) to nearest
   // even as lrint would, so every level (and every thread count) writes the same bytes.
@@ -100,7 +95,7 @@ std::shared_ptr<OwnPackedWeight> own_pack_weight(const WeightRows& W, int64_t N,
   std::vector<uint16_t> bf16_own;  // bf16 from f32: rounded as oneDNN's path and quantized files round
   if (precision == Precision::BF16 && !bf16) {
     bf16_own.resize(size_t(N * K));
-    to_bf16_parallel(f32, bf16_own.data(), N * K);
+    convert_f32_to_bf16(f32, bf16_own.data(), size_t(N * K));
     bf16 = bf16_own.data();
   }
   std::vector<int8_t> q_own;  // int8 from f32: symmetric per output row j, W[j, :] ≈ scale[j] · q[j, :]
@@ -234,7 +229,7 @@ void own_gemm(const OwnPackedWeight& w, int64_t M, const float* A, const float* 
     a_src = a_q.data();
   } else if (w.precision == Precision::BF16) {  // rounded by the level's vector conversion first
     if (a_h.size() < size_t(M * w.k)) a_h.resize(size_t(M * w.k));
-    to_bf16_parallel(A, a_h.data(), M * w.k);
+    convert_f32_to_bf16(A, a_h.data(), size_t(M * w.k));
     a_src = a_h.data();
   }
   const size_t packed_bytes = size_t(tiles * mr * w.k_pad * a_bytes);

@@ -24,7 +24,5 @@ void own_gemm(const OwnPackedWeight& w, int64_t M, const float* A, const float* 
 // Dynamic quantisation of a product's A: one symmetric scale for all n values (max|A| / 127), the
 // values rounded to nearest even into q (resized to n when smaller). Returns the scale.
 float quantize_source(const float* A, int64_t n, std::vector<int8_t>& q);
-// n floats to bfloat16 (rounded as engine/dtype.h's f32_to_bf16), split between the threads.
-void to_bf16_parallel(const float* x, uint16_t* out, int64_t n);
 
 }  // namespace mb

@@ -96,6 +96,7 @@ std::map<std::string, double> evaluate_glue(const BertModel& m, const Tokenizer&
 }
 
 std::map<std::string, double> finetune(const FinetuneOptions& o) {
+  const LinearPrecisionScope precision(o.train.bf16 ? Precision::BF16 : Precision::F32);
   const GlueTask& task = glue_task(o.task);
   const GlueSplit train = read_glue_split(o.data_dir, task, "train");
   const GlueSplit dev = read_glue_split(o.data_dir, task, "dev");

@@ -51,7 +51,8 @@ json trajectory_options(const PretrainOptions& o, int64_t warmup, int streams) {
           {"batch_size", o.batch_size},       {"lr", o.lr},
           {"warmup_steps", warmup},           {"weight_decay", o.weight_decay},
           {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed},
-          {"heldout_fraction", o.heldout_fraction}, {"eval_sequences", o.eval_sequences}};
+          {"heldout_fraction", o.heldout_fraction}, {"eval_sequences", o.eval_sequences},
+          {"bf16", o.bf16}};
 }
 
 // The option names as the CLI spells them, for messages.
@@ -171,6 +172,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   MB_CHECK(o.log_steps > 0, "pretrain: --log-steps must be positive");
   MB_CHECK(o.save_steps >= 0 && o.eval_steps >= 0, "pretrain: --save-steps and --eval-steps must not be negative");
   const int64_t warmup = o.resolved_warmup();
+  const LinearPrecisionScope precision(o.bf16 ? Precision::BF16 : Precision::F32);
 
   set_num_threads(o.threads);
 
@@ -237,6 +239,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
       for (const auto& [key, value] : now.items()) {
         // The default warm-up follows --max-steps, which is compared on its own.
         if (key == "warmup_steps" && o.warmup_steps < 0) continue;
+        if (key == "bf16" && !saved.contains(key) && !o.bf16) continue;  // checkpoints from before the option
         MB_CHECK(saved.contains(key) && saved.at(key) == value,
                  ck_dir + ": the checkpoint was made with " + flag_name(key) + " " +
                      (saved.contains(key) ? saved.at(key).dump() : "(unset)") + ", this run asks for " + value.dump() +
@@ -298,6 +301,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
                   {"eval_sequences", eval_sequences},
                   {"trained_parameters", n_params},
                   {"threads", num_threads()},
+                  {"precision", o.bf16 ? "bf16" : "f32"},
                   {"ranks", dist::size()},
                   {"options", trajectory_options(o, warmup, streams)}};
     log->write(start);

@@ -51,6 +51,7 @@ struct PretrainOptions {
   int64_t save_steps = 200;      // checkpoint + model every this many steps (and at the end)
   int64_t log_steps = 10;        // a train_log.jsonl line (mean loss since the previous one)
   bool resume = false;           // continue from OUT/checkpoint (an error when there is none)
+  bool bf16 = false;             // bf16 mixed precision (models/training.h: TrainOptions::bf16)
   int threads = 0;               // 0: MB_NUM_THREADS or all cores (engine/threads.h)
   bool progress = true;          // progress line on stderr
 

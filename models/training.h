@@ -24,6 +24,10 @@ struct TrainOptions {
   int64_t save_steps = 500;    // checkpoint every this many steps (and at the end of each epoch)
   int64_t log_steps = 20;      // a JSON line every this many steps
   bool resume = false;         // continue from OUT/checkpoint when present
+  // bf16 mixed precision: the linear layers' products in bfloat16 with f32 sums, f32 master weights,
+  // gradients, optimizer state, LayerNorm, softmax and losses (engine/functional.h:
+  // set_linear_precision). Teachers' forward passes in the same run use it too.
+  bool bf16 = false;
 
   int64_t warmup_for(int64_t total_steps) const {
     return warmup_steps > 0 ? warmup_steps : int64_t(warmup_ratio * double(total_steps) + 0.5);

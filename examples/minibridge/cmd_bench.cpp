@@ -155,9 +155,12 @@ void run_bench(const BenchOptions& o) {
   double weight_bytes = 0;
   for (const auto& [name, t] : model.named_tensors()) weight_bytes += double(t.nbytes());
   const mb::Precision precision = o.precision.precision();
-  MB_CHECK(precision == mb::Precision::F32 || (!o.train && !o.no_pack),
+  // With --train, --bf16 is bf16 mixed-precision training (the linear layers' products in bf16).
+  MB_CHECK(precision == mb::Precision::F32 || (o.train ? precision == mb::Precision::BF16 : !o.no_pack),
            std::string("--") + mb::precision_name(precision) +
-               " is for forward passes on packed weights (not with --train or --no-pack)");
+               (o.train ? " has no training mode (--bf16 has: mixed precision)"
+                        : " is for forward passes on packed weights (not with --no-pack)"));
+  const mb::LinearPrecisionScope train_precision(o.train ? precision : mb::Precision::F32);
   if (o.train || o.no_pack) model.require_f32_weights(o.model, o.train ? "--train" : "--no-pack");
   if (!o.train && !o.no_pack) pack_model(model, precision, o.model);
 
@@ -234,7 +237,7 @@ void run_bench(const BenchOptions& o) {
   j["cpu_level"] = mb::cpu_level_name(mb::cpu_level());
   j["mode"] = o.train ? "train" : "forward";
   j["packed_weights_mb"] = double(model.packed_bytes()) / (1024.0 * 1024.0);
-  j["precision"] = mb::precision_name(model.packed_precision());
+  j["precision"] = mb::precision_name(o.train ? mb::linear_precision() : model.packed_precision());
   j["warmup"] = warmup;
   j["iters"] = iters;
   j["median_ms"] = median;
@@ -264,7 +267,7 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(2, 1 << 20));
   cmd->add_flag("--train", o->train,
                 "time training steps: forward with dropout + cross-entropy on random labels + backward + AdamW "
-                "(a pooler and a 2-label classifier are added when the model has none)");
+                "(a pooler and a 2-label classifier are added when the model has none); with --bf16: bf16 mixed precision");
   cmd->add_option("--threads", o->threads, "threads for OpenMP, OpenBLAS and oneDNN (default: MB_NUM_THREADS or all)");
   cmd->add_option("--gemm", o->gemm, "GEMM back-end: onednn, openblas or eigen (default: MB_GEMM or fastest)");
   cmd->add_option("--warmup", o->warmup, "untimed runs first (default: 2 forward / 1 training step)")

@@ -13,8 +13,16 @@ void add_compress_command(CLI::App& app) {
   add_compress_peakd_command(*compress);
 }
 
+void add_bf16_training_flag(CLI::App& cmd, bool& bf16) {
+  cmd.add_flag("--bf16", bf16,
+               "bf16 mixed precision: the linear layers' products in bfloat16 with f32 sums (faster with "
+               "AVX512-BF16, emulated at f32's speed elsewhere); weights, gradients, optimizer state, "
+               "LayerNorm, softmax and losses stay f32");
+}
+
 void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& max_len, int64_t& max_train_examples,
                                   const std::string& seed_help) {
+  add_bf16_training_flag(cmd, train.bf16);
   cmd.add_option("--lr", train.lr, "peak learning rate (linear decay)")->check(CLI::PositiveNumber);
   cmd.add_option("--batch-size", train.batch_size, "sequences per update (under mpirun: the global batch)")->check(CLI::Range(1, 1 << 16));
   cmd.add_option("--warmup-ratio", train.warmup_ratio, "linear warm-up over this fraction of each training's updates")

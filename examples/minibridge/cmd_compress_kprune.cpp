@@ -38,6 +38,7 @@ void add_compress_kprune_command(CLI::App& compress) {
               "ablation: skip KPWT, keeping the old output projection's columns of the kept units");
   auto no_eval = std::make_shared<bool>(false);
   c->add_flag("--no-eval", *no_eval, "skip the dev metrics before/after");
+  add_bf16_training_flag(*c, job->kprune.bf16);
   c->add_option("--threads", *threads, "threads (default: MB_NUM_THREADS or all)");
   c->callback([job, threads, no_eval, no_tuning] {
     mb::set_num_threads(*threads);

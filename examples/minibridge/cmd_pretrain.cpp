@@ -100,6 +100,7 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_option("--log-steps", o->log_steps, "a train_log.jsonl line every this many steps")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--resume", o->resume, "continue the run in OUT from OUT/checkpoint");
+  add_bf16_training_flag(*cmd, o->bf16);
   cmd->add_option("--threads", o->threads, "threads (default: MB_NUM_THREADS or all)");
   auto no_progress = std::make_shared<bool>(false);
   cmd->add_flag("--no-progress", *no_progress, "no progress line on stderr");

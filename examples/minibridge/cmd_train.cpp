@@ -79,6 +79,7 @@ void add_train_commands(CLI::App& app) {
   ft->add_option("--save-steps", f->train.save_steps, "checkpoint every this many steps")->check(CLI::PositiveNumber);
   ft->add_option("--log-steps", f->train.log_steps, "a JSON log line every this many steps")->check(CLI::PositiveNumber);
   ft->add_flag("--resume", f->train.resume, "continue from OUT/checkpoint");
+  add_bf16_training_flag(*ft, f->train.bf16);
   ft->add_option("--threads", *threads, "threads (default: MB_NUM_THREADS or all)");
   ft->callback([f, threads] {
     mb::set_num_threads(*threads);

@@ -37,6 +37,9 @@ std::string packed_text(const nlohmann::json& packed);
 // --data as given, or $MINIBRIDGE_DATA/glue (mb::Error when neither exists).
 std::string glue_dir_or_default(const std::string& given);
 
+// --bf16 of the training commands (pretrain, finetune, compress): bf16 mixed precision.
+void add_bf16_training_flag(CLI::App& cmd, bool& bf16);
+
 // --bf16 / --int8 of the inference commands (at most one): the encoder's packed precision.
 struct PrecisionFlags {
   bool bf16 = false, int8 = false;
