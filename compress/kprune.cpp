@@ -167,7 +167,7 @@ void advance_sublayer(const BertModel& m, const std::vector<Batch>& batches, int
 
 Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batches,
                             const std::vector<Tensor>& orig_logits, int64_t first, const KpruneOptions& opt,
-                            const std::vector<Tensor>* first_inputs) {
+                            const std::vector<Tensor>* first_inputs, bool original) {
   MB_CHECK(batches.size() == orig_logits.size(), "measure_knowledge: one set of original logits per batch expected");
   MB_CHECK(!first_inputs || first_inputs->size() == batches.size(), "measure_knowledge: one input per batch expected");
   const int64_t n_sub = 2 * int64_t(cur.layers.size());
@@ -198,11 +198,11 @@ Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batc
       f.input = (*first_inputs)[bi];
     }
     Var logits = masked_forward(cur, b, f);
-    // Logits equal to the original ones bit for bit (at step 0, where the current model is the
-    // original) give a loss gradient of exactly 0, so the backward pass is skipped: P stays 0.
+    // The original model, or logits equal to the original ones bit for bit, give a loss gradient
+    // of exactly 0, so the backward pass is skipped: P stays 0.
     const Tensor& want = orig_logits[bi];
-    const bool same = logits.value().numel() == want.numel() &&
-                      std::equal(logits.data(), logits.data() + want.numel(), want.f32());
+    const bool same = original || (logits.value().numel() == want.numel() &&
+                                   std::equal(logits.data(), logits.data() + want.numel(), want.f32()));
     if (same) {
       clear_tape();  // backward() would have
     } else {
@@ -510,7 +510,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
     std::string method = "-";
     if (units > 0) {
       // 1. Knowledge of every unit in sublayers >= j.
-      const Knowledge k = measure_knowledge(cur, batches, orig_logits, j, opt, &cur_in);
+      const Knowledge k = measure_knowledge(cur, batches, orig_logits, j, opt, &cur_in, /*original=*/j == 0);
       // 2. KPMS over heads of layers >= l (> l when the target is an FFN) and neurons of layers >= l.
       std::vector<UnitCandidate> cands;
       std::vector<std::pair<int64_t, int64_t>> owner;  // (sublayer, unit)

@@ -97,9 +97,13 @@ struct Knowledge {
 // Measures on `batches` (the sample set) how much each unit of the current model knows.
 // orig_logits[i] are the original model's logits on batches[i]. first_inputs, when given, holds the
 // input of sublayer `first` on each batch (sublayer_inputs), and the pass starts there.
+// original: cur is the original model (step 0: nothing pruned or tuned yet), so the predictive
+// knowledge is exactly 0 and its backward pass is skipped. (Without it the pass is skipped only
+// where the logits repeat orig_logits bit for bit; where the recorded pass sums in another order,
+// as on AVX-512, the scores come out as rounding noise, ~1e-20.)
 Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batches,
                             const std::vector<Tensor>& orig_logits, int64_t first, const KpruneOptions& opt,
-                            const std::vector<Tensor>* first_inputs = nullptr);
+                            const std::vector<Tensor>* first_inputs = nullptr, bool original = false);
 
 // KPMS: candidates with a score and a FLOPs cost; returns the indices of the kept ones: sorted by
 // score descending (ties: lower index first), the longest prefix whose summed FLOPs is strictly
