@@ -42,17 +42,30 @@ double worst_error(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
 
 }  // namespace
 
-TEST_CASE("sgemm: every back-end and transpose against a float64 reference") {
+namespace {
+
+struct GemmShape {
+  int64_t M, N, K;
+};
+
+// Every GEMM back-end × shape × transpose × beta (0, 1), with row strides past the rows' ends (the
+// product must read and write only its block): product(ta, tb, shape, A, Ah, lda, B, Bh, ldb, beta,
+// C, ldc) updates C; checked against float64 on A and B as given (bf16: rounded to bf16 first, their
+// bits in Ah and Bh) and for untouched padding.
+template <class Product>
+void check_products(const std::vector<GemmShape>& shapes, bool bf16, float alpha, Product product) {
   const mb::GemmBackend saved = mb::gemm_backend();
-  struct Shape {
-    int64_t M, N, K;
+  auto operand = [bf16](size_t n, uint64_t seed, std::vector<uint16_t>& bits) {
+    std::vector<float> v = mbtest::random_normals(n, seed);
+    if (bf16) {
+      bits.resize(n);
+      for (size_t i = 0; i < n; ++i) v[i] = mb::bf16_to_f32(bits[i] = mb::f32_to_bf16(v[i]));
+    }
+    return v;
   };
-  // (600, 96, 96) and (600, 64, 80): large enough for two threads, where oneDNN's back-end splits
-  // the rows itself for Aᵀ·B and for A·Bᵀ with a square B.
-  const std::vector<Shape> shapes = {{7, 5, 3}, {600, 96, 96}, {600, 64, 80}, {130, 40, 200}};
   for (mb::GemmBackend backend : mb::available_gemm_backends()) {
     mb::set_gemm_backend(backend);
-    for (const Shape& s : shapes)
+    for (const GemmShape& s : shapes)
       for (bool ta : {false, true})
         for (bool tb : {false, true})
           for (float beta : {0.0f, 1.0f}) {
@@ -63,14 +76,13 @@ TEST_CASE("sgemm: every back-end and transpose against a float64 reference") {
             CAPTURE(ta);
             CAPTURE(tb);
             CAPTURE(beta);
-            // Row strides past the rows' ends: the product must read and write only its block.
             const int64_t lda = (ta ? s.M : s.K) + 3, ldb = (tb ? s.K : s.N) + 2, ldc = s.N + 5;
-            const std::vector<float> A = mbtest::random_normals(size_t((ta ? s.K : s.M) * lda), 1);
-            const std::vector<float> B = mbtest::random_normals(size_t((tb ? s.N : s.K) * ldb), 2);
+            std::vector<uint16_t> Ah, Bh;
+            const std::vector<float> A = operand(size_t((ta ? s.K : s.M) * lda), 1, Ah);
+            const std::vector<float> B = operand(size_t((tb ? s.N : s.K) * ldb), 2, Bh);
             const std::vector<float> C0 = mbtest::random_normals(size_t(s.M * ldc), 3);
             std::vector<float> C = C0;
-            const float alpha = 0.5f;
-            mb::sgemm(ta, tb, s.M, s.N, s.K, alpha, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+            product(ta, tb, s, A, Ah, lda, B, Bh, ldb, beta, C, ldc);
             CHECK(worst_error(ta, tb, s.M, s.N, s.K, alpha, A, lda, B, ldb, beta, C0, C, ldc) < 1e-5);
             bool padding_untouched = true;
             for (int64_t i = 0; i < s.M; ++i)
@@ -81,52 +93,37 @@ TEST_CASE("sgemm: every back-end and transpose against a float64 reference") {
   mb::set_gemm_backend(saved);
 }
 
+}  // namespace
+
+TEST_CASE("sgemm: every back-end and transpose against a float64 reference") {
+  // (600, 96, 96) and (600, 64, 80): large enough for two threads, where oneDNN's back-end splits
+  // the rows itself for Aᵀ·B and for A·Bᵀ with a square B.
+  check_products({{7, 5, 3}, {600, 96, 96}, {600, 64, 80}, {130, 40, 200}}, false, 0.5f,
+                 [](bool ta, bool tb, const GemmShape& s, const std::vector<float>& A, const std::vector<uint16_t>&,
+                    int64_t lda, const std::vector<float>& B, const std::vector<uint16_t>&, int64_t ldb, float beta,
+                    std::vector<float>& C, int64_t ldc) {
+                   mb::sgemm(ta, tb, s.M, s.N, s.K, 0.5f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+                 });
+}
+
 TEST_CASE("gemm_bf16: every back-end and transpose against a float64 reference on the bf16 values") {
-  const mb::GemmBackend saved = mb::gemm_backend();
-  struct Shape {
-    int64_t M, N, K;
-  };
-  const std::vector<Shape> shapes = {{7, 5, 3}, {600, 96, 96}, {130, 40, 200}, {64, 768, 33}};
   // oneDNN's bf16 kernel where the CPU has AVX512-BF16; every other back-end (and CPU) widens the
   // same values to f32.
+  const mb::GemmBackend saved = mb::gemm_backend();
   const mb::CpuFeatures& f = mb::cpu_features();
   for (mb::GemmBackend backend : mb::available_gemm_backends()) {
     mb::set_gemm_backend(backend);
     const bool native = backend == mb::GemmBackend::OneDNN && mb::cpu_level() == mb::CpuLevel::AVX512 && f.avx512bf16;
     CHECK(mb::gemm_bf16_kernel() == std::string(native ? "onednn" : "emulated"));
-    for (const Shape& s : shapes)
-      for (bool ta : {false, true})
-        for (bool tb : {false, true})
-          for (float beta : {0.0f, 1.0f}) {
-            CAPTURE(mb::gemm_backend_name(backend));
-            CAPTURE(s.M);
-            CAPTURE(s.N);
-            CAPTURE(s.K);
-            CAPTURE(ta);
-            CAPTURE(tb);
-            CAPTURE(beta);
-            const int64_t lda = (ta ? s.M : s.K) + 3, ldb = (tb ? s.K : s.N) + 2, ldc = s.N + 5;
-            auto bf16_values = [](const std::vector<float>& x, std::vector<uint16_t>& bits) {
-              bits.resize(x.size());
-              std::vector<float> v(x.size());
-              for (size_t i = 0; i < x.size(); ++i) v[i] = mb::bf16_to_f32(bits[i] = mb::f32_to_bf16(x[i]));
-              return v;
-            };
-            std::vector<uint16_t> Ah, Bh;
-            const std::vector<float> A = bf16_values(mbtest::random_normals(size_t((ta ? s.K : s.M) * lda), 1), Ah);
-            const std::vector<float> B = bf16_values(mbtest::random_normals(size_t((tb ? s.N : s.K) * ldb), 2), Bh);
-            const std::vector<float> C0 = mbtest::random_normals(size_t(s.M * ldc), 3);
-            std::vector<float> C = C0;
-            mb::gemm_bf16(ta, tb, s.M, s.N, s.K, Ah.data(), lda, Bh.data(), ldb, beta, C.data(), ldc);
-            // Products of bf16 values are exact in f32: only the f32 sums round.
-            CHECK(worst_error(ta, tb, s.M, s.N, s.K, 1.0f, A, lda, B, ldb, beta, C0, C, ldc) < 1e-5);
-            bool padding_untouched = true;
-            for (int64_t i = 0; i < s.M; ++i)
-              for (int64_t j = s.N; j < ldc; ++j) padding_untouched &= C[size_t(i * ldc + j)] == C0[size_t(i * ldc + j)];
-            CHECK(padding_untouched);
-          }
   }
   mb::set_gemm_backend(saved);
+  // Products of bf16 values are exact in f32: only the f32 sums round.
+  check_products({{7, 5, 3}, {600, 96, 96}, {130, 40, 200}, {64, 768, 33}}, true, 1.0f,
+                 [](bool ta, bool tb, const GemmShape& s, const std::vector<float>&, const std::vector<uint16_t>& Ah,
+                    int64_t lda, const std::vector<float>&, const std::vector<uint16_t>& Bh, int64_t ldb, float beta,
+                    std::vector<float>& C, int64_t ldc) {
+                   mb::gemm_bf16(ta, tb, s.M, s.N, s.K, Ah.data(), lda, Bh.data(), ldb, beta, C.data(), ldc);
+                 });
 }
 
 TEST_CASE("gemm_weight and linear_forward: x·Wᵀ + b on the unpacked weight") {
