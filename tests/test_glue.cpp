@@ -105,8 +105,7 @@ TEST_CASE("GLUE real files: contents") {
   const auto t0 = std::chrono::steady_clock::now();
   const mb::GlueSplit sst = mb::read_glue_split(glue_dir(), mb::glue_task("SST-2"), "train");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  MESSAGE("SST-2 train read in " << seconds << " s");
-  CHECK(seconds < 0.5);
+  MESSAGE("SST-2 train read in " << seconds << " s");  // reported, not asserted: speed is for benchmarks
   CHECK(sst.examples[0].a == "hide new secretions from the parental units ");
   CHECK(sst.examples[0].label == 0);
   size_t positive = 0;
