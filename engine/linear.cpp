@@ -99,24 +99,27 @@ Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed)
   MB_CHECK(W.value().dtype() == DType::F32, std::string("linear: the weight is stored in ") +
                                                 dtype_name(W.value().dtype()) +
                                                 " (a quantized model) and runs only on its packed kernel, which did not take this product");
-  if (linear_precision() == Precision::BF16) {
-    const Tensor x_h = x.value().to_dtype(DType::BF16), w_h = W.value().to_dtype(DType::BF16);
+  // bf16 mixed precision (linear_precision()): the product on bf16 copies of x and W, kept for the
+  // backward pass; the bias and its gradient stay f32.
+  const bool bf16 = linear_precision() == Precision::BF16;
+  Tensor x_h, w_h;
+  if (bf16) {
+    x_h = x.value().to_dtype(DType::BF16);
+    w_h = W.value().to_dtype(DType::BF16);
     linear_forward_bf16(out.mutable_data(), x_h.data<uint16_t>(), w_h.data<uint16_t>(), bias, T, K, N, N);
-    if (rec)
-      record_backward([x, W, b, out, x_h, w_h, T, K, N] {
-        if (!out.has_grad()) return;
-        linear_backward_bf16(x.requires_grad() ? x.grad().f32() : nullptr, W.requires_grad() ? W.grad().f32() : nullptr,
-                             b.requires_grad() ? b.grad().f32() : nullptr, out.grad().f32(), x_h.data<uint16_t>(),
-                             w_h.data<uint16_t>(), T, K, N);
-      });
-    return out;
+  } else {
+    linear_forward(out.mutable_data(), x.data(), W.data(), bias, T, K, N);
   }
-  linear_forward(out.mutable_data(), x.data(), W.data(), bias, T, K, N);
   if (rec)
-    record_backward([x, W, b, out, T, K, N] {
+    record_backward([x, W, b, out, x_h, w_h, bf16, T, K, N] {
       if (!out.has_grad()) return;
-      linear_backward(x.requires_grad() ? x.grad().f32() : nullptr, W.requires_grad() ? W.grad().f32() : nullptr,
-                      b.requires_grad() ? b.grad().f32() : nullptr, out.grad().f32(), x.data(), W.data(), T, K, N);
+      float* dx = x.requires_grad() ? x.grad().f32() : nullptr;
+      float* dw = W.requires_grad() ? W.grad().f32() : nullptr;
+      float* db = b.requires_grad() ? b.grad().f32() : nullptr;
+      if (bf16)
+        linear_backward_bf16(dx, dw, db, out.grad().f32(), x_h.data<uint16_t>(), w_h.data<uint16_t>(), T, K, N);
+      else
+        linear_backward(dx, dw, db, out.grad().f32(), x.data(), W.data(), T, K, N);
     });
   return out;
 }
