@@ -23,7 +23,7 @@ const char* kPipeline =
     "The pipeline (each step writes a model directory the next one takes; any Hugging Face BERT\n"
     "directory can enter at any step):\n"
     "  minibridge init --config base --out bert\n"
-    "  minibridge pretrain --model bert --corpus $MINIBRIDGE_DATA/corpus --out pretrained\n"
+    "  minibridge pretrain --model bert --corpus $MINIBRIDGE_DATA/corpus --out pretrained --max-steps 10000\n"
     "  minibridge finetune --model pretrained --task SST-2 --out teacher\n"
     "  minibridge compress kprune --teacher teacher --task SST-2 --constraint 0.5 --out pruned\n"
     "  minibridge quantize --model pruned --out pruned-int8 --dtype int8\n"
