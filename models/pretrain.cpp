@@ -18,12 +18,14 @@
 #include "engine/rng.h"
 #include "engine/threads.h"
 #include "io/checkpoint.h"
+#include "io/config.h"
 #include "io/corpus.h"
 #include "io/jsonl_log.h"
 #include "io/mlm_data.h"
 #include "io/tokenizer.h"
 #include "models/bert.h"
 #include "models/data_parallel.h"
+#include "models/electra.h"
 #include "models/mlm_head.h"
 #include "models/training.h"
 
@@ -39,6 +41,7 @@ using nlohmann::json;
 constexpr uint64_t kHeldoutSeed = 0;
 constexpr uint64_t kEvalMaskSeed = 1234;
 constexpr uint64_t kDropoutSeedSalt = 0x5eed0d0bull;
+constexpr uint64_t kProposalSeedSalt = 0x9e0905a1ull;  // ELECTRA's generator samples
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -46,13 +49,18 @@ double now_s() {
 
 // What fixes the trajectory of a run: a resumed run must match the checkpoint on all of these.
 json trajectory_options(const PretrainOptions& o, int64_t warmup, int streams) {
-  return {{"max_steps", o.max_steps},         {"seq_len", o.seq_len},
+  json j = {{"max_steps", o.max_steps},         {"seq_len", o.seq_len},
           {"streams", streams},
           {"batch_size", o.batch_size},       {"lr", o.lr},
           {"warmup_steps", warmup},           {"weight_decay", o.weight_decay},
           {"max_grad_norm", o.max_grad_norm}, {"seed", o.seed},
           {"heldout_fraction", o.heldout_fraction}, {"eval_sequences", o.eval_sequences},
-          {"bf16", o.bf16}};
+          {"bf16", o.bf16}, {"dropout", o.dropout}, {"objective", o.objective}};
+  if (o.objective == "electra") {
+    j["generator_layers"] = o.generator_layers;
+    j["disc_weight"] = o.disc_weight;
+  }
+  return j;
 }
 
 // The option names as the CLI spells them, for messages.
@@ -87,6 +95,36 @@ double evaluate(const BertModel& model, const MlmHead& head, const std::vector<M
     masked += k;
   }
   return masked ? sum / double(masked) : std::nan("");
+}
+
+// ELECTRA on the evaluation set (no dropout, no tape): the generator's MLM loss, and the
+// discriminator's loss and accuracy on proposals drawn from a fixed seed.
+struct ElectraEval {
+  double mlm = 0.0, disc = 0.0, accuracy = 0.0;
+  int64_t masked = 0;
+};
+ElectraEval evaluate_electra(const BertModel& disc, const Electra& e, const std::vector<MlmBatch>& set) {
+  NoGrad no_grad;
+  ElectraEval r;
+  double mlm_sum = 0.0, disc_sum = 0.0;
+  int64_t tokens = 0, correct = 0, drawn = 0;
+  for (const MlmBatch& m : set) {
+    ElectraStep step;
+    step.sample_base = Rng(kEvalMaskSeed ^ kProposalSeedSalt).state();
+    step.draw_offset = drawn;
+    const ElectraLoss l = electra_loss(disc, e, to_batch(m), m.labels, step, ForwardOptions{});
+    const int64_t k = masked_count(m.labels);
+    mlm_sum += l.mlm * double(k);
+    disc_sum += l.disc * double(l.tokens);
+    r.masked += k;
+    tokens += l.tokens;
+    correct += l.correct;
+    drawn += l.tokens;
+  }
+  r.mlm = r.masked ? mlm_sum / double(r.masked) : std::nan("");
+  r.disc = tokens ? disc_sum / double(tokens) : std::nan("");
+  r.accuracy = tokens ? double(correct) / double(tokens) : std::nan("");
+  return r;
 }
 
 // The parameters MLM trains: embeddings, encoder layers, cls.predictions.*. The pooler (not on
@@ -171,6 +209,11 @@ PretrainResult pretrain(const PretrainOptions& o) {
   MB_CHECK(o.eval_sequences > 0, "pretrain: --eval-sequences must be positive");
   MB_CHECK(o.log_steps > 0, "pretrain: --log-steps must be positive");
   MB_CHECK(o.save_steps >= 0 && o.eval_steps >= 0, "pretrain: --save-steps and --eval-steps must not be negative");
+  MB_CHECK(o.objective == "mlm" || o.objective == "electra",
+           "pretrain: --objective must be mlm or electra, got '" + o.objective + "'");
+  const bool is_electra = o.objective == "electra";
+  MB_CHECK(o.generator_layers >= 0, "pretrain: --generator-layers must not be negative");
+  MB_CHECK(o.disc_weight > 0 && std::isfinite(o.disc_weight), "pretrain: --disc-weight must be positive");
   const int64_t warmup = o.resolved_warmup();
   const LinearPrecisionScope precision(o.bf16 ? Precision::BF16 : Precision::F32);
 
@@ -217,10 +260,24 @@ PretrainResult pretrain(const PretrainOptions& o) {
     MB_CHECK(!checkpoint_exists(ck_dir), ck_dir + ": a checkpoint of an earlier run is there; pass --resume to "
                                          "continue it, or choose another --out");
 
-  // ---- The model to train: a BertForMaskedLM (no classifier), MLM head found or created.
+  // ---- The model to train: a BertForMaskedLM (no classifier), MLM head found or created; or for
+  // ELECTRA the discriminator with a fresh generator and heads (in model.extra, "electra.*").
   model.classifier_w = Var();
   model.classifier_b = Var();
-  const MlmHead head = MlmHead::attach(model, o.seed);
+  PretrainOptions resolved = o;
+  if (is_electra && resolved.generator_layers == 0)
+    resolved.generator_layers = default_generator_layers(model.config.num_hidden_layers);
+  std::optional<MlmHead> head;
+  std::optional<Electra> electra;
+  if (is_electra) {
+    try {
+      electra.emplace(Electra::attach(model, resolved.generator_layers, o.seed));
+    } catch (const Error& e) {
+      throw Error(std::string("pretrain: ") + e.what() + " (--generator-layers)");
+    }
+  } else {
+    head.emplace(MlmHead::attach(model, o.seed));
+  }
   const std::vector<ParamRef> params = mlm_params(model);
   int64_t n_params = 0;
   for (const ParamRef& p : params) n_params += p.value->numel();
@@ -232,14 +289,42 @@ PretrainResult pretrain(const PretrainOptions& o) {
   int64_t step = 0;
   double win_loss = 0.0, last_grad_norm = 0.0, elapsed_before = 0.0, last_eval = -1.0, last_loss = 0.0;
   int64_t win_steps = 0;
+  double win_mlm = 0.0, win_disc = 0.0;  // ELECTRA: the two losses' sums over the log window
+  // OUT's model: for ELECTRA the discriminator alone, without the objective's tensors.
+  auto save_model = [&] {
+    if (!is_electra) return model.save(o.out_dir, DType::F32, o.model_dir);
+    BertModel plain = model;
+    strip_electra(plain);
+    plain.save(o.out_dir, DType::F32, o.model_dir);
+  };
   if (o.resume) {
+    {
+      // The objective and the generator's depth decide which tensors the checkpoint holds: they
+      // are compared before the tensors are read, so that a mismatch says so.
+      const json peek = read_json_file(ck_dir + "/state.json");
+      const json saved = peek.is_object() && peek.contains("options") && peek["options"].is_object()
+                             ? peek["options"] : json::object();
+      const json now = trajectory_options(resolved, warmup, streams);
+      for (const char* key : {"objective", "generator_layers"}) {
+        const json was = saved.contains(key) ? saved[key] : key == std::string("objective") ? json("mlm") : json();
+        const json asked = now.contains(key) ? now[key] : json();
+        MB_CHECK(was == asked || (asked.is_null() && was.is_null()),
+                 ck_dir + ": the checkpoint was made with " + flag_name(key) + " " +
+                     (was.is_null() ? std::string("(unset)") : was.dump()) + ", this run asks for " +
+                     (asked.is_null() ? std::string("(unset)") : asked.dump()) + "; resume with the same options");
+      }
+    }
     const json state = load_training_checkpoint(ck_dir, model, adam);
     try {
-      const json saved = state.at("options"), now = trajectory_options(o, warmup, streams);
+      json saved = state.at("options");
+      const json now = trajectory_options(resolved, warmup, streams);
+      // Checkpoints from before these options were made in f32 with the config's dropout.
+      if (saved.is_object() && !saved.contains("bf16")) saved["bf16"] = false;
+      if (saved.is_object() && !saved.contains("dropout")) saved["dropout"] = true;
+      if (saved.is_object() && !saved.contains("objective")) saved["objective"] = "mlm";
       for (const auto& [key, value] : now.items()) {
         // The default warm-up follows --max-steps, which is compared on its own.
         if (key == "warmup_steps" && o.warmup_steps < 0) continue;
-        if (key == "bf16" && !saved.contains(key) && !o.bf16) continue;  // checkpoints from before the option
         MB_CHECK(saved.contains(key) && saved.at(key) == value,
                  ck_dir + ": the checkpoint was made with " + flag_name(key) + " " +
                      (saved.contains(key) ? saved.at(key).dump() : "(unset)") + ", this run asks for " + value.dump() +
@@ -250,6 +335,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
       win_loss = state.at("window").at("loss_sum").get<double>();
       win_steps = state.at("window").at("steps").get<int64_t>();
       last_grad_norm = state.at("window").at("grad_norm").get<double>();
+      win_mlm = state.at("window").value("mlm_sum", 0.0);
+      win_disc = state.at("window").value("disc_sum", 0.0);
       last_loss = state.at("last_loss").get<double>();
       last_eval = state.at("last_eval").get<double>();
       elapsed_before = state.at("elapsed_s").get<double>();
@@ -269,7 +356,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
         r.already_done = true;
         return r;
       }
-      if (!fs::exists(out / "model.safetensors")) model.save(o.out_dir, DType::F32, o.model_dir);
+      if (!fs::exists(out / "model.safetensors")) save_model();
       std::cerr << "minibridge: " << o.out_dir << ": pretraining already finished (" << step
                 << " steps); nothing to do\n";
       PretrainResult r;
@@ -302,28 +389,46 @@ PretrainResult pretrain(const PretrainOptions& o) {
                   {"trained_parameters", n_params},
                   {"threads", num_threads()},
                   {"precision", o.bf16 ? "bf16" : "f32"},
+                  {"dropout", o.dropout},
+                  {"objective", o.objective},
                   {"ranks", dist::size()},
-                  {"options", trajectory_options(o, warmup, streams)}};
+                  {"options", trajectory_options(resolved, warmup, streams)}};
     log->write(start);
   }
 
   const double run_start = now_s();
   auto elapsed = [&] { return elapsed_before + (now_s() - run_start); };
   auto run_eval = [&] {
+    if (electra) {
+      const ElectraEval ev = evaluate_electra(model, *electra, eval_set);
+      last_eval = ev.mlm;
+      log->write({{"step", step},
+                  {"eval_mlm_loss", ev.mlm},
+                  {"eval_disc_loss", ev.disc},
+                  {"eval_disc_accuracy", ev.accuracy},
+                  {"eval_masked_tokens", ev.masked},
+                  {"elapsed_s", elapsed()}});
+      return;
+    }
     int64_t masked = 0;
-    last_eval = evaluate(model, head, eval_set, masked);
+    last_eval = evaluate(model, *head, eval_set, masked);
     log->write({{"step", step}, {"eval_mlm_loss", last_eval}, {"eval_masked_tokens", masked}, {"elapsed_s", elapsed()}});
   };
   auto save_all = [&] {
-    model.save(o.out_dir, DType::F32, o.model_dir);
+    save_model();
     const json state = {{"step", step},
                         {"data", stream.state()},
-                        {"window", {{"loss_sum", win_loss}, {"steps", win_steps}, {"grad_norm", last_grad_norm}}},
+                        {"window",
+                         {{"loss_sum", win_loss},
+                          {"steps", win_steps},
+                          {"grad_norm", last_grad_norm},
+                          {"mlm_sum", win_mlm},
+                          {"disc_sum", win_disc}}},
                         {"last_loss", last_loss},
                         {"last_eval", last_eval},
                         {"elapsed_s", elapsed()},
                         {"done", step == o.max_steps},
-                        {"options", trajectory_options(o, warmup, streams)}};
+                        {"options", trajectory_options(resolved, warmup, streams)}};
     save_training_checkpoint(ck_dir, model, adam, state);
   };
 
@@ -347,30 +452,52 @@ PretrainResult pretrain(const PretrainOptions& o) {
     const double lr = linear_warmup_decay(step, warmup, o.max_steps, o.lr);
     // This rank's share of the batch; its mean loss over its masked tokens weighted by its share of
     // the batch's masked tokens, so that the gradients summed over the ranks are the batch's.
-    double loss_value = 0.0;
+    double loss_value = 0.0, mlm_value = 0.0, disc_value = 0.0;
     const BatchShare share = my_share(batch);
     const std::vector<int32_t> labels(mbatch.labels.begin() + share.place.tokens_before,
                                       mbatch.labels.begin() + share.place.tokens_before + share.batch.num_tokens());
     const int64_t masked = masked_count(labels), batch_masked = masked_count(mbatch.labels);
     if (share.seqs.size() > 0) {
       Rng dropout_rng = dropout_rng_for_step(o.seed ^ kDropoutSeedSalt, step);
-      Var loss = mlm_loss(model, head, share.batch, labels, share.forward(&dropout_rng));
-      if (parallel) loss = scale(loss, batch_masked > 0 ? float(double(masked) / double(batch_masked)) : 0.0f);
-      loss_value = double(loss.data()[0]);
-      backward(loss);
+      // Without dropout the pass is an eval-mode pass; the tape still records it (the weights
+      // require gradients).
+      const ForwardOptions fwd = o.dropout ? share.forward(&dropout_rng) : ForwardOptions{};
+      const double mlm_share = batch_masked > 0 ? double(masked) / double(batch_masked) : 0.0;
+      if (electra) {
+        ElectraStep es;
+        es.disc_weight = o.disc_weight;
+        es.mlm_scale = parallel ? mlm_share : 1.0;
+        es.disc_scale = parallel ? double(share.batch.num_tokens()) / double(batch.num_tokens()) : 1.0;
+        es.sample_base = dropout_rng_for_step(o.seed ^ kProposalSeedSalt, step).state();
+        es.draw_offset = share.place.tokens_before;
+        const ElectraLoss l = electra_loss(model, *electra, share.batch, labels, es, fwd);
+        loss_value = double(l.loss.data()[0]);
+        mlm_value = l.mlm * es.mlm_scale;
+        disc_value = l.disc * es.disc_scale;
+        backward(l.loss);
+      } else {
+        Var loss = mlm_loss(model, *head, share.batch, labels, fwd);
+        if (parallel) loss = scale(loss, float(mlm_share));
+        loss_value = double(loss.data()[0]);
+        backward(loss);
+      }
     }
-    // The loss and any rank's stop request (Ctrl-C), summed over the ranks in one call: every rank
-    // then stops after the same step.
-    double reduced[2] = {loss_value, o.stop && o.stop->load() ? 1.0 : 0.0};
+    // The losses and any rank's stop request (Ctrl-C), summed over the ranks in one call: every
+    // rank then stops after the same step.
+    double reduced[4] = {loss_value, o.stop && o.stop->load() ? 1.0 : 0.0, mlm_value, disc_value};
     if (parallel) {
       allreduce_gradients(params);
-      dist::allreduce_sum(reduced, 2);
+      dist::allreduce_sum(reduced, 4);
       loss_value = reduced[0];
+      mlm_value = reduced[2];
+      disc_value = reduced[3];
     }
     last_grad_norm = optimizer_step(adam, params, lr, o.max_grad_norm);
     ++step;
     const double dt = now_s() - t0;
     win_loss += loss_value;
+    win_mlm += mlm_value;
+    win_disc += disc_value;
     ++win_steps;
     win_tokens += batch.num_tokens();
     run_tokens += batch.num_tokens();
@@ -385,6 +512,10 @@ PretrainResult pretrain(const PretrainOptions& o) {
       last_loss = win_loss / double(win_steps);
       json line = train_log_line(step, last_loss, lr, last_grad_norm,
                                  win_train_s > 0 ? double(win_tokens) / win_train_s : 0.0, elapsed());
+      if (electra) {
+        line["mlm_loss"] = win_mlm / double(win_steps);
+        line["disc_loss"] = win_disc / double(win_steps);
+      }
       if (parallel) {  // seconds per step summing the gradients, and waiting for the other ranks first
         const GradientTraffic now = gradient_traffic();
         const double calls = double(std::max<int64_t>(1, now.calls - win_traffic.calls));
@@ -394,6 +525,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
       }
       if (root) log->write(line);
       win_loss = 0.0;
+      win_mlm = 0.0;
+      win_disc = 0.0;
       win_steps = 0;
       win_tokens = 0;
       win_train_s = 0.0;

@@ -1,15 +1,20 @@
-// Masked-language-model pretraining (BERT's MLM objective, without next-sentence prediction):
-// packed sequences from a text corpus (io/mlm_data.h), 15% of tokens selected (80% [MASK], 10%
-// random, 10% kept), AdamW with linear warm-up/decay, dropout on. Each batch mixes sequences of
-// `streams` documents read side by side (shards of the training files), not one book at a time.
+// Pretraining: BERT's masked-LM objective (without next-sentence prediction), or ELECTRA's
+// replaced-token detection (--objective electra, models/electra.h), on packed sequences from a
+// text corpus (io/mlm_data.h), 15% of tokens selected (80% [MASK], 10% random, 10% kept), AdamW
+// with linear warm-up/decay, no dropout unless asked for (PretrainOptions::dropout). Each batch
+// mixes sequences of `streams` documents read side by side (shards of the training files), not
+// one book at a time.
 //
-// OUT, the output, is a model directory (config.json, model.safetensors with the encoder and the
-// MLM head under the HF BertForMaskedLM names cls.predictions.* — decoder tied to the word
-// embeddings — vocab.txt and tokenizer_config.json from the input), plus:
+// OUT, the output, is a model directory (config.json, model.safetensors with the encoder and, for
+// MLM, the head under the HF BertForMaskedLM names cls.predictions.* — decoder tied to the word
+// embeddings; for ELECTRA the discriminator alone, a BertModel — vocab.txt and
+// tokenizer_config.json from the input), plus:
 //   OUT/train_log.jsonl  one JSON line per log step {"step","loss","lr","grad_norm","tokens_per_s",
 //                        "elapsed_s"} and per evaluation {"step","eval_mlm_loss","eval_masked_tokens",
-//                        "elapsed_s"}; a {"event":"start"|"resume"|"done", ...} line (no "step")
-//                        marks each run.
+//                        "elapsed_s"}; ELECTRA adds "mlm_loss" and "disc_loss" (window means of
+//                        the generator's and the discriminator's losses; "loss" is their weighted
+//                        sum) and "eval_disc_loss", "eval_disc_accuracy"; a
+//                        {"event":"start"|"resume"|"done", ...} line (no "step") marks each run.
 //   OUT/checkpoint/      model + AdamW state + {step, MlmStream cursor, dropout RNG, running log
 //                        sums, options}; written atomically every save_steps and at the end.
 // The model in OUT is rewritten at every checkpoint, so an interrupted run leaves a usable model.
@@ -20,7 +25,7 @@
 // options and thread count.
 //
 // The pooler (unused by the MLM objective) is kept as it was and not trained; a classifier head
-// in the input model is dropped (the output is a BertForMaskedLM).
+// in the input model is dropped (the output is a BertForMaskedLM, or for ELECTRA a BertModel).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -33,6 +38,13 @@ struct PretrainOptions {
   std::string model_dir;   // input model directory (e.g. from `minibridge init`), with vocab.txt
   std::string corpus_dir;  // *.txt files (io/corpus.h)
   std::string out_dir;
+
+  // "mlm": BERT's masked-LM. "electra": replaced-token detection (models/electra.h); OUT is then
+  // the discriminator, a plain BERT model (no MLM head), and the eval lines add the
+  // discriminator's held-out loss and accuracy (eval_mlm_loss is the generator's).
+  std::string objective = "mlm";
+  int generator_layers = 0;      // electra: the generator's layers (0: max(1, layers / 4))
+  double disc_weight = 50.0;     // electra: λ, the weight of the discriminator's loss
 
   int64_t max_steps = 0;         // required: optimizer steps
   int seq_len = 128;             // tokens per packed sequence, [CLS] and [SEP] included
@@ -52,6 +64,11 @@ struct PretrainOptions {
   int64_t log_steps = 10;        // a train_log.jsonl line (mean loss since the previous one)
   bool resume = false;           // continue from OUT/checkpoint (an error when there is none)
   bool bf16 = false;             // bf16 mixed precision (models/training.h: TrainOptions::bf16)
+  // The config's dropout (hidden and attention) in the training passes. Off by default: a
+  // pretraining run sees each token about once, so there is nothing to regularise against, and
+  // dropout slows learning per token (Geiping & Goldstein 2022, "Cramming"; measured in
+  // docs/TRAINING.md "Pretraining defaults"). The saved config keeps its dropout for fine-tuning.
+  bool dropout = false;
   int threads = 0;               // 0: MB_NUM_THREADS or all cores (engine/threads.h)
   bool progress = true;          // progress line on stderr
 

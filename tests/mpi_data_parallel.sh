@@ -2,8 +2,8 @@
 # Data-parallel training under mpirun (docs/TRAINING.md, "Several processes (MPI)"):
 #  1. the same results at any number of ranks: finetune (20 steps, with a global batch of one
 #     sequence at the epoch's end, so one rank gets none) and pretrain (20 steps) at -np 1, 2 and 3,
-#     and compress mbbert and compress peakd (every student) at -np 2, against one process without
-#     mpirun: every logged loss within 1e-5 relative, the final weights within 1e-5 of the largest;
+#     pretrain --objective electra, compress mbbert and compress peakd (every student) at -np 2,
+#     against one process without mpirun: every logged loss within 1e-5 relative, the final weights within 1e-5 of the largest;
 #  2. a rank killed with SIGKILL ends the job within seconds, not a hang: a non-zero exit, one line
 #     from the surviving rank, the last checkpoint intact; --resume on one process then finishes
 #     the run as the uninterrupted one does.
@@ -83,6 +83,13 @@ for np in 1 2 3; do
   same_losses pt-1 pt-np$np 1e-5 || fail "pretrain -np $np: losses differ"
   same_weights {pt-1,pt-np$np}/checkpoint/tensors.safetensors 1e-5 || fail "pretrain -np $np: weights differ"
 done
+# ELECTRA: the generator's proposals use counter-based draws, so they do not depend on the split.
+echo " -np 2: pretrain --objective electra"
+"$mb" "${pretrain[@]}" --objective electra --out el-1 2>/dev/null >/dev/null
+"${mpi[@]}" -np 2 "$mb" "${pretrain[@]}" --objective electra --out el-np2 2>el-np2.err >/dev/null ||
+  { cat el-np2.err; fail "pretrain --objective electra -np 2"; }
+same_losses el-1 el-np2 1e-5 || fail "pretrain --objective electra -np 2: losses differ"
+same_weights {el-1,el-np2}/checkpoint/tensors.safetensors 1e-5 || fail "pretrain --objective electra -np 2: weights differ"
 # Distillation from the 20-step fine-tuned model: MB-BERT (1 bridge) and Pea-KD (3 students), 10
 # updates each; Pea-KD's teacher outputs and PTP evaluation are split over the ranks too.
 mbbert=(compress mbbert --teacher ft-1 --task SST-2 --data glue --steps 1 --rank 16 --batch-size 16 --log-steps 1

@@ -210,6 +210,11 @@ TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint,
   REQUIRE(lines.size() >= 2);
   CHECK(lines.front()["event"] == "start");
   CHECK(lines.front()["options"]["streams"] == 2);  // batches mix the two training documents
+  CHECK(lines.front()["options"]["dropout"] == false);  // pretraining's default: no dropout
+  CHECK(lines.front()["dropout"] == false);
+  // The saved config keeps the input's dropout for fine-tuning.
+  CHECK(config["hidden_dropout_prob"] == 0.1);
+  CHECK(config["attention_probs_dropout_prob"] == 0.1);
   CHECK(lines.back()["event"] == "done");
   std::vector<int64_t> train_steps, eval_steps;
   std::vector<double> losses, evals;
@@ -242,6 +247,44 @@ TEST_CASE("pretrain writes a BertForMaskedLM model, a JSON log and a checkpoint,
   CHECK(json::parse(again.out)["status"] == "already_done");
   CHECK(mbtest::read_file(out + "/model.safetensors") == model_bytes);
   CHECK(mbtest::read_file(out + "/train_log.jsonl") == log_bytes);
+}
+
+TEST_CASE("pretrain --dropout trains with the config's dropout; checkpoints from before the option resume as dropout runs") {
+  if (!have_data()) return;
+  const std::string ref = baseline();
+  const std::string out = fixture().root + "/dropout";
+  fs::remove_all(out);
+  const mbtest::CliRun r = mbtest::run_cli(common_args(out) + " --dropout");
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  const std::vector<json> lines = mbtest::json_lines(mbtest::read_file(out + "/train_log.jsonl"));
+  CHECK(lines.front()["options"]["dropout"] == true);
+  // Same data, masks and initial weights: only dropout differs. The step-0 evaluation (no
+  // training yet) is the same; the first training loss is not.
+  const std::vector<json> with = trajectory(out), without = trajectory(ref);
+  REQUIRE(with.size() == without.size());
+  CHECK(with[0] == without[0]);
+  CHECK(with[1] != without[1]);
+  CHECK(mbtest::read_file(out + "/config.json") == mbtest::read_file(ref + "/config.json"));
+  // It still learns (the model is tiny, the lr high: dropout costs little here).
+  CHECK(with.back()[1].get<double>() < with.front()[1].get<double>() - 0.3);
+
+  // A resume must match the option; a checkpoint without the key was made with dropout on.
+  const std::string old = fixture().root + "/dropout_old_state";
+  fs::remove_all(old);
+  fs::copy(out, old, fs::copy_options::recursive);
+  const std::string state_path = old + "/checkpoint/state.json";
+  json state = json::parse(mbtest::read_file(state_path));
+  state["options"].erase("dropout");
+  mbtest::write_file(state_path, state.dump());
+  mbtest::CliRun again = mbtest::run_cli(common_args(old) + " --resume");
+  CHECK(again.status == 1);
+  CHECK_MESSAGE(again.err.find("made with --dropout true, this run asks for false") != std::string::npos, again.err);
+  again = mbtest::run_cli(common_args(old) + " --resume --dropout");
+  CHECK_MESSAGE(again.status == 0, again.err);
+  CHECK(json::parse(again.out)["status"] == "already_done");
+  again = mbtest::run_cli(common_args(ref) + " --resume --dropout");
+  CHECK(again.status == 1);
+  CHECK_MESSAGE(again.err.find("--dropout false") != std::string::npos, again.err);
 }
 
 TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninterrupted run") {
@@ -277,6 +320,81 @@ TEST_CASE("pretrain killed with SIGKILL and resumed ends exactly like an uninter
   }
   CHECK(starts == 1);
   CHECK(resumes == 1);
+}
+
+TEST_CASE("pretrain --objective electra: the discriminator learns, OUT is a plain BERT, a killed run resumes exactly") {
+  if (!have_data()) return;
+  const std::string ref = fixture().root + "/electra";
+  fs::remove_all(ref);
+  const std::string args = " --objective electra";
+  mbtest::CliRun r = mbtest::run_cli(common_args(ref) + args);
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+
+  // OUT: the discriminator as a BertModel; no generator, no heads. The checkpoint carries them.
+  const json config = json::parse(mbtest::read_file(ref + "/config.json"));
+  CHECK(config["architectures"] == json::array({"BertModel"}));
+  const std::map<std::string, mb::Tensor> tensors = mb::read_model_weights(ref);
+  for (const auto& [name, t] : tensors) {
+    CHECK_MESSAGE(name.rfind("electra.", 0) != 0, name);
+    CHECK_MESSAGE(name.rfind("cls.", 0) != 0, name);
+  }
+  const mb::BertModel m = mb::BertModel::load(ref);
+  CHECK(m.extra.empty());
+  int generator = 0, head = 0;
+  for (const auto& [name, t] : mb::load_checkpoint(ref + "/checkpoint").tensors) {
+    generator += name.rfind("model.electra.generator.bert.encoder.layer.0.", 0) == 0;
+    head += name.rfind("model.electra.discriminator_predictions.", 0) == 0;
+  }
+  CHECK(generator == 16);  // one generator layer (a quarter of 2, at least 1)
+  CHECK(head == 4);
+
+  // The log: both losses every log step, the discriminator's held-out loss and accuracy.
+  std::vector<double> disc_evals, mlm_evals;
+  for (const json& j : mbtest::json_lines(mbtest::read_file(ref + "/train_log.jsonl"))) {
+    if (j.value("event", "") == "start") {
+      CHECK(j["options"]["objective"] == "electra");
+      CHECK(j["options"]["generator_layers"] == 1);
+    }
+    if (j.contains("loss") && j.contains("step")) {
+      CHECK(j.contains("mlm_loss"));
+      CHECK(j.contains("disc_loss"));
+      CHECK(j["loss"].get<double>() == doctest::Approx(j["mlm_loss"].get<double>() + 50 * j["disc_loss"].get<double>()));
+    }
+    if (j.contains("eval_disc_loss")) {
+      disc_evals.push_back(j["eval_disc_loss"]);
+      mlm_evals.push_back(j["eval_mlm_loss"]);
+      CHECK(j["eval_disc_accuracy"].get<double>() >= 0.0);
+    }
+  }
+  REQUIRE(disc_evals.size() == 4);
+  // Both learn: the discriminator from ln 2 = 0.69 (its head starts near chance), the generator
+  // from about ln 30522.
+  CHECK(disc_evals.front() > 0.6);
+  CHECK(disc_evals.back() < disc_evals.front() - 0.2);
+  CHECK(mlm_evals.back() < mlm_evals.front() - 0.3);
+
+  // SIGKILL after the step-10 checkpoint, then --resume: the same log and the same model bytes.
+  const std::string out = fixture().root + "/electra_killed";
+  fs::remove_all(out);
+  const pid_t pid = spawn(common_args(out) + args, out);
+  const int status = signal_when(pid, SIGKILL, [&] {
+    return mb::checkpoint_exists(out + "/checkpoint") && log_has_step(out, 12);
+  });
+  REQUIRE_MESSAGE(WIFSIGNALED(status), "the run ended before it could be killed: " << mbtest::read_file(out + ".err"));
+  CHECK(checkpoint_step(out) < 30);
+  r = mbtest::run_cli(common_args(out) + args + " --resume");
+  REQUIRE_MESSAGE(r.status == 0, r.err);
+  CHECK(trajectory(out) == trajectory(ref));
+  CHECK(mbtest::read_file(out + "/model.safetensors") == mbtest::read_file(ref + "/model.safetensors"));
+
+  // A resume must name the objective it was made with.
+  r = mbtest::run_cli(common_args(ref) + " --resume");
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("made with --objective \"electra\"") != std::string::npos, r.err);
+  r = mbtest::run_cli(common_args(fixture().root + "/electra_bad") + " --objective electra --generator-layers 3");
+  CHECK(r.status == 1);
+  CHECK_MESSAGE(r.err.find("--generator-layers") != std::string::npos, r.err);
+  CHECK_FALSE(fs::exists(fixture().root + "/electra_bad"));
 }
 
 // docs/RELIABILITY.md "Full disks": a checkpoint save that fails (here a file-size limit: EFBIG, as

@@ -74,6 +74,15 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_option("--corpus", o->corpus_dir, "directory of .txt files (searched recursively)")->required();
   cmd->add_option("--out", o->out_dir, "output model directory (+ train_log.jsonl, checkpoint/)")->required();
   cmd->add_option("--max-steps", o->max_steps, "optimizer steps")->required()->check(CLI::PositiveNumber);
+  cmd->add_option("--objective", o->objective,
+                  "mlm (BERT's masked LM) or electra (replaced-token detection: a small generator proposes the "
+                  "masked tokens, the model learns at every token which ones were replaced; OUT is that model)")
+      ->check(CLI::IsMember({"mlm", "electra"}));
+  cmd->add_option("--generator-layers", o->generator_layers,
+                  "electra: the generator's layers, at the model's width (default: a quarter of the model's, at least 1)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--disc-weight", o->disc_weight, "electra: the weight of the replaced-token loss (ELECTRA's 50)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--seq-len", o->seq_len, "tokens per packed sequence, [CLS] and [SEP] included")
       ->check(CLI::Range(3, 1 << 16));
   cmd->add_option("--batch-size", o->batch_size, "sequences per step (under mpirun: the global batch)")->check(CLI::Range(1, 1 << 16));
@@ -101,6 +110,9 @@ void add_pretrain_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--resume", o->resume, "continue the run in OUT from OUT/checkpoint");
   add_bf16_training_flag(*cmd, o->bf16);
+  cmd->add_flag("--dropout", o->dropout,
+                "use the model config's dropout while pretraining (default: off; the saved config keeps it for "
+                "fine-tuning)");
   cmd->add_option("--threads", o->threads, "threads (default: MB_NUM_THREADS or all)");
   auto no_progress = std::make_shared<bool>(false);
   cmd->add_flag("--no-progress", *no_progress, "no progress line on stderr");
