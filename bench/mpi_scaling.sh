@@ -41,7 +41,7 @@ json.dump(c, open('config-12x256.json', 'w'))"
     out=run-$shape-$layout
     rm -rf "$out"
     args=(pretrain --model "init-$shape" --corpus corpus --out "$out" --max-steps "$steps" --batch-size "$batch"
-          --seq-len 128 --log-steps 1 --eval-steps 0 --eval-sequences 8 --save-steps 0 --threads "$threads" --no-progress)
+          --seq-len 128 --log-steps 1 --eval-steps 0 --eval-sequences 8 --save-steps 0 --dropout --threads "$threads" --no-progress)
     if ((ranks == 1)); then
       "$mb" "${args[@]}" >/dev/null 2>"$out.err"
     else

@@ -204,7 +204,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
   MB_CHECK(!o.out_dir.empty(), "pretrain: no output directory given");
   MB_CHECK(o.max_steps > 0, "pretrain: --max-steps must be positive, got " + std::to_string(o.max_steps));
   MB_CHECK(o.batch_size > 0, "pretrain: --batch-size must be positive, got " + std::to_string(o.batch_size));
-  MB_CHECK(o.lr > 0 && std::isfinite(o.lr), "pretrain: --lr must be positive");
+  MB_CHECK(o.lr >= 0 && std::isfinite(o.lr), "pretrain: --lr must be positive (or 0 for the default)");
   MB_CHECK(o.weight_decay >= 0, "pretrain: --weight-decay must not be negative");
   MB_CHECK(o.eval_sequences > 0, "pretrain: --eval-sequences must be positive");
   MB_CHECK(o.log_steps > 0, "pretrain: --log-steps must be positive");
@@ -264,7 +264,8 @@ PretrainResult pretrain(const PretrainOptions& o) {
   // ELECTRA the discriminator with a fresh generator and heads (in model.extra, "electra.*").
   model.classifier_w = Var();
   model.classifier_b = Var();
-  PretrainOptions resolved = o;
+  PretrainOptions resolved = o;  // with the defaults that depend on the model filled in
+  if (resolved.lr == 0) resolved.lr = default_pretrain_lr(model.config.hidden_size);
   if (is_electra && resolved.generator_layers == 0)
     resolved.generator_layers = default_generator_layers(model.config.num_hidden_layers);
   std::optional<MlmHead> head;
@@ -449,7 +450,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
     const double t0 = now_s();
     const MlmBatch mbatch = stream.next_batch(o.batch_size);
     const Batch batch = to_batch(mbatch);
-    const double lr = linear_warmup_decay(step, warmup, o.max_steps, o.lr);
+    const double lr = linear_warmup_decay(step, warmup, o.max_steps, resolved.lr);
     // This rank's share of the batch; its mean loss over its masked tokens weighted by its share of
     // the batch's masked tokens, so that the gradients summed over the ranks are the batch's.
     double loss_value = 0.0, mlm_value = 0.0, disc_value = 0.0;

@@ -50,7 +50,10 @@ struct PretrainOptions {
   int seq_len = 128;             // tokens per packed sequence, [CLS] and [SEP] included
   int batch_size = 32;           // sequences per step
   int streams = 0;               // documents read side by side, mixed in every batch (0: batch_size)
-  double lr = 1e-4;              // peak learning rate (our default; BERT-base used 1e-4 too)
+  // Peak learning rate; 0: default_pretrain_lr(hidden size), 1e-3 at width 256 and below, scaled
+  // as 1/width above (μP's rule for Adam): 3.3e-4 for BERT-base. Measured at width 256 in
+  // docs/TRAINING.md "Pretraining settings"; wider models' values are that rule's, not measured.
+  double lr = 0.0;
   int64_t warmup_steps = -1;     // < 0: 10% of max_steps
   double weight_decay = 0.01;    // BERT's; not applied to biases and LayerNorm weights
   double max_grad_norm = 1.0;
@@ -83,6 +86,10 @@ struct PretrainOptions {
     return int(std::max<int64_t>(1, std::min<int64_t>(k, int64_t(train_files))));
   }
 };
+
+inline double default_pretrain_lr(int64_t hidden_size) {
+  return std::min(1e-3, 1e-3 * 256.0 / double(std::max<int64_t>(1, hidden_size)));
+}
 
 struct PretrainResult {
   int64_t steps = 0;              // optimizer steps completed (in all runs)

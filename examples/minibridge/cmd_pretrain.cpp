@@ -89,7 +89,9 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_option("--streams", o->streams,
                   "documents read side by side; every batch mixes them (default: --batch-size, at most one per file)")
       ->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--lr", o->lr, "peak learning rate (linear warm-up, then linear decay to 0)")
+  cmd->add_option("--lr", o->lr,
+                  "peak learning rate (linear warm-up, then linear decay to 0; default: 1e-3 up to width 256, "
+                  "1e-3 * 256 / hidden_size above)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--warmup-steps", o->warmup_steps, "warm-up steps (default: 10% of --max-steps)")
       ->check(CLI::NonNegativeNumber);
