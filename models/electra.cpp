@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "engine/error.h"
 #include "engine/functional.h"
@@ -17,7 +18,9 @@ constexpr uint64_t kGeneratorSeedSalt = 0x67656e6572ull;    // "gener"
 constexpr uint64_t kGeneratorHeadSalt = 0x67656e68ull;      // "genh"
 constexpr uint64_t kDiscHeadSalt = 0x64697363ull;           // "disc"
 
-bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
+void erase_prefixed(std::map<std::string, Var>& extra, const std::string& prefix) {
+  for (auto it = extra.begin(); it != extra.end();) it = it->first.rfind(prefix, 0) == 0 ? extra.erase(it) : std::next(it);
+}
 
 }  // namespace
 
@@ -25,8 +28,8 @@ Electra Electra::attach(BertModel& disc, int generator_layers, uint64_t seed) {
   MB_CHECK(generator_layers >= 1 && generator_layers <= disc.config.num_hidden_layers,
            "electra: the generator's layers must be in [1, " + std::to_string(disc.config.num_hidden_layers) +
                "] (the discriminator's), got " + std::to_string(generator_layers));
-  for (auto it = disc.extra.begin(); it != disc.extra.end();)
-    it = starts_with(it->first, "cls.") || starts_with(it->first, kElectraPrefix) ? disc.extra.erase(it) : std::next(it);
+  erase_prefixed(disc.extra, "cls.");
+  erase_prefixed(disc.extra, kElectraPrefix);
 
   Electra e;
   BertConfig gc = disc.config;
@@ -59,10 +62,7 @@ Electra Electra::attach(BertModel& disc, int generator_layers, uint64_t seed) {
   return e;
 }
 
-void strip_electra(BertModel& model) {
-  for (auto it = model.extra.begin(); it != model.extra.end();)
-    it = starts_with(it->first, kElectraPrefix) ? model.extra.erase(it) : std::next(it);
-}
+void strip_electra(BertModel& model) { erase_prefixed(model.extra, kElectraPrefix); }
 
 std::vector<int32_t> sample_proposals(const Tensor& logits, uint64_t base, const std::vector<int64_t>& draw) {
   MB_CHECK(logits.ndim() == 2 && logits.dim(0) == int64_t(draw.size()), "sample_proposals: one draw per row expected");
@@ -130,8 +130,7 @@ ElectraLoss electra_loss(const BertModel& disc, const Electra& e, const Batch& b
 
   // The discriminator at every token.
   const Var h = disc.hidden_states(corrupted, opt);
-  Var t = linear(h, e.head_dense_w, e.head_dense_b);
-  t = disc.config.hidden_act == "gelu" ? gelu(t) : gelu_tanh(t);
+  const Var t = linear_gelu(h, e.head_dense_w, e.head_dense_b, disc.config.hidden_act != "gelu");
   const Var d_logits = linear(t, e.head_out_w, e.head_out_b);
   const Var d_loss = cross_entropy(d_logits, is_replaced);
   r.disc = double(d_loss.data()[0]);

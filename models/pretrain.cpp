@@ -300,29 +300,17 @@ PretrainResult pretrain(const PretrainOptions& o) {
   };
   if (o.resume) {
     {
-      // The objective and the generator's depth decide which tensors the checkpoint holds: they
-      // are compared before the tensors are read, so that a mismatch says so.
+      // Every option that fixes the trajectory must match, compared before the tensors are read:
+      // the objective and the generator's depth decide which tensors the checkpoint holds.
       const json peek = read_json_file(ck_dir + "/state.json");
-      const json saved = peek.is_object() && peek.contains("options") && peek["options"].is_object()
-                             ? peek["options"] : json::object();
+      MB_CHECK(peek.is_object() && peek.contains("options") && peek.at("options").is_object(),
+               ck_dir + "/state.json: malformed pretraining state: no \"options\" object");
+      json saved = peek.at("options");
+      // Checkpoints from before these options: f32, the config's dropout, masked LM.
+      if (!saved.contains("bf16")) saved["bf16"] = false;
+      if (!saved.contains("dropout")) saved["dropout"] = true;
+      if (!saved.contains("objective")) saved["objective"] = "mlm";
       const json now = trajectory_options(resolved, warmup, streams);
-      for (const char* key : {"objective", "generator_layers"}) {
-        const json was = saved.contains(key) ? saved[key] : key == std::string("objective") ? json("mlm") : json();
-        const json asked = now.contains(key) ? now[key] : json();
-        MB_CHECK(was == asked || (asked.is_null() && was.is_null()),
-                 ck_dir + ": the checkpoint was made with " + flag_name(key) + " " +
-                     (was.is_null() ? std::string("(unset)") : was.dump()) + ", this run asks for " +
-                     (asked.is_null() ? std::string("(unset)") : asked.dump()) + "; resume with the same options");
-      }
-    }
-    const json state = load_training_checkpoint(ck_dir, model, adam);
-    try {
-      json saved = state.at("options");
-      const json now = trajectory_options(resolved, warmup, streams);
-      // Checkpoints from before these options were made in f32 with the config's dropout.
-      if (saved.is_object() && !saved.contains("bf16")) saved["bf16"] = false;
-      if (saved.is_object() && !saved.contains("dropout")) saved["dropout"] = true;
-      if (saved.is_object() && !saved.contains("objective")) saved["objective"] = "mlm";
       for (const auto& [key, value] : now.items()) {
         // The default warm-up follows --max-steps, which is compared on its own.
         if (key == "warmup_steps" && o.warmup_steps < 0) continue;
@@ -331,6 +319,9 @@ PretrainResult pretrain(const PretrainOptions& o) {
                      (saved.contains(key) ? saved.at(key).dump() : "(unset)") + ", this run asks for " + value.dump() +
                      "; resume with the same options");
       }
+    }
+    const json state = load_training_checkpoint(ck_dir, model, adam);
+    try {
       step = state.at("step").get<int64_t>();
       stream.restore(state.at("data"));
       win_loss = state.at("window").at("loss_sum").get<double>();
