@@ -8,7 +8,6 @@
 #include "engine/functional.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
-#include "io/mlm_data.h"
 
 namespace mb {
 
@@ -100,14 +99,10 @@ ElectraLoss electra_loss(const BertModel& disc, const Electra& e, const Batch& b
   ElectraLoss r;
   const int64_t T = int64_t(batch.input_ids.size());
   r.tokens = T;
-  std::vector<int32_t> rows, targets;
-  std::vector<int64_t> draws;
-  for (int64_t i = 0; i < T; ++i)
-    if (labels[size_t(i)] != kIgnoreLabel) {
-      rows.push_back(int32_t(i));
-      targets.push_back(labels[size_t(i)]);
-      draws.push_back(step.draw_offset + i);
-    }
+  const auto [rows, targets] = masked_rows(labels);
+  std::vector<int64_t> draws;  // token i of the batch takes draw draw_offset + i
+  draws.reserve(rows.size());
+  for (const int32_t i : rows) draws.push_back(step.draw_offset + i);
 
   // The generator: MLM at the masked positions, then one proposal per position (no tape).
   Batch corrupted = batch;

@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "engine/functional.h"
+#include "io/mlm_data.h"
 
 namespace mb {
 
@@ -39,18 +40,23 @@ Var MlmHead::logits(const BertModel& m, const Var& rows) const {
   return linear(t, m.word_emb, bias);  // decoder tied to the word embeddings
 }
 
+MaskedRows masked_rows(const std::vector<int32_t>& labels) {
+  MaskedRows r;
+  for (size_t i = 0; i < labels.size(); ++i)
+    if (labels[i] != kIgnoreLabel) {
+      r.rows.push_back(int32_t(i));
+      r.targets.push_back(labels[i]);
+    }
+  return r;
+}
+
 Var mlm_loss(const BertModel& m, const MlmHead& head, const Batch& batch, const std::vector<int32_t>& labels,
              const ForwardOptions& opt) {
   MB_CHECK(labels.size() == batch.input_ids.size(), "mlm_loss: one label per token expected");
-  std::vector<int32_t> rows, targets;
-  for (size_t i = 0; i < labels.size(); ++i)
-    if (labels[i] != -100) {
-      rows.push_back(int32_t(i));
-      targets.push_back(labels[i]);
-    }
+  const MaskedRows masked = masked_rows(labels);
   const Var hidden = m.hidden_states(batch, opt);
-  if (rows.empty()) return cross_entropy(head.logits(m, gather_rows(hidden, {0})), {-100});  // loss 0, no gradient
-  return cross_entropy(head.logits(m, gather_rows(hidden, rows)), targets);
+  if (masked.rows.empty()) return cross_entropy(head.logits(m, gather_rows(hidden, {0})), {-100});  // loss 0, no gradient
+  return cross_entropy(head.logits(m, gather_rows(hidden, masked.rows)), masked.targets);
 }
 
 }  // namespace mb

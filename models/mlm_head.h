@@ -20,6 +20,13 @@ struct MlmHead {
   Var logits(const BertModel& model, const Var& hidden_rows) const;
 };
 
+// The positions of a packed batch a masked-LM loss is taken at (label not -100), in order, and
+// their target tokens.
+struct MaskedRows {
+  std::vector<int32_t> rows, targets;
+};
+MaskedRows masked_rows(const std::vector<int32_t>& labels);
+
 // Masked-LM loss of a packed batch: cross-entropy over the positions whose label is not -100.
 // Only those rows go through the head (15% of tokens), which is most of the saving at 30k vocab.
 Var mlm_loss(const BertModel& model, const MlmHead& head, const Batch& batch, const std::vector<int32_t>& labels,

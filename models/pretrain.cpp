@@ -299,13 +299,14 @@ PretrainResult pretrain(const PretrainOptions& o) {
     plain.save(o.out_dir, DType::F32, o.model_dir);
   };
   if (o.resume) {
+    const Checkpoint ck = load_checkpoint(ck_dir);
+    const json& state = ck.state;
     {
-      // Every option that fixes the trajectory must match, compared before the tensors are read:
-      // the objective and the generator's depth decide which tensors the checkpoint holds.
-      const json peek = read_json_file(ck_dir + "/state.json");
-      MB_CHECK(peek.is_object() && peek.contains("options") && peek.at("options").is_object(),
-               ck_dir + "/state.json: malformed pretraining state: no \"options\" object");
-      json saved = peek.at("options");
+      // Every option that fixes the trajectory must match, compared before the parameters are
+      // loaded: the objective and the generator's depth decide which tensors the checkpoint holds.
+      MB_CHECK(state.is_object() && state.contains("options") && state.at("options").is_object(),
+               ck.dir + "/state.json: malformed pretraining state: no \"options\" object");
+      json saved = state.at("options");
       // Checkpoints from before these options: f32, the config's dropout, masked LM.
       if (!saved.contains("bf16")) saved["bf16"] = false;
       if (!saved.contains("dropout")) saved["dropout"] = true;
@@ -320,7 +321,7 @@ PretrainResult pretrain(const PretrainOptions& o) {
                      "; resume with the same options");
       }
     }
-    const json state = load_training_checkpoint(ck_dir, model, adam);
+    load_training_checkpoint(ck, model, adam);
     try {
       step = state.at("step").get<int64_t>();
       stream.restore(state.at("data"));

@@ -63,6 +63,11 @@ void load_parameters(const BertModel& model, const std::map<std::string, Tensor>
 
 nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel& model, AdamW& opt) {
   const Checkpoint ck = load_checkpoint(dir);
+  load_training_checkpoint(ck, model, opt);
+  return ck.state;
+}
+
+void load_training_checkpoint(const Checkpoint& ck, const BertModel& model, AdamW& opt) {
   load_parameters(model, ck.tensors, "model.", ck.dir);
   MB_CHECK(ck.state.contains("optimizer"), ck.dir + ": state.json lacks the optimizer state");
   try {
@@ -70,7 +75,6 @@ nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel&
   } catch (const Error& e) {
     throw Error(ck.dir + ": " + e.what());
   }
-  return ck.state;
 }
 
 nlohmann::json train_log_line(int64_t step, double loss, double lr, double grad_norm, double tokens_per_s,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/optim.h"
+#include "io/checkpoint.h"
 #include "models/bert.h"
 
 namespace mb {
@@ -55,6 +56,8 @@ void save_training_checkpoint(const std::string& dir, const BertModel& model, co
 // Restores parameters and optimizer state in place; returns the JSON state. Errors name the
 // checkpoint and the parameter when the model does not match.
 nlohmann::json load_training_checkpoint(const std::string& dir, const BertModel& model, AdamW& opt);
+// The same from a checkpoint already read (load_checkpoint), for a caller that checks its state first.
+void load_training_checkpoint(const Checkpoint& ck, const BertModel& model, AdamW& opt);
 
 // Tokens per second, ETA etc. are reported by engine/progress.h; this formats the JSON log line
 // every loop writes: {"step", "loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s", ...extra}.
