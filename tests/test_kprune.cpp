@@ -405,12 +405,15 @@ TEST_CASE("compress kprune CLI: results.json within budget, a loadable model dir
           doctest::Approx(res["metric_after"].get<double>()).epsilon(0.03));
   }
 
-  // The KPWT ablation: recorded as such, every step's solver "-".
+  CHECK(r.err.find("done in") != std::string::npos);  // the progress line's end
+
+  // The KPWT ablation: recorded as such, every step's solver "-". No progress line.
   const mbtest::CliRun plain = mbtest::run_cli("compress kprune --teacher " + dir + "/teacher --task MRPC --out " + dir +
                                                "/plain --constraint 0.5 --num-tokens 300 --threads 1 --no-eval "
-                                               "--no-weight-tuning");
+                                               "--no-weight-tuning --no-progress");
   INFO(plain.err);
   REQUIRE(plain.status == 0);
+  CHECK(plain.err.find("done in") == std::string::npos);
   CHECK(mb::read_json_file(dir + "/plain/results.json")["weight_tuning"] == false);
   for (const auto& line : mbtest::json_lines(mbtest::read_file(dir + "/plain/kprune_log.jsonl")))
     if (line.contains("solver")) CHECK(line["solver"] == "-");
