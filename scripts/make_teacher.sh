@@ -54,7 +54,7 @@ fi
 steps=$(cat "$exp/pretrain.steps")
 if ! grep -q '"event":"done"' "$exp/pretrained/train_log.jsonl" 2> /dev/null; then
   resume=()
-  [ -d "$exp/pretrained/checkpoint" ] && resume=(--resume)
+  { [ -d "$exp/pretrained/checkpoint" ] || [ -d "$exp/pretrained/checkpoint.old" ]; } && resume=(--resume)
   echo "make_teacher: pretraining $config ($objective) for $steps steps (~$hours h)" >&2
   "$MB" "${pretrain[@]}" --out "$exp/pretrained" --max-steps "$steps" "${resume[@]}" > /dev/null
 fi
@@ -64,7 +64,7 @@ for task in $tasks; do
     out="$exp/ft/$task-lr$lr"
     [ -s "$out.json" ] && continue
     resume=()
-    [ -d "$out/checkpoint" ] && resume=(--resume)
+    { [ -d "$out/checkpoint" ] || [ -d "$out/checkpoint.old" ]; } && resume=(--resume)
     echo "make_teacher: fine-tune $task at lr $lr" >&2
     "$MB" finetune --model "$exp/pretrained" --task "$task" --data "$glue" --out "$out" --threads "$threads" \
       --lr "$lr" "${ft_flags[@]}" "${resume[@]}" > "$out.json.tmp"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Pretraining objectives compared where it matters: each objective pretrains the same initial
 # model for the same wall time, then every task is fine-tuned from each result and scored on dev.
-# The wall time is turned into a step count per objective by a short probe run (steps per second,
-# evaluation and saving excluded), so the runs themselves stay resumable and reproducible.
+# The wall time is turned into a step count per objective by short probe runs (steps per second,
+# evaluation and saving excluded), so the runs themselves stay resumable and reproducible; an
+# OBJECTIVE.steps file already in EXP_DIR is used as it is (to rerun at a recorded budget).
 #   scripts/pretrain_compare.sh [EXP_DIR]
 # env: MB=build/minibridge, CONFIG=mini, MINUTES=20 (pretraining per objective),
 # OBJECTIVES="mlm electra", TASKS="SST-2 STS-B MRPC CoLA", PRETRAIN_FLAGS (added to every
@@ -26,30 +27,36 @@ init="$exp/init-$config"
 [ -f "$init/model.safetensors" ] || "$MB" init --config "$config" --out "$init" --seed 0 >&2
 common=(--model "$init" --corpus "$corpus" --threads "$threads" --no-progress "${pretrain_flags[@]}")
 
+# Each objective's wall time becomes a step count by probes (scripts/pretrain_probe.sh), taken in
+# turns, three rounds, the median per objective: the machine's speed drifts between phases, and
+# probing the objectives side by side keeps their ratio honest.
+need=()
+for objective in $objectives; do [ -s "$exp/$objective.steps" ] || need+=("$objective"); done
+if ((${#need[@]})); then
+  for round in 1 2 3; do
+    for objective in "${need[@]}"; do
+      [ "$round" = 1 ] && : > "$exp/$objective.rates"
+      bash "$(dirname "$0")/pretrain_probe.sh" "$exp/$objective.probe" "$MB" "${common[@]}" \
+        --objective "$objective" >> "$exp/$objective.rates"
+    done
+  done
+  for objective in "${need[@]}"; do
+    /usr/bin/python3 -c 'import statistics, sys
+print(max(1, int(float(sys.argv[1]) * 60 * statistics.median(map(float, open(sys.argv[2]))))))' \
+      "$minutes" "$exp/$objective.rates" > "$exp/$objective.steps.tmp"
+    mv "$exp/$objective.steps.tmp" "$exp/$objective.steps"
+  done
+fi
+
 for objective in $objectives; do
   run="$exp/$objective"
-  if [ ! -f "$run.steps" ]; then
-    rm -rf "$run.probe"
-    "$MB" pretrain "${common[@]}" --objective "$objective" --out "$run.probe" --max-steps 30 --eval-steps 0 \
-      --save-steps 0 > "$run.probe.json"
-    /usr/bin/python3 - "$run.probe/train_log.jsonl" "$minutes" > "$run.steps" <<'PY'
-import json, sys
-start = done = None
-for line in open(sys.argv[1]):
-    j = json.loads(line)
-    if j.get("event") == "start": start = j
-    if j.get("event") == "done": done = j
-o = start["options"]
-steps_per_s = done["tokens_per_s"] / (o["batch_size"] * o["seq_len"])
-print(max(1, int(float(sys.argv[2]) * 60 * steps_per_s)))
-PY
-    rm -rf "$run.probe"
-  fi
   steps=$(cat "$run.steps")
-  resume=()
-  [ -d "$run/checkpoint" ] && resume=(--resume)
-  echo "pretrain_compare: $objective, $steps steps (~$minutes min)" >&2
-  "$MB" pretrain "${common[@]}" --objective "$objective" --out "$run" --max-steps "$steps" "${resume[@]}" > /dev/null
+  if ! grep -q '"event":"done"' "$run/train_log.jsonl" 2> /dev/null; then
+    resume=()
+    { [ -d "$run/checkpoint" ] || [ -d "$run/checkpoint.old" ]; } && resume=(--resume)
+    echo "pretrain_compare: $objective, $steps steps (~$minutes min)" >&2
+    "$MB" pretrain "${common[@]}" --objective "$objective" --out "$run" --max-steps "$steps" "${resume[@]}" > /dev/null
+  fi
   for task in $tasks; do
     out="$exp/$objective-$task"
     [ -s "$out.json" ] && continue

@@ -31,7 +31,7 @@ for recipe in "${list[@]}"; do
   run="$exp/$name"
   if [ -f "$run/train_log.jsonl" ] && grep -q '"event":"done"' "$run/train_log.jsonl"; then continue; fi
   resume=()
-  [ -d "$run/checkpoint" ] && resume=(--resume)
+  { [ -d "$run/checkpoint" ] || [ -d "$run/checkpoint.old" ]; } && resume=(--resume)
   echo "pretrain_recipe: $name (${flags[*]})" >&2
   "$MB" pretrain --model "$init" --corpus "$corpus" --out "$run" --max-steps "$steps" \
     --batch-size "${BATCH:-32}" --seq-len "${SEQ:-128}" --eval-steps "${EVAL_STEPS:-100}" \
