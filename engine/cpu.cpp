@@ -73,6 +73,7 @@ CpuFeatures detect() {
   }
   const bool os_avx = avx && (xcr0 & 0x6) == 0x6;
   const bool os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;
+  const bool os_amx = (xcr0 & 0x60000) == 0x60000;  // bits 17-18: tile config and tile data
   f.fma = f.fma && os_avx;
   f.f16c = f.f16c && os_avx;
   unsigned max_leaf = __get_cpuid_max(0, nullptr);
@@ -84,6 +85,9 @@ CpuFeatures detect() {
     f.avx512bw = os_avx512 && (b & (1u << 30));
     f.avx512vl = os_avx512 && (b & (1u << 31));
     f.avx512vnni = os_avx512 && (c & (1u << 11));
+    const bool amx_tile = os_amx && (d & (1u << 24));
+    f.amxbf16 = amx_tile && (d & (1u << 22));
+    f.amxint8 = amx_tile && (d & (1u << 25));
     const unsigned subleaves = a;
     if (subleaves >= 1) {
       __cpuid_count(7, 1, a, b, c, d);
@@ -137,7 +141,9 @@ constexpr Feature kFeatures[] = {{&CpuFeatures::avx2, "avx2", 1},
                                  {&CpuFeatures::avx512vl, "avx512vl", 2},
                                  {&CpuFeatures::avx512bf16, "avx512bf16", kReportedOnly},
                                  {&CpuFeatures::avx512vnni, "avx512vnni", kReportedOnly},
-                                 {&CpuFeatures::avxvnni, "avxvnni", kReportedOnly}};
+                                 {&CpuFeatures::avxvnni, "avxvnni", kReportedOnly},
+                                 {&CpuFeatures::amxbf16, "amxbf16", kReportedOnly},
+                                 {&CpuFeatures::amxint8, "amxint8", kReportedOnly}};
 #endif
 
 // What a level's kernels need that this CPU lacks, space-separated; empty where the level runs.
