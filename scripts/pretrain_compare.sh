@@ -41,9 +41,7 @@ if ((${#need[@]})); then
     done
   done
   for objective in "${need[@]}"; do
-    /usr/bin/python3 -c 'import statistics, sys
-print(max(1, int(float(sys.argv[1]) * 60 * statistics.median(map(float, open(sys.argv[2]))))))' \
-      "$minutes" "$exp/$objective.rates" > "$exp/$objective.steps.tmp"
+    bash "$(dirname "$0")/pretrain_steps.sh" --rates "$exp/$objective.rates" "$minutes" > "$exp/$objective.steps.tmp"
     mv "$exp/$objective.steps.tmp" "$exp/$objective.steps"
   done
 fi

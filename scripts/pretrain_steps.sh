@@ -5,13 +5,24 @@
 # limit keeps the run's learning-rate schedule fixed from its start and lets a killed run resume to
 # the same end.
 #   scripts/pretrain_steps.sh MINUTES PROBE_DIR MINIBRIDGE PRETRAIN_ARGS...
+#   scripts/pretrain_steps.sh --rates RATES_FILE MINUTES   (probes already taken, one rate a line)
 # PRETRAIN_ARGS: the run's arguments but --out and --max-steps. Prints the step count on stdout.
 set -euo pipefail
+
+steps_from_rates() {  # MINUTES RATES_FILE
+  /usr/bin/python3 -c 'import statistics, sys
+print(max(1, int(float(sys.argv[1]) * 60 * statistics.median(map(float, open(sys.argv[2]))))))' "$1" "$2"
+}
+
+if [ "${1:-}" = --rates ]; then
+  steps_from_rates "$3" "$2"
+  exit
+fi
 minutes=$1 probe=$2 mb=$3
 shift 3
-rates=()
+rates=$(mktemp)
+trap 'rm -f "$rates"' EXIT
 for _ in 1 2 3; do
-  rates+=("$(bash "$(dirname "$0")/pretrain_probe.sh" "$probe" "$mb" "$@")")
+  bash "$(dirname "$0")/pretrain_probe.sh" "$probe" "$mb" "$@" >> "$rates"
 done
-/usr/bin/python3 -c 'import statistics, sys
-print(max(1, int(float(sys.argv[1]) * 60 * statistics.median(map(float, sys.argv[2:])))))' "$minutes" "${rates[@]}"
+steps_from_rates "$minutes" "$rates"
