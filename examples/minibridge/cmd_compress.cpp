@@ -20,6 +20,10 @@ void add_bf16_training_flag(CLI::App& cmd, bool& bf16) {
                "LayerNorm, softmax and losses stay f32");
 }
 
+void add_no_progress_flag(CLI::App& cmd, bool& progress) {
+  cmd.add_flag_callback("--no-progress", [&progress] { progress = false; }, "no progress line on stderr");
+}
+
 void add_student_training_options(CLI::App& cmd, mb::TrainOptions& train, int& max_len, int64_t& max_train_examples,
                                   const std::string& seed_help) {
   add_bf16_training_flag(cmd, train.bf16);

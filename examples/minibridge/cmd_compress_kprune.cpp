@@ -39,13 +39,11 @@ void add_compress_kprune_command(CLI::App& compress) {
   auto no_eval = std::make_shared<bool>(false);
   c->add_flag("--no-eval", *no_eval, "skip the dev metrics before/after");
   add_bf16_training_flag(*c, job->kprune.bf16);
-  auto no_progress = std::make_shared<bool>(false);
-  c->add_flag("--no-progress", *no_progress, "no progress line on stderr");
+  add_no_progress_flag(*c, job->kprune.progress);
   c->add_option("--threads", *threads, "threads (default: MB_NUM_THREADS or all)");
-  c->callback([job, threads, no_eval, no_tuning, no_progress] {
+  c->callback([job, threads, no_eval, no_tuning] {
     mb::set_num_threads(*threads);
     job->evaluate = !*no_eval;
-    job->kprune.progress = !*no_progress;
     job->kprune.weight_tuning = !*no_tuning;
     job->data_dir = glue_dir_or_default(job->data_dir);
     std::cout << mb::run_kprune(*job).dump() << std::endl;

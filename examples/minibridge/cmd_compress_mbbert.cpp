@@ -17,7 +17,6 @@ void add_compress_mbbert_command(CLI::App& compress) {
   auto form = std::make_shared<std::string>("residual_layernorm");
   auto ablation = std::make_shared<std::string>("none");
   auto threads = std::make_shared<int>(0);
-  auto no_progress = std::make_shared<bool>(false);
   o->train.lr = 5e-5;
   CLI::App* cmd = compress.add_subcommand(
       "mbbert", "MiniBridgeBERT: replace even-numbered layers by low-rank bridges, one per step, with progressive KD");
@@ -50,7 +49,7 @@ void add_compress_mbbert_command(CLI::App& compress) {
   cmd->add_option("--latency-examples", o->latency_examples, "dev examples timed one by one for results.md (0: none)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads", *threads, "threads (default: MB_NUM_THREADS or all)");
-  cmd->add_flag("--no-progress", *no_progress, "no progress line on stderr");
+  add_no_progress_flag(*cmd, o->progress);
   cmd->callback([=] {
     mb::set_num_threads(*threads);
     o->data_dir = glue_dir_or_default(o->data_dir);
@@ -58,7 +57,6 @@ void add_compress_mbbert_command(CLI::App& compress) {
     o->regression_init = *init == "regression";
     o->form = mb::parse_bridge_form(*form);
     o->ablation = mb::parse_mbbert_ablation(*ablation);
-    o->progress = !*no_progress;
     const mb::MbbertSummary s = mb::run_mbbert(*o);
     for (const auto& line : s.results) std::cout << line.dump() << "\n";
     std::cout.flush();

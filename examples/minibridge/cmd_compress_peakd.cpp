@@ -16,7 +16,6 @@ void add_compress_peakd_command(CLI::App& compress) {
   auto o = std::make_shared<mb::PeakdOptions>();
   auto sps = std::make_shared<std::string>(), ptp = std::make_shared<std::string>();
   auto threads = std::make_shared<int>(0);
-  auto no_progress = std::make_shared<bool>(false);
   o->train.lr = 5e-5;
   CLI::App* cmd = compress.add_subcommand(
       "peakd", "Pea-KD: shuffled parameter sharing + pretraining with the teacher's predictions, then PKD");
@@ -48,13 +47,12 @@ void add_compress_peakd_command(CLI::App& compress) {
   add_student_training_options(*cmd, o->train, o->max_len, o->max_train_examples,
                                "seed for the data order, subset, dropout and the PTP head");
   cmd->add_option("--threads", *threads, "threads (default: MB_NUM_THREADS or all)");
-  cmd->add_flag("--no-progress", *no_progress, "no progress line on stderr");
+  add_no_progress_flag(*cmd, o->progress);
   cmd->callback([=] {
     mb::set_num_threads(*threads);
     o->data_dir = glue_dir_or_default(o->data_dir);
     // Either flag picks one student; the other then defaults to on.
     if (!sps->empty() || !ptp->empty()) o->students = {mb::peakd_student(*sps != "off", *ptp != "off")};
-    o->progress = !*no_progress;
     const nlohmann::json results = mb::run_peakd(*o);
     if (mb::dist::is_root()) std::cout << results.dump() << std::endl;
   });

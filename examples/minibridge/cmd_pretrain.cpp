@@ -116,10 +116,8 @@ void add_pretrain_command(CLI::App& app) {
                 "use the model config's dropout while pretraining (default: off; the saved config keeps it for "
                 "fine-tuning)");
   cmd->add_option("--threads", o->threads, "threads (default: MB_NUM_THREADS or all)");
-  auto no_progress = std::make_shared<bool>(false);
-  cmd->add_flag("--no-progress", *no_progress, "no progress line on stderr");
-  cmd->callback([o, no_progress] {
-    o->progress = !*no_progress;
+  add_no_progress_flag(*cmd, o->progress);
+  cmd->callback([o] {
     run_pretrain(*o);
   });
 }

@@ -39,6 +39,8 @@ std::string glue_dir_or_default(const std::string& given);
 
 // --bf16 of the training commands (pretrain, finetune, compress): bf16 mixed precision.
 void add_bf16_training_flag(CLI::App& cmd, bool& bf16);
+// --no-progress of the long-running commands: sets progress to false (no progress line on stderr).
+void add_no_progress_flag(CLI::App& cmd, bool& progress);
 
 // --bf16 / --int8 of the inference commands (at most one): the encoder's packed precision.
 struct PrecisionFlags {
