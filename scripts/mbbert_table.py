@@ -4,10 +4,14 @@
 RUN_DIR: an `--out` directory of `minibridge compress mbbert` (results.jsonl, options.json). All
 runs must share the task and the teacher; the teacher (step 0) is one row, then each run's steps,
 runs in the order none (labelled "progressive"), no-kd, one-shot, distil-baseline. A run's last
-row has its metric and % of teacher in bold. Metric: the task's main dev metric, times 100."""
+row has its metric and % of teacher in bold. Metric: the task's main dev metric, times 100.
+Several runs of one ablation (seeds: `--seed`) are labelled by their directory's parent and
+ablation, and a second table follows: per ablation and step, the mean ± sd over those runs."""
 import json
 import os
+import statistics
 import sys
+from collections import defaultdict
 
 ORDER = ("none", "no-kd", "one-shot", "distil-baseline")
 LABEL = {"none": "progressive"}
@@ -50,7 +54,8 @@ def main():
     ablations = [r["opts"]["ablation"] for r in runs]
     for r in runs:
         ab = r["opts"]["ablation"]
-        r["label"] = LABEL.get(ab, ab) if ablations.count(ab) == 1 else os.path.basename(r["dir"])
+        r["label"] = (LABEL.get(ab, ab) if ablations.count(ab) == 1
+                      else os.path.basename(os.path.dirname(os.path.abspath(r["dir"]))) + "/" + ab)
         want = r["opts"]["steps"] if ab in ("none", "no-kd") else 1
         done = len(r["lines"]) - 1
         if done < want:
@@ -75,6 +80,31 @@ def main():
         steps = r["lines"][1:]
         for i, line in enumerate(steps):
             print(row(r["label"], line, r["opts"]["ablation"], i == len(steps) - 1))
+    if len(set(ablations)) < len(ablations):
+        summary(runs, base, metric)
+
+
+def summary(runs, base, metric):
+    """Mean ± sd of each ablation's metric per step over its runs (seeds)."""
+    by = defaultdict(list)  # (ablation, step) -> [(line, run)]
+    for r in runs:
+        for line in r["lines"][1:]:
+            by[(r["opts"]["ablation"], line["step"])].append(line)
+    print()
+    print(f"| run | step | #Params (M) | runs | {HEADER.get(metric, 'dev ' + metric + ' ×100')} mean ± sd | "
+          "% of teacher | seeds |")
+    print("|---|---|---|---|---|---|---|")
+    seeds = {}
+    for r in runs:
+        seeds.setdefault(r["opts"]["ablation"], []).append(str(r["opts"].get("seed", "?")))
+    for (ab, step), lines in sorted(by.items(), key=lambda kv: (ORDER.index(kv[0][0]) if kv[0][0] in ORDER
+                                                                   else len(ORDER), kv[0][1])):
+        ms = [100 * l["metric"] for l in lines]
+        mean = statistics.mean(ms)
+        sd = f"{statistics.stdev(ms):.2f}" if len(ms) > 1 else "—"
+        pct = f"{mean / (100 * base) * 100:.1f}" if base > 0 else "—"
+        print(f"| {LABEL.get(ab, ab)} | {step} | {lines[0]['params'] / 1e6:.2f} | {len(ms)} | {mean:.2f} ± {sd} | "
+              f"{pct} | {' '.join(sorted(seeds[ab], key=lambda v: (len(v), v)))} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ model against its size, one panel per task, the teacher as a horizontal line (gn
                                                    summary.jsonl of scripts/kprune_experiment.sh)
       x: the fraction of the teacher's FLOPs kept; one series with weight tuning, one without
   method_plots.py mbbert OUT.png RUN_DIR...         (compress mbbert --out DIR: results.jsonl)
-      x: parameters (M); one series per ablation, a point per progressive step
+      x: parameters (M); one series per ablation, a point per progressive step; several runs of
+      one ablation (seeds) give the mean with the standard deviation as an error bar
   method_plots.py peakd OUT.png RESULTS.json...    (compress peakd --out DIR/results.json)
       x: parameters (M); one series per student, the mean over the runs given (seeds) with the
       standard deviation as an error bar
@@ -47,6 +48,7 @@ MBBERT_LABEL = {"none": "progressive", "no-kd": "no KD", "one-shot": "one-shot",
 
 def mbbert(dirs):
     panels = defaultdict(lambda: {"series": defaultdict(list), "teacher": []})
+    points = defaultdict(list)  # (task, label, params) -> metrics over the runs (seeds)
     for d in dirs:
         opts = json.load(open(os.path.join(d, "options.json")))
         lines = [json.loads(l) for l in open(os.path.join(d, "results.jsonl")) if l.strip()]
@@ -57,7 +59,10 @@ def mbbert(dirs):
                 panel["teacher"].append(100 * line["metric"])
             else:
                 label = MBBERT_LABEL.get(line["ablation"], line["ablation"])
-                panel["series"][label].append((line["params"] / 1e6, 100 * line["metric"], None))
+                points[(task, label, line["params"] / 1e6)].append(100 * line["metric"])
+    for (task, label, x), ys in points.items():
+        sd = statistics.stdev(ys) if len(ys) > 1 else None
+        panels[task]["series"][label].append((x, statistics.mean(ys), sd))
     return panels, "parameters (M)"
 
 
