@@ -30,8 +30,23 @@ constexpr size_t kHugePage = size_t(2) << 20, kSmallPage = size_t(4) << 10;
 // A smaller block could not fill one.
 constexpr size_t kHugeBlock = kHugePage;
 
+// Blocks from 256 KiB up are mapped on their own rather than taken from malloc's heap, so that a
+// block released by the cache goes back to the system at once. From malloc's heap it would leave a
+// hole that glibc keeps (it only trims the heap's top): a run whose blocks outlive each other in
+// changing orders, as K-prune's per-batch carried inputs do, then grows its heap past what it
+// holds (K-prune of BERT-base at 100k sample tokens, cache capped at 256 MiB, 2 threads: after 2
+// of 24 steps a 1.56 GB heap and a 2.65 GiB peak; with these blocks mapped 0.16 GB and 2.10 GiB).
+// Blocks the cache keeps are reused as before.
+constexpr size_t kMappedBlock = size_t(256) << 10;
+
+void* map_block(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
 void release(void* p, size_t capacity) {
   if (capacity >= kHugeBlock) huge_page_free(p, capacity);
+  else if (capacity >= kMappedBlock) munmap(p, capacity);
   else std::free(p);
 }
 
@@ -42,23 +57,31 @@ size_t rounded_capacity(size_t bytes) {
   return ((bytes + granule - 1) / granule) * granule;
 }
 
-size_t cache_limit() {
-  static const size_t limit = [] {
-    const char* env = std::getenv("MB_TENSOR_CACHE_MB");
-    return (env && *env ? size_t(std::strtoull(env, nullptr, 10)) : size_t(4096)) << 20;
-  }();
-  return limit;
+const char* cache_limit_env() {
+  const char* env = std::getenv("MB_TENSOR_CACHE_MB");
+  return env && *env ? env : nullptr;
 }
 
 struct Cache {
   std::mutex mu;
   std::multimap<size_t, void*> free;  // capacity -> block
   size_t bytes = 0;
+  size_t limit = (cache_limit_env() ? size_t(std::strtoull(cache_limit_env(), nullptr, 10)) : size_t(4096)) << 20;
 };
 
 Cache& cache() {
   static Cache* c = new Cache;  // never destroyed: tensors may die during static destruction
   return *c;
+}
+
+// Releases the largest cached blocks until the cache holds at most c.limit bytes. Caller holds c.mu.
+void trim_to_limit(Cache& c) {
+  while (c.bytes > c.limit && !c.free.empty()) {
+    auto last = std::prev(c.free.end());
+    c.bytes -= last->first;
+    release(last->second, last->first);
+    c.free.erase(last);
+  }
 }
 
 }  // namespace
@@ -85,7 +108,8 @@ void* tensor_alloc(size_t bytes, size_t* capacity) {
       return p;
     }
   }
-  void* p = want >= kHugeBlock ? huge_page_alloc(want) : std::aligned_alloc(64, want);
+  // (want is a multiple of 64 KiB from 256 KiB up: whole pages for map_block.)
+  void* p = want >= kHugeBlock ? huge_page_alloc(want) : want >= kMappedBlock ? map_block(want) : std::aligned_alloc(64, want);
   if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
   *capacity = want;
   return p;
@@ -95,7 +119,7 @@ void tensor_free(void* p, size_t capacity) {
   if (capacity >= kMinCached) {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mu);
-    if (c.bytes + capacity <= cache_limit()) {
+    if (c.bytes + capacity <= c.limit) {
       c.free.emplace(capacity, p);
       c.bytes += capacity;
       return;
@@ -109,6 +133,23 @@ size_t tensor_cache_bytes() {
   std::lock_guard<std::mutex> lock(c.mu);
   return c.bytes;
 }
+
+size_t tensor_cache_limit() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.limit;
+}
+
+size_t tensor_cache_set_limit(size_t bytes) {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  const size_t previous = c.limit;
+  c.limit = bytes;
+  trim_to_limit(c);
+  return previous;
+}
+
+bool tensor_cache_limit_from_env() { return cache_limit_env() != nullptr; }
 
 void tensor_cache_clear() {
   Cache& c = cache();

@@ -14,6 +14,14 @@ void tensor_free(void* p, size_t capacity);
 size_t tensor_cache_bytes();
 // Returns every cached block to the system.
 void tensor_cache_clear();
+// The most bytes the cache holds: MB_TENSOR_CACHE_MB MiB, default 4096. Setting it releases the
+// largest cached blocks until the cache fits; returns the previous limit. For a command whose
+// passes allocate many different sizes that are seldom reused (K-prune's sample batches), where the
+// cache would only add to the peak. tensor_cache_limit_from_env(): the user set MB_TENSOR_CACHE_MB
+// (a command's own limit should then leave it alone).
+size_t tensor_cache_limit();
+size_t tensor_cache_set_limit(size_t bytes);
+bool tensor_cache_limit_from_env();
 
 // Memory from the system aligned to 2 MiB and advised for transparent huge pages (Linux's
 // MADV_HUGEPAGE; the "madvise" THP mode these machines run leaves other memory in 4 KiB pages).

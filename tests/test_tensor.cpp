@@ -79,6 +79,29 @@ TEST_CASE("small activations (bert-tiny's 64 KiB) are recycled too, smaller bloc
   mb::tensor_cache_clear();
 }
 
+TEST_CASE("a lower cache limit releases the largest blocks and caps what is kept") {
+  mb::tensor_cache_clear();
+  const size_t before = mb::tensor_cache_limit();
+  {
+    mb::Tensor a = mb::Tensor::empty({1024, 1024});  // 4 MiB
+    mb::Tensor b = mb::Tensor::empty({256, 256});    // 256 KiB
+  }
+  CHECK(mb::tensor_cache_bytes() == (4u << 20) + (256u << 10));
+  CHECK(mb::tensor_cache_set_limit(size_t(1) << 20) == before);  // 1 MiB: the 4 MiB block goes
+  CHECK(mb::tensor_cache_limit() == size_t(1) << 20);
+  CHECK(mb::tensor_cache_bytes() == 256u << 10);
+  { mb::Tensor c = mb::Tensor::empty({1024, 1024}); }  // freed into a full cache: released
+  CHECK(mb::tensor_cache_bytes() == 256u << 10);
+  CHECK(mb::tensor_cache_set_limit(0) == size_t(1) << 20);
+  CHECK(mb::tensor_cache_bytes() == 0);
+  { mb::Tensor d = mb::Tensor::empty({256, 256}); }
+  CHECK(mb::tensor_cache_bytes() == 0);
+  mb::tensor_cache_set_limit(before);
+  { mb::Tensor e = mb::Tensor::empty({256, 256}); }
+  CHECK(mb::tensor_cache_bytes() == 256u << 10);
+  mb::tensor_cache_clear();
+}
+
 TEST_CASE("huge-page blocks start on a 2 MiB boundary and are usable to the last byte") {
   for (size_t bytes : {size_t(1), size_t(4096), (size_t(9) << 20) + 12345}) {
     auto* p = static_cast<unsigned char*>(mb::huge_page_alloc(bytes));
