@@ -86,7 +86,7 @@ def main():
 
 def summary(runs, base, metric):
     """Mean ± sd of each ablation's metric per step over its runs (seeds)."""
-    by = defaultdict(list)  # (ablation, step) -> [(line, run)]
+    by = defaultdict(list)  # (ablation, step) -> that step's results.jsonl lines over the runs
     for r in runs:
         for line in r["lines"][1:]:
             by[(r["opts"]["ablation"], line["step"])].append(line)
@@ -102,7 +102,7 @@ def summary(runs, base, metric):
         ms = [100 * l["metric"] for l in lines]
         mean = statistics.mean(ms)
         sd = f"{statistics.stdev(ms):.2f}" if len(ms) > 1 else "—"
-        pct = f"{mean / (100 * base) * 100:.1f}" if base > 0 else "—"
+        pct = f"{mean / base:.1f}" if base > 0 else "—"
         print(f"| {LABEL.get(ab, ab)} | {step} | {lines[0]['params'] / 1e6:.2f} | {len(ms)} | {mean:.2f} ± {sd} | "
               f"{pct} | {' '.join(sorted(seeds[ab], key=lambda v: (len(v), v)))} |")
 
