@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "engine/cpu.h"
 #include "engine/dtype.h"
 #include "engine/gemm.h"
+#include "engine/lru_cache.h"
 #include "engine/packed_gemm_own.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
@@ -183,6 +185,67 @@ TEST_CASE("gemm_weight and linear_forward: x·Wᵀ + b on the unpacked weight") 
       }
     }
   }
+}
+
+TEST_CASE("LruCache: the most recently used entries, within its capacity") {
+  mb::LruCache<int, int> cache(2);
+  int made = 0;
+  auto get = [&](int key) {
+    return cache.get_or_make(key, [&] {
+      ++made;
+      return 10 * key;
+    });
+  };
+  CHECK(get(1) == 10);
+  CHECK(get(2) == 20);
+  CHECK(get(1) == 10);  // a hit: 1 is now more recent than 2
+  CHECK(made == 2);
+  CHECK(get(3) == 30);  // full: 2, the least recently used, goes
+  CHECK(cache.size() == 2);
+  CHECK(cache.contains(1));
+  CHECK_FALSE(cache.contains(2));
+  CHECK(cache.contains(3));
+  CHECK(made == 3);
+  CHECK_THROWS(cache.get_or_make(4, []() -> int { throw std::runtime_error("no"); }));
+  CHECK(cache.size() == 2);  // a failed make() drops nothing
+  CHECK(cache.contains(1));
+  CHECK(cache.contains(3));
+  using IntCache = mb::LruCache<int, int>;
+  CHECK_THROWS_AS(IntCache(0), mb::Error);
+}
+
+TEST_CASE("gemm_weight and gemm_bf16 stay right over more shapes than their primitive caches keep") {
+  // One primitive per output stride here: 1,100 strides pass the caches' 1,024 entries, so the
+  // first ones are dropped and made again on the second round.
+  const int64_t M = 3, K = 64, N = 32, shapes = 1100;
+  const std::vector<float> x = mbtest::random_normals(size_t(M * K), 7);
+  const std::vector<float> W = mbtest::random_normals(size_t(N * K), 8);
+  std::vector<uint16_t> xh(x.size()), wh(W.size());
+  mb::convert_f32_to_bf16(x.data(), xh.data(), x.size());
+  mb::convert_f32_to_bf16(W.data(), wh.data(), W.size());
+  std::vector<double> want(size_t(M * N)), want_h(size_t(M * N));  // f32 and bf16 operands
+  for (int64_t t = 0; t < M; ++t)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        want[size_t(t * N + n)] += double(x[size_t(t * K + k)]) * W[size_t(n * K + k)];
+        want_h[size_t(t * N + n)] += double(mb::bf16_to_f32(xh[size_t(t * K + k)])) * mb::bf16_to_f32(wh[size_t(n * K + k)]);
+      }
+  int64_t wrong = 0, wrong_h = 0;
+  for (int round = 0; round < 2; ++round)
+    for (int64_t i = 0; i < shapes; ++i) {
+      const int64_t ld = N + i;
+      std::vector<float> out(size_t(M * ld), 0.0f), out_h(size_t(M * ld), 0.0f);
+      const bool ran = mb::gemm_weight(W.data(), N, K, M, x.data(), nullptr, out.data(), ld);
+      // W as B = Wᵀ: [K, N] read transposed from the [N, K] rows.
+      mb::gemm_bf16(false, true, M, N, K, xh.data(), K, wh.data(), K, 0.0f, out_h.data(), ld);
+      for (int64_t t = 0; t < M; ++t)
+        for (int64_t n = 0; n < N; ++n) {
+          if (ran && std::fabs(out[size_t(t * ld + n)] - want[size_t(t * N + n)]) > 1e-4) ++wrong;
+          if (std::fabs(out_h[size_t(t * ld + n)] - want_h[size_t(t * N + n)]) > 1e-4) ++wrong_h;
+        }
+    }
+  CHECK(wrong == 0);
+  CHECK(wrong_h == 0);
 }
 
 namespace {
