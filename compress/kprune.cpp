@@ -11,6 +11,7 @@
 #include "engine/allocator.h"
 #include "engine/error.h"
 #include "engine/functional.h"
+#include "engine/memory_usage.h"
 #include "engine/progress.h"
 #include "engine/rng.h"
 #include "compress/distill.h"
@@ -547,6 +548,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
       j_rec["sublayer"] = sublayer_name(j);
       j_rec["solver"] = method;
       j_rec["kept"] = kept;  // the kept unit indices of this sublayer, ascending
+      j_rec["peak_rss_mb"] = peak_rss_mib();  // the process's so far (a long run's memory, step by step)
       log->write(j_rec);
     }
     if (!opt.checkpoint_dir.empty() && j + 1 < n_sub) save_state(j + 1);

@@ -7,7 +7,6 @@
 // that other engines can be fed exactly the same sequences); --dump writes the last hidden states
 // of the first forward pass so those engines' outputs can be checked against ours. Timing belongs
 // here (and in bench/compare.py), never in pass/fail tests.
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -26,6 +25,7 @@
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/gemm.h"
+#include "engine/memory_usage.h"
 #include "engine/optim.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
@@ -56,24 +56,6 @@ struct BenchOptions {
   bool no_pack = false;  // forward passes on the unpacked weights (the A/B of the packed GEMM path)
   PrecisionFlags precision;  // --bf16 / --int8 encoder weights and products
 };
-
-// Peak resident set size of this process, MiB. Linux: VmHWM of /proc/self/status, the high-water
-// mark of this program's own address space. getrusage's ru_maxrss is the fallback only: across
-// execve Linux carries over the RSS of the parent's forked copy, so a bench started from a large
-// process (a Python driver that imported torch) would report the parent's size.
-double peak_rss_mib() {
-  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-    char line[256];
-    long kib = -1;
-    while (std::fgets(line, sizeof line, f))
-      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
-    std::fclose(f);
-    if (kib >= 0) return double(kib) / 1024.0;
-  }
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return double(ru.ru_maxrss) / 1024.0;  // KiB on Linux
-}
 
 // A GLUE-like length in [8, S]: skewed towards short sequences (8 + (S-8)·u², mean ≈ 8 + (S-8)/3),
 // as sentence and sentence-pair tasks are.
@@ -245,7 +227,7 @@ void run_bench(const BenchOptions& o) {
   j["mean_ms"] = mean;
   j["times_ms"] = times;
   j["tokens_per_s"] = median > 0 ? double(tokens) * 1000.0 / median : 0.0;
-  j["peak_rss_mb"] = peak_rss_mib();
+  j["peak_rss_mb"] = mb::peak_rss_mib();
   j["weights_mb"] = weight_bytes / (1024.0 * 1024.0);
   j["load_ms"] = load_ms;
   if (o.train) {
