@@ -15,7 +15,9 @@ namespace mb {
 template <class Key, class Value>
 class LruCache {
  public:
-  explicit LruCache(size_t capacity) : capacity_(capacity) { MB_CHECK(capacity > 0, "LruCache: capacity must be positive"); }
+  explicit LruCache(size_t capacity) : capacity_(capacity) {
+    MB_CHECK(capacity > 0, "LruCache: capacity must be positive");
+  }
 
   // The value of key, made by make() when absent (then, when full, the least recently used entry
   // goes first). The reference stays valid until the entry is dropped. If make() throws, nothing
