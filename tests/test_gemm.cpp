@@ -214,40 +214,6 @@ TEST_CASE("LruCache: the most recently used entries, within its capacity") {
   CHECK_THROWS_AS(IntCache(0), mb::Error);
 }
 
-TEST_CASE("gemm_weight and gemm_bf16 stay right over more shapes than their primitive caches keep") {
-  // One primitive per output stride here: 1,100 strides pass the caches' 1,024 entries, so the
-  // first ones are dropped and made again on the second round.
-  const int64_t M = 3, K = 64, N = 32, shapes = 1100;
-  const std::vector<float> x = mbtest::random_normals(size_t(M * K), 7);
-  const std::vector<float> W = mbtest::random_normals(size_t(N * K), 8);
-  std::vector<uint16_t> xh(x.size()), wh(W.size());
-  mb::convert_f32_to_bf16(x.data(), xh.data(), x.size());
-  mb::convert_f32_to_bf16(W.data(), wh.data(), W.size());
-  std::vector<double> want(size_t(M * N)), want_h(size_t(M * N));  // f32 and bf16 operands
-  for (int64_t t = 0; t < M; ++t)
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t k = 0; k < K; ++k) {
-        want[size_t(t * N + n)] += double(x[size_t(t * K + k)]) * W[size_t(n * K + k)];
-        want_h[size_t(t * N + n)] += double(mb::bf16_to_f32(xh[size_t(t * K + k)])) * mb::bf16_to_f32(wh[size_t(n * K + k)]);
-      }
-  int64_t wrong = 0, wrong_h = 0;
-  for (int round = 0; round < 2; ++round)
-    for (int64_t i = 0; i < shapes; ++i) {
-      const int64_t ld = N + i;
-      std::vector<float> out(size_t(M * ld), 0.0f), out_h(size_t(M * ld), 0.0f);
-      const bool ran = mb::gemm_weight(W.data(), N, K, M, x.data(), nullptr, out.data(), ld);
-      // W as B = Wᵀ: [K, N] read transposed from the [N, K] rows.
-      mb::gemm_bf16(false, true, M, N, K, xh.data(), K, wh.data(), K, 0.0f, out_h.data(), ld);
-      for (int64_t t = 0; t < M; ++t)
-        for (int64_t n = 0; n < N; ++n) {
-          if (ran && std::fabs(out[size_t(t * ld + n)] - want[size_t(t * N + n)]) > 1e-4) ++wrong;
-          if (std::fabs(out_h[size_t(t * ld + n)] - want_h[size_t(t * N + n)]) > 1e-4) ++wrong_h;
-        }
-    }
-  CHECK(wrong == 0);
-  CHECK(wrong_h == 0);
-}
-
 namespace {
 
 // What a packed product of the precision computes, in float64: f32 as it is; bf16 on A and W rounded
@@ -293,6 +259,36 @@ std::vector<double> packed_reference(mb::Precision p, int64_t M, int64_t N, int6
 }
 
 }  // namespace
+
+TEST_CASE("gemm_weight and gemm_bf16 stay right over more shapes than their primitive caches keep") {
+  // One primitive per output stride here: 1,100 strides pass the caches' 1,024 entries, so the
+  // first ones are dropped and made again on the second round.
+  const int64_t M = 3, K = 64, N = 32, shapes = 1100;
+  const std::vector<float> x = mbtest::random_normals(size_t(M * K), 7);
+  const std::vector<float> W = mbtest::random_normals(size_t(N * K), 8);
+  std::vector<uint16_t> xh(x.size()), wh(W.size());
+  mb::convert_f32_to_bf16(x.data(), xh.data(), x.size());
+  mb::convert_f32_to_bf16(W.data(), wh.data(), W.size());
+  std::vector<double> magnitude;
+  const std::vector<double> want = packed_reference(mb::Precision::F32, M, N, K, x, W, nullptr, &magnitude);
+  const std::vector<double> want_h = packed_reference(mb::Precision::BF16, M, N, K, x, W, nullptr, &magnitude);
+  int64_t wrong = 0, wrong_h = 0;
+  for (int round = 0; round < 2; ++round)
+    for (int64_t i = 0; i < shapes; ++i) {
+      const int64_t ld = N + i;
+      std::vector<float> out(size_t(M * ld), 0.0f), out_h(size_t(M * ld), 0.0f);
+      const bool ran = mb::gemm_weight(W.data(), N, K, M, x.data(), nullptr, out.data(), ld);
+      // W as B = Wᵀ: [K, N] read transposed from the [N, K] rows.
+      mb::gemm_bf16(false, true, M, N, K, xh.data(), K, wh.data(), K, 0.0f, out_h.data(), ld);
+      for (int64_t t = 0; t < M; ++t)
+        for (int64_t n = 0; n < N; ++n) {
+          if (ran && std::fabs(out[size_t(t * ld + n)] - want[size_t(t * N + n)]) > 1e-4) ++wrong;
+          if (std::fabs(out_h[size_t(t * ld + n)] - want_h[size_t(t * N + n)]) > 1e-4) ++wrong_h;
+        }
+    }
+  CHECK(wrong == 0);
+  CHECK(wrong_h == 0);
+}
 
 TEST_CASE("the engine's own packed GEMM: every precision at every CPU level against float64") {
   // Shapes with partial tiles and panels, several blocks of K for every precision (a block holds
