@@ -1,12 +1,13 @@
 // Element-wise activations used by BERT: GELU (exact and tanh form) and tanh (pooler), plus the
 // bias + GELU pass that follows the FFN's first GEMM.
 //
-// The kernels are Eigen array expressions: Eigen evaluates erf, exp and tanh with its vectorised
-// (SIMD packet) approximations, accurate to a few ulp, where libm's scalar erff costs ~10% of a
-// BERT-base forward.
+// Exact GELU and its backward run on the CPU level's kernels (engine/cpu_kernels.h: Φ through a
+// vectorised erfc and exp, at the level's full width). The tanh form and tanh are Eigen array
+// expressions (Eigen's vectorised tanh, at the baseline's width: rarely used), never libm's scalar
+// calls, which cost ~10% of a BERT-base forward.
 #include <Eigen/Core>
-#include <unsupported/Eigen/SpecialFunctions>
 
+#include "engine/cpu_kernels.h"
 #include "engine/error.h"
 #include "engine/functional.h"
 #include "engine/gemm.h"
@@ -16,32 +17,25 @@
 namespace mb {
 
 namespace {
-constexpr float kInvSqrt2 = 0.70710678118654752440f;
-constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
 constexpr float kSqrt2OverPi = 0.79788456080286535588f;
 constexpr int64_t kGrain = 16384;  // elements per thread below which threading does not pay
 
 using Arr = Eigen::Map<Eigen::ArrayXf>;
 using ConstArr = Eigen::Map<const Eigen::ArrayXf>;
 
-// Φ(x) = ½(1 + erf(x/√2)) and its tanh approximation's argument u(x) = √(2/π)(x + 0.044715x³).
-template <class X> auto normal_cdf(const X& x) { return 0.5f * (1.0f + (x * kInvSqrt2).erf()); }
+// The tanh approximation's argument u(x) = √(2/π)(x + 0.044715x³).
 template <class X> auto tanh_arg(const X& x) { return kSqrt2OverPi * (x + 0.044715f * x.cube()); }
 }  // namespace
 
 void gelu_forward(float* x, int64_t n) {
-  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
-    Arr v(x + a, b - a);
-    v = v * normal_cdf(v);
-  });
+  const auto kernel = cpu_kernels().gelu;
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) { kernel(x + a, b - a); });
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
   // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) {
-    ConstArr x(inp + a, b - a), g(dout + a, b - a);
-    Arr(dinp + a, b - a) += g * (normal_cdf(x) + x * kInvSqrt2Pi * (-0.5f * x.square()).exp());
-  });
+  const auto kernel = cpu_kernels().gelu_backward;
+  parallel_chunks(n, kGrain, [&](int64_t a, int64_t b) { kernel(dinp + a, inp + a, dout + a, b - a); });
 }
 
 void gelu_tanh_forward(float* x, int64_t n) {
@@ -76,6 +70,7 @@ void tanh_backward(float* dinp, const float* out, const float* dout, int64_t n) 
 
 void bias_gelu_forward(float* out, float* pre, const float* bias, int64_t T, int64_t N, bool tanh_form) {
   // Row by row: add the bias, keep the sum in `pre` when asked (backward needs it), activate.
+  const auto exact = cpu_kernels().gelu;
   parallel_chunks(T, std::max<int64_t>(1, kGrain / std::max<int64_t>(N, 1)), [&](int64_t a, int64_t b) {
     ConstArr bv(bias, N);
     for (int64_t t = a; t < b; ++t) {
@@ -83,7 +78,7 @@ void bias_gelu_forward(float* out, float* pre, const float* bias, int64_t T, int
       y += bv;
       if (pre) Arr(pre + t * N, N) = y;
       if (tanh_form) y = 0.5f * y * (1.0f + tanh_arg(y).tanh());
-      else y = y * normal_cdf(y);
+      else exact(out + t * N, N);
     }
   });
 }
@@ -135,7 +130,7 @@ Var linear_gelu(const Var& x, const Var& W, const Var& b, bool tanh_form, const 
   Tensor x_h, w_h;
   if (bf16) {
     x_h = x.value().to_dtype(DType::BF16);
-    w_h = W.value().to_dtype(DType::BF16);
+    w_h = bf16_weight(W);
     linear_forward_bf16(out.mutable_data(), x_h.data<uint16_t>(), w_h.data<uint16_t>(), nullptr, T, K, N, N);
   } else {
     sgemm(false, true, T, N, K, 1.0f, x.data(), K, W.data(), K, 0.0f, out.mutable_data(), N);

@@ -86,6 +86,15 @@ struct CpuKernels {
   // out[i] = x[i] · inv_scale rounded to nearest even, for |x[i] · inv_scale| <= 127.
   void (*quantize_s8)(const float* x, int64_t n, float inv_scale, int8_t* out);
 
+  // Exact GELU x·Φ(x) on n floats in place (Φ the standard normal CDF, through erfc: relative
+  // error ~1e-7 even in the lower tail); and its backward, dinp += dout·(Φ(x) + x·φ(x)).
+  void (*gelu)(float* x, int64_t n);
+  void (*gelu_backward)(float* dinp, const float* inp, const float* dout, int64_t n);
+  // C[i, j] += Σ_t A[t, i] · B[t, j] for i < M, j < N, in double: A [K, ·] (row stride lda), B
+  // [K, ·] (ldb), C row-major (ldc). Each sum runs over t in order, in one accumulator.
+  void (*gram_f64)(const double* A, int64_t lda, const double* B, int64_t ldb, int64_t K, int64_t M, int64_t N,
+                   double* C, int64_t ldc);
+
   // The packed GEMM's kernels by precision (mb::Precision: f32, bf16, int8), nr = 2 · lanes.
   PackedGemmKernel gemm[3];
 };

@@ -1,4 +1,5 @@
 // Element-wise add, scale, per-column bias and mask, and dropout.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -112,19 +113,22 @@ Var mask_columns(const Var& x, const Var& m) {
     record_backward([x, m, out, T, C] {
       if (!out.has_grad()) return;
       const float *g = out.grad().f32(), *px = x.data(), *pm = m.data();
-      if (x.requires_grad()) {
-        float* d = x.grad().f32();
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t c = 0; c < C; ++c) d[t * C + c] += g[t * C + c] * pm[c];
-      }
-      if (m.requires_grad()) {
-        // Summed in double over the rows: scores are sums of many small products.
-        std::vector<double> acc(size_t(C), 0.0);
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += double(g[t * C + c]) * double(px[t * C + c]);
-        float* d = m.grad().f32();
-        for (int64_t c = 0; c < C; ++c) d[c] += float(acc[size_t(c)]);
-      }
+      float* dx = x.requires_grad() ? x.grad().f32() : nullptr;
+      float* dm = m.requires_grad() ? m.grad().f32() : nullptr;
+      // Blocks of columns over the threads, rows in order within each: every sum runs in the same
+      // order whatever the thread count. dm is summed in double over the rows: scores are sums of
+      // many small products.
+      std::vector<double> acc(dm ? size_t(C) : 0, 0.0);
+      parallel_chunks(C, std::max<int64_t>(64, 65536 / std::max<int64_t>(T, 1)), [&](int64_t c0, int64_t c1) {
+        for (int64_t t = 0; t < T; ++t) {
+          if (dx)
+            for (int64_t c = c0; c < c1; ++c) dx[t * C + c] += g[t * C + c] * pm[c];
+          if (dm)
+            for (int64_t c = c0; c < c1; ++c) acc[size_t(c)] += double(g[t * C + c]) * double(px[t * C + c]);
+        }
+      });
+      if (dm)
+        for (int64_t c = 0; c < C; ++c) dm[c] += float(acc[size_t(c)]);
     });
   return out;
 }

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "engine/cpu.h"
+#include "engine/cpu_kernels.h"
 #include "engine/error.h"
 #include "engine/threads.h"
 
@@ -159,6 +160,35 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
     default:
       sgemm_eigen(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
+  }
+}
+
+void gemm_tn_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb,
+                 double* C, int64_t ldc, bool lower) {
+  if (M <= 0 || N <= 0 || K <= 0) return;
+  // Tasks of 64 rows by 256 columns of C, over all of K in blocks of 256: a task's block of B
+  // (256 × 256 doubles, 512 KiB) stays in L2 while its 64 rows of A stream past it.
+  constexpr int64_t kRows = 64, kCols = 256, kDepth = 256;
+  struct Task {
+    int64_t i0, i1, j0, j1;
+  };
+  std::vector<Task> tasks;
+  for (int64_t i0 = 0; i0 < M; i0 += kRows) {
+    const int64_t i1 = std::min(M, i0 + kRows);
+    for (int64_t j0 = 0; j0 < N; j0 += kCols) {
+      const int64_t j1 = std::min({N, j0 + kCols, lower ? i1 : N});
+      if (j1 > j0) tasks.push_back({i0, i1, j0, j1});
+    }
+  }
+  const auto gram = cpu_kernels().gram_f64;
+  const int64_t n_tasks = int64_t(tasks.size());
+  const double flops = 2.0 * double(M) * double(N) * double(K) / (lower ? 2 : 1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads()) if (n_tasks > 1 && flops > 4e6)
+  for (int64_t ti = 0; ti < n_tasks; ++ti) {
+    const Task& t = tasks[size_t(ti)];
+    for (int64_t k0 = 0; k0 < K; k0 += kDepth)
+      gram(A + k0 * lda + t.i0, lda, B + k0 * ldb + t.j0, ldb, std::min(kDepth, K - k0), t.i1 - t.i0, t.j1 - t.j0,
+           C + t.i0 * ldc + t.j0, ldc);
   }
 }
 

@@ -31,6 +31,15 @@ void set_gemm_backend(GemmBackend b);
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// C[M, N] += Aᵀ·B in double, from A [K, M] and B [K, N] (row-major, leading dimensions lda, ldb;
+// C row-major, ldc): normal equations such as K-prune's AᵀA and AᵀR. lower: only C[i, j] with
+// j <= i is wanted (AᵀA's lower triangle; whole tiles above the diagonal are skipped, entries above
+// it inside a tile on the diagonal are computed too). Each entry is summed in the same order
+// whatever the thread count. The level's kernel (engine/cpu_kernels.h), threaded
+// over blocks of C.
+void gemm_tn_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb,
+                 double* C, int64_t ldc, bool lower = false);
+
 // bfloat16 products for mixed-precision training (engine/linear.cpp): C[M, N] = op(A)·op(B) + beta·C
 // with A and B given as bfloat16 bits (row-major, leading dimensions as sgemm's), beta 0 or 1. Each
 // product of two bf16 values is exact in f32 and the sums are f32. It runs on oneDNN's bf16 matmul

@@ -1,6 +1,8 @@
 // Linear layer: y = x·Wᵀ + b (W in PyTorch's [out, in] layout).
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <tuple>
 
 #include "engine/error.h"
 #include "engine/functional.h"
@@ -47,7 +49,37 @@ Precision& linear_precision_setting() {
   return p;
 }
 
+FrozenWeightsBf16Scope::Copies*& open_frozen_copies() {
+  static FrozenWeightsBf16Scope::Copies* open = nullptr;
+  return open;
+}
+
 }  // namespace
+
+// (data, rows, cols) of an f32 weight → that weight (held, so that its storage cannot be freed and
+// reused by another tensor while the key names it) and its bf16 copy.
+struct FrozenWeightsBf16Scope::Copies {
+  std::map<std::tuple<const void*, int64_t, int64_t>, std::pair<Tensor, Tensor>> by_weight;
+};
+
+FrozenWeightsBf16Scope::FrozenWeightsBf16Scope() : copies_(new Copies), saved_(open_frozen_copies()) {
+  open_frozen_copies() = copies_;
+}
+FrozenWeightsBf16Scope::~FrozenWeightsBf16Scope() {
+  open_frozen_copies() = saved_;
+  delete copies_;
+}
+size_t FrozenWeightsBf16Scope::conversions() const { return copies_->by_weight.size(); }
+
+Tensor bf16_weight(const Var& W) {
+  const Tensor& w = W.value();
+  FrozenWeightsBf16Scope::Copies* open = open_frozen_copies();
+  if (!open || W.requires_grad() || w.ndim() != 2) return w.to_dtype(DType::BF16);
+  const auto key = std::make_tuple(static_cast<const void*>(w.raw()), w.dim(0), w.dim(1));
+  auto it = open->by_weight.find(key);
+  if (it == open->by_weight.end()) it = open->by_weight.emplace(key, std::make_pair(w, w.to_dtype(DType::BF16))).first;
+  return it->second.second;
+}
 
 void set_linear_precision(Precision p) {
   MB_CHECK(p != Precision::Int8, "linear products train in f32 or bf16, not int8");
@@ -105,7 +137,7 @@ Var linear(const Var& x, const Var& W, const Var& b, const PackedWeight* packed)
   Tensor x_h, w_h;
   if (bf16) {
     x_h = x.value().to_dtype(DType::BF16);
-    w_h = W.value().to_dtype(DType::BF16);
+    w_h = bf16_weight(W);
     linear_forward_bf16(out.mutable_data(), x_h.data<uint16_t>(), w_h.data<uint16_t>(), bias, T, K, N, N);
   } else {
     linear_forward(out.mutable_data(), x.data(), W.data(), bias, T, K, N);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/cpu.h"
 #include "engine/ops.h"
 #include "engine/functional.h"
 #include "io/safetensors.h"
@@ -218,6 +219,96 @@ TEST_CASE("bf16 mixed precision: oneDNN's bf16 kernel and the widened-f32 produc
     }
   }
   mb::set_gemm_backend(saved);
+}
+
+TEST_CASE("exact GELU and its backward at every CPU level against float64, tails included") {
+  // x from −12 to 12 in steps of 1/64 (odd count: every vector tail length), plus ±0, +∞ and NaN.
+  std::vector<float> x;
+  for (int i = -12 * 64; i <= 12 * 64; ++i) x.push_back(float(i) / 64.0f + 1.0f / 1024);
+  for (float v : {0.0f, -0.0f, INFINITY, NAN}) x.push_back(v);
+  const int64_t n = int64_t(x.size()), finite = n - 4;
+  std::vector<float> g(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) g[size_t(i)] = 1.0f + 0.25f * float(i % 7);
+  const mb::CpuLevel saved = mb::cpu_level();
+  for (mb::CpuLevel level : mb::supported_cpu_levels()) {
+    mb::set_cpu_level(level);
+    CAPTURE(mb::cpu_level_name(level));
+    std::vector<float> y = x, dx(size_t(n), 0.0f);
+    mb::gelu_forward(y.data(), n);
+    mb::gelu_backward(dx.data(), x.data(), g.data(), n);
+    // Relative errors, the slope Φ + xφ's (0 near x = −0.75) against its two terms' size; within
+    // |x| <= 6 (Φ(x) >= 1e-9) and beyond. The lower tail's error grows as x²·2⁻²⁴ from rounding
+    // exp's argument −x²/2 (measured: 2.6e-6 at |x| <= 6, 1.2e-5 beyond); Eigen's 1 + erf(x/√2),
+    // used before, kept no digit at all below x = −5.5.
+    double worst[2][2] = {{0, 0}, {0, 0}};
+    for (int64_t i = 0; i < finite; ++i) {
+      const double v = x[size_t(i)], cdf = 0.5 * std::erfc(-v / std::sqrt(2.0));
+      const double pdf = std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
+      const int tail = std::fabs(v) > 6;
+      worst[tail][0] = std::max(worst[tail][0], std::fabs(y[size_t(i)] - v * cdf) / std::fabs(v * cdf));
+      worst[tail][1] = std::max(worst[tail][1], std::fabs(dx[size_t(i)] / g[size_t(i)] - (cdf + v * pdf)) / (cdf + std::fabs(v) * pdf));
+    }
+    MESSAGE(std::string(mb::cpu_level_name(level)) << ": worst relative error |x| <= 6: GELU " << worst[0][0] << ", slope "
+                                                   << worst[0][1] << "; |x| > 6: " << worst[1][0] << ", " << worst[1][1]);
+    CHECK(worst[0][0] < 5e-6);
+    CHECK(worst[0][1] < 2e-6);
+    CHECK(worst[1][0] < 3e-5);
+    CHECK(worst[1][1] < 3e-5);
+    CHECK(y[size_t(n - 4)] == 0.0f);
+    CHECK(std::signbit(y[size_t(n - 3)]));  // GELU(−0) = −0
+    CHECK(y[size_t(n - 2)] == INFINITY);
+    CHECK(std::isnan(y[size_t(n - 1)]));
+    CHECK(dx[size_t(n - 4)] == doctest::Approx(0.5 * g[size_t(n - 4)]));  // slope 1/2 at 0
+    // The backward adds to dinp.
+    const std::vector<float> once = dx;
+    mb::gelu_backward(dx.data(), x.data(), g.data(), finite);
+    for (int64_t i = 0; i < finite; ++i) CHECK(dx[size_t(i)] == 2 * once[size_t(i)]);
+  }
+  mb::set_cpu_level(saved);
+}
+
+TEST_CASE("bf16: a FrozenWeightsBf16Scope converts each frozen weight once, with the same results") {
+  mb::Rng rng(11);
+  auto random = [&](std::vector<int64_t> shape) {
+    mb::Tensor t = mb::Tensor::empty(shape);
+    for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = float(rng.normal());
+    return t;
+  };
+  const mb::Var W(random({16, 24})), W2(random({32, 16})), b(random({16})), b2(random({32}));
+  const mb::Tensor dout = random({5, 32});
+  const mb::LinearPrecisionScope precision(mb::Precision::BF16);
+  // x → linear(W) → linear_gelu(W2), the input's gradient through both.
+  auto run = [&](const mb::Var& w) {
+    mb::Var x(random({5, 24}), true);
+    const mb::Var y = mb::linear_gelu(mb::linear(x, w, b), W2, b2);
+    const mb::Tensor out = y.value().clone();
+    mb::backward(y, dout);
+    return std::make_pair(out, x.grad().clone());
+  };
+  rng = mb::Rng(5);
+  const auto plain = run(W);
+  rng = mb::Rng(5);
+  mb::FrozenWeightsBf16Scope once;
+  const auto cached = run(W);
+  CHECK(once.conversions() == 2);
+  CHECK(rel_err(cached.first, plain.first) == 0);  // bit for bit
+  CHECK(rel_err(cached.second, plain.second) == 0);
+  run(W);
+  CHECK(once.conversions() == 2);  // reused, not converted again
+  const mb::Var replaced(W.value().clone());  // a new tensor: its own copy
+  run(replaced);
+  CHECK(once.conversions() == 3);
+  const mb::Var trained(W.value(), true);  // a weight being trained is converted every call
+  run(trained);
+  CHECK(once.conversions() == 3);
+  {
+    mb::FrozenWeightsBf16Scope inner;  // nested: the innermost scope is used
+    run(W);
+    CHECK(inner.conversions() == 2);
+  }
+  run(W);
+  CHECK(once.conversions() == 3);
+  CHECK(mb::tape_size() == 0);
 }
 
 TEST_CASE("a tensor used twice receives the sum of both gradients") {

@@ -341,6 +341,57 @@ TEST_CASE("the engine's own packed GEMM: every precision at every CPU level agai
   mb::set_cpu_level(saved);
 }
 
+TEST_CASE("gemm_tn_f64: C += AᵀB in double at every CPU level, whole or lower triangle, any thread count") {
+  // Partial register tiles and task blocks, several blocks of K (256 each), offsets into C.
+  struct Shape {
+    int64_t M, N, K;
+  };
+  const std::vector<Shape> shapes = {{1, 1, 1}, {7, 5, 3}, {13, 37, 77}, {70, 300, 257}, {130, 130, 600}};
+  mb::Rng rng(21);
+  const mb::CpuLevel saved = mb::cpu_level();
+  const int saved_threads = mb::num_threads();
+  for (const Shape& s : shapes) {
+    CAPTURE(s.M);
+    CAPTURE(s.N);
+    CAPTURE(s.K);
+    const int64_t lda = s.M + 3, ldb = s.N + 1, ldc = s.N + 2;
+    std::vector<double> A(size_t(s.K * lda)), B(size_t(s.K * ldb)), C0(size_t(s.M * ldc));
+    for (double& v : A) v = rng.normal();
+    for (double& v : B) v = rng.normal();
+    for (double& v : C0) v = rng.normal();
+    std::vector<long double> want(C0.begin(), C0.end());
+    for (int64_t i = 0; i < s.M; ++i)
+      for (int64_t j = 0; j < s.N; ++j)
+        for (int64_t t = 0; t < s.K; ++t) want[size_t(i * ldc + j)] += (long double)A[size_t(t * lda + i)] * B[size_t(t * ldb + j)];
+    for (mb::CpuLevel level : mb::supported_cpu_levels()) {
+      mb::set_cpu_level(level);
+      CAPTURE(mb::cpu_level_name(level));
+      std::vector<double> first;  // this level's, on one thread
+      for (bool lower : {false, true})
+        for (int threads : {1, 2}) {
+          CAPTURE(lower);
+          CAPTURE(threads);
+          mb::set_num_threads(threads);
+          std::vector<double> C = C0;
+          mb::gemm_tn_f64(s.M, s.N, s.K, A.data(), lda, B.data(), ldb, C.data(), ldc, lower);
+          double worst = 0;
+          for (int64_t i = 0; i < s.M; ++i)
+            for (int64_t j = 0; j < s.N; ++j) {
+              const double c = C[size_t(i * ldc + j)];
+              if (j <= i || !lower) worst = std::max(worst, std::fabs(c - double(want[size_t(i * ldc + j)])));
+            }
+          CHECK(worst < 1e-12 * double(s.K));
+          for (int64_t i = 0; i < s.M; ++i)  // nothing outside C's M × N touched
+            for (int64_t j = s.N; j < ldc; ++j) CHECK(C[size_t(i * ldc + j)] == C0[size_t(i * ldc + j)]);
+          if (!lower && first.empty()) first = C;
+          if (!lower && threads == 2) CHECK(C == first);  // the same sums in the same order on two threads
+        }
+    }
+  }
+  mb::set_num_threads(saved_threads);
+  mb::set_cpu_level(saved);
+}
+
 TEST_CASE("packing stored bf16 and int8 rows gives what packing their f32 weights gives, bit for bit") {
   // A quantized model file stores the rows pack_weight would derive from the f32 weights; loading it
   // must compute exactly what loading the f32 model with --bf16 / --int8 computes.

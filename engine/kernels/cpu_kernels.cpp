@@ -310,6 +310,91 @@ void quantize_s8(const float* x, int64_t n, float inv_scale, int8_t* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = int8_t(int32_t((x[i] * inv_scale + kRound) - kRound));
 }
 
+// Exact GELU, x·Φ(x), in place; and its backward, dinp += dout·(Φ(x) + x·φ(x)).
+void gelu(float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const vf v = vload(x + i);
+    vstore(x + i, vmul(v, vnormal_cdf(v)));
+  }
+  if (i < n) {
+    const vf v = vload_part(x + i, n - i);
+    vstore_part(x + i, vmul(v, vnormal_cdf(v)), n - i);
+  }
+}
+
+inline vf gelu_slope(vf x) {  // Φ(x) + x·φ(x), φ(x) = e^(−x²/2)/√(2π)
+  const vf density = vmul(vset1(0.39894228040143268f), vexp_nonpositive(vmul(vset1(-0.5f), vmul(x, x))));
+  return vfmadd(x, density, vnormal_cdf(x));
+}
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) vstore(dinp + i, vfmadd(vload(dout + i), gelu_slope(vload(inp + i)), vload(dinp + i)));
+  if (i < n) {
+    const int64_t m = n - i;
+    vstore_part(dinp + i, vfmadd(vload_part(dout + i, m), gelu_slope(vload_part(inp + i, m)), vload_part(dinp + i, m)), m);
+  }
+}
+
+// C[i, j] += Σ_t A[t, i] · B[t, j] in double (i < M, j < N; A [K, ·] and B [K, ·] row-major):
+// K-prune's normal equations. A register tile of kGramRows rows of C by two vectors of columns,
+// on GCC's generic vectors (lowered to the level's registers: 8 doubles in AVX-512, 4 in AVX2,
+// 2 in SSE2 and NEON).
+#if MB_SIMD_AVX512
+constexpr int kGramLanes = 8, kGramRows = 8;
+#elif MB_SIMD_AVX2
+constexpr int kGramLanes = 4, kGramRows = 6;
+#else
+constexpr int kGramLanes = 2, kGramRows = 4;
+#endif
+constexpr int kGramCols = 2 * kGramLanes;
+typedef double vd __attribute__((vector_size(8 * kGramLanes)));
+
+inline vd vd_load(const double* p) {
+  vd v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void vd_store(double* p, vd v) { __builtin_memcpy(p, &v, sizeof v); }
+
+void gram_f64(const double* A, int64_t lda, const double* B, int64_t ldb, int64_t K, int64_t M, int64_t N, double* C,
+              int64_t ldc) {
+  int64_t i0 = 0;
+  for (; i0 + kGramRows <= M; i0 += kGramRows) {
+    int64_t j0 = 0;
+    for (; j0 + kGramCols <= N; j0 += kGramCols) {
+      vd acc[kGramRows][2] = {};
+      for (int64_t t = 0; t < K; ++t) {
+        const double* a = A + t * lda + i0;
+        const vd b0 = vd_load(B + t * ldb + j0), b1 = vd_load(B + t * ldb + j0 + kGramLanes);
+        for (int r = 0; r < kGramRows; ++r) {
+          const vd ar = vd{} + a[r];
+          acc[r][0] += ar * b0;
+          acc[r][1] += ar * b1;
+        }
+      }
+      for (int r = 0; r < kGramRows; ++r) {
+        double* c = C + (i0 + r) * ldc + j0;
+        vd_store(c, vd_load(c) + acc[r][0]);
+        vd_store(c + kGramLanes, vd_load(c + kGramLanes) + acc[r][1]);
+      }
+    }
+    for (; j0 < N; ++j0)  // the last columns, one at a time
+      for (int r = 0; r < kGramRows; ++r) {
+        double s = 0;
+        for (int64_t t = 0; t < K; ++t) s += A[t * lda + i0 + r] * B[t * ldb + j0];
+        C[(i0 + r) * ldc + j0] += s;
+      }
+  }
+  for (; i0 < M; ++i0)  // the last rows, one at a time
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0;
+      for (int64_t t = 0; t < K; ++t) s += A[t * lda + i0] * B[t * ldb + j];
+      C[i0 * ldc + j] += s;
+    }
+}
+
 #if MB_KERNEL_LEVEL == 2
 constexpr const char* kName = "avx512";
 #elif MB_KERNEL_LEVEL == 1
@@ -328,7 +413,7 @@ void packed_gemm_kernels(const CpuFeatures& cpu, PackedGemmKernel out[3]);  // e
 // would bring the C++ runtime's guard and unwinding symbols into the object.
 void kernel_table(const CpuFeatures& cpu, CpuKernels* t) {
   *t = CpuKernels{CpuLevel(MB_KERNEL_LEVEL), kName, kLanes, attention_head, attention_head_backward, f32_to_bf16,
-                  abs_max, quantize_s8, {}};
+                  abs_max, quantize_s8, gelu, gelu_backward, gram_f64, {}};
 #if MB_SIMD_AVX512
   if (cpu.avx512bf16) t->f32_to_bf16 = f32_to_bf16_native;
 #endif
