@@ -11,8 +11,10 @@
 #include "engine/allocator.h"
 #include "engine/error.h"
 #include "engine/functional.h"
+#include "engine/gemm.h"
 #include "engine/memory_usage.h"
 #include "engine/progress.h"
+#include "engine/threads.h"
 #include "engine/rng.h"
 #include "compress/distill.h"
 #include "io/atomic_file.h"
@@ -140,6 +142,7 @@ Var masked_forward(const BertModel& m, const Batch& b, const MaskedForward& f) {
 
 std::vector<Tensor> sublayer_inputs(const BertModel& m, const std::vector<Batch>& batches, int64_t j) {
   NoGrad no_grad;
+  const FrozenWeightsBf16Scope bf16_once;  // with --bf16: each weight converted once, not per batch
   std::vector<Tensor> hidden;
   hidden.reserve(batches.size());
   for (const Batch& b : batches) {
@@ -157,6 +160,7 @@ std::vector<Tensor> sublayer_inputs(const BertModel& m, const std::vector<Batch>
 void advance_sublayer(const BertModel& m, const std::vector<Batch>& batches, int64_t j, std::vector<Tensor>& hidden) {
   MB_CHECK(hidden.size() == batches.size(), "advance_sublayer: one input per batch expected");
   NoGrad no_grad;
+  const FrozenWeightsBf16Scope bf16_once;
   for (size_t i = 0; i < batches.size(); ++i) {
     SublayerCapture c;
     masked_forward(m, batches[i], capture_at(j, &c, j, hidden[i]));
@@ -176,6 +180,9 @@ Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batc
   const bool regression = cur.config.is_regression();
   // Column-level sums: ½g² (predictive) and Σ_t a² (representational).
   std::vector<std::vector<double>> pred_cols(static_cast<size_t>(n_sub)), rep_cols(static_cast<size_t>(n_sub));
+  // With --bf16, each weight converted once for all the batches (the model is fixed here; only
+  // the masks take gradients).
+  const FrozenWeightsBf16Scope bf16_once;
   MaskedForward f;
   f.masks.assign(size_t(n_sub), Var());
   std::vector<Var> taps;
@@ -221,11 +228,16 @@ Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batc
         for (size_t i = 0; i < P.size(); ++i) P[i] += 0.5 * double(g[i]) * double(g[i]);
         mask.zero_grad();
       }
+      // Σ_t a² column by column, the columns split over the threads (each column's sum in the
+      // same order whatever their number).
       const Var& a = taps[size_t(j)];
       const int64_t T = a.dim(0), C = a.dim(1);
       const float* pa = a.data();
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < C; ++i) R[size_t(i)] += double(pa[t * C + i]) * double(pa[t * C + i]);
+      double* r = R.data();
+      parallel_chunks(C, std::max<int64_t>(64, 65536 / std::max<int64_t>(T, 1)), [&](int64_t c0, int64_t c1) {
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i = c0; i < c1; ++i) r[i] += double(pa[t * C + i]) * double(pa[t * C + i]);
+      });
     }
   }
 
@@ -244,10 +256,11 @@ Knowledge measure_knowledge(const BertModel& cur, const std::vector<Batch>& batc
     std::vector<double>& kr = k.representational[size_t(j)];
     kp.assign(size_t(width / per_unit), 0.0);
     kr.assign(size_t(width / per_unit), 0.0);
+    std::vector<double> w2sum(size_t(width), 0.0);  // Σ_k W_out[k, i]², walking W_out's rows
+    for (int64_t r = 0; r < H; ++r)
+      for (int64_t i = 0; i < width; ++i) w2sum[size_t(i)] += double(w_out.f32()[r * width + i]) * double(w_out.f32()[r * width + i]);
     for (int64_t i = 0; i < width; ++i) {
-      double w2 = 0;  // mean_k W_out[k, i]²
-      for (int64_t r = 0; r < H; ++r) w2 += double(w_out.f32()[r * width + i]) * double(w_out.f32()[r * width + i]);
-      w2 /= double(H);
+      const double w2 = w2sum[size_t(i)] / double(H);  // mean_k W_out[k, i]²
       kp[size_t(i / per_unit)] += P[size_t(i)] / double(samples) / double(per_unit);
       kr[size_t(i / per_unit)] += R[size_t(i)] * w2 / double(tokens) / double(per_unit);
     }
@@ -280,16 +293,18 @@ LeastSquares::LeastSquares(int64_t n, int64_t outputs)
     : n_(n), outputs_(outputs), ata_(size_t(n * n), 0.0), atr_(size_t(n * outputs), 0.0) {}
 
 void LeastSquares::add(const float* A, const float* R, int64_t rows) {
-  using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const Eigen::MatrixXd a = Eigen::Map<const RowMajorF>(A, rows, n_).cast<double>();
-  const Eigen::MatrixXd r = Eigen::Map<const RowMajorF>(R, rows, outputs_).cast<double>();
-  Eigen::Map<Eigen::MatrixXd> ata(ata_.data(), n_, n_), atr(atr_.data(), n_, outputs_);
-  ata.selfadjointView<Eigen::Lower>().rankUpdate(a.transpose());  // the lower triangle only: half the products
-  atr.noalias() += a.transpose() * r;
+  // In double (the normal equations square the activations' range), on the level's kernel and all
+  // threads: AᵀA's lower triangle and AᵀR, both row-major.
+  std::vector<double> a(size_t(rows * n_)), r(size_t(rows * outputs_));
+  std::copy(A, A + rows * n_, a.begin());
+  std::copy(R, R + rows * outputs_, r.begin());
+  gemm_tn_f64(n_, n_, rows, a.data(), n_, a.data(), n_, ata_.data(), n_, /*lower=*/true);
+  gemm_tn_f64(n_, outputs_, rows, a.data(), n_, r.data(), outputs_, atr_.data(), outputs_);
 }
 
 Tensor LeastSquares::solve() const {
-  const Eigen::Map<const Eigen::MatrixXd> ata_lower(ata_.data(), n_, n_), atr(atr_.data(), n_, outputs_);
+  using RowMajorD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const Eigen::Map<const RowMajorD> ata_lower(ata_.data(), n_, n_), atr(atr_.data(), n_, outputs_);
   const Eigen::MatrixXd ata = ata_lower.selfadjointView<Eigen::Lower>();  // add() fills the lower triangle
   Eigen::MatrixXd w;
   Eigen::LDLT<Eigen::MatrixXd> ldlt(ata);
@@ -338,6 +353,7 @@ Tensor kpwt_solve(const BertModel& cur, const BertModel& orig, int64_t j, const 
   const Tensor& b_out = (sublayer_is_mha(j) ? L.attn_out_b : L.ffn_out_b).value();
   LeastSquares ls(n, H);
   NoGrad no_grad;
+  const FrozenWeightsBf16Scope bf16_once;
   for (size_t bi = 0; bi < batches.size(); ++bi) {
     const Batch& b = batches[bi];
     SublayerCapture now, then;
@@ -417,6 +433,7 @@ BertModel kprune(const BertModel& teacher, const std::vector<Batch>& batches, co
   std::vector<Tensor> orig_logits;
   {
     NoGrad no_grad;
+    const FrozenWeightsBf16Scope bf16_once;
     for (const Batch& b : batches) orig_logits.push_back(masked_forward(teacher, b, {}).value());
   }
 
