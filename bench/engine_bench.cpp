@@ -226,6 +226,35 @@ void BM_op_bias_gelu(benchmark::State& st) {  // after the FFN's first GEMM: [T,
   set_bytes_counter(st, 2.0 * 4.0 * double(T * N));
 }
 
+void BM_op_gelu_backward(benchmark::State& st) {  // GELU's backward over the FFN's [T, 3072]
+  const int64_t T = st.range(0), N = 3072;
+  auto x = random_vec(size_t(T * N), 1), g = random_vec(size_t(T * N), 2);
+  std::vector<float> dx(x.size(), 0.0f);
+  for (auto _ : st) {
+    mb::gelu_backward(dx.data(), x.data(), g.data(), T * N);
+    benchmark::DoNotOptimize(dx.data());
+  }
+  set_bytes_counter(st, 4.0 * 4.0 * double(T * N));
+}
+
+// K-prune's normal equations for one batch of 32 sentences (420 rows) in double: AᵀA's lower
+// triangle and AᵀR, A the kept units' activations [420, n], R the targets [420, 768].
+void BM_gemm_tn_f64(benchmark::State& st) {
+  const int64_t n = st.range(0), rows = 420, H = 768;
+  std::vector<double> a(size_t(rows * n)), r(size_t(rows * H)), ata(size_t(n * n)), atr(size_t(n * H));
+  mb::Rng rng(3);
+  for (double& v : a) v = rng.normal();
+  for (double& v : r) v = rng.normal();
+  for (auto _ : st) {
+    mb::gemm_tn_f64(n, n, rows, a.data(), n, a.data(), n, ata.data(), n, /*lower=*/true);
+    mb::gemm_tn_f64(n, H, rows, a.data(), n, r.data(), H, atr.data(), H);
+    benchmark::DoNotOptimize(atr.data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(rows) * (double(n) * double(n + 1) / 2 + double(n * H)) *
+                                                  double(st.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+
 void BM_op_layernorm_residual(benchmark::State& st) {  // residual + LayerNorm: [T, 768]
   const int64_t T = st.range(0), C = 768;
   auto x = random_vec(size_t(T * C), 1), r = random_vec(size_t(T * C), 2), w = random_vec(size_t(C), 3),
@@ -361,6 +390,8 @@ BENCHMARK(BM_gemm_packed)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_qkv)->Args({128, 0})->Args({128, 1})->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_op_bias_gelu)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_op_gelu_backward)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_gemm_tn_f64)->Arg(768)->Arg(1536)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_op_layernorm_residual)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_op_attention)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_op_dropout_mask)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();

@@ -351,6 +351,18 @@ constexpr int kGramLanes = 2, kGramRows = 4;
 constexpr int kGramCols = 2 * kGramLanes;
 typedef double vd __attribute__((vector_size(8 * kGramLanes)));
 
+// Splat and a·b + c, with the level's FMA (the build contracts nothing by itself).
+#if MB_SIMD_AVX512
+inline vd vd_splat(double x) { return vd(_mm512_set1_pd(x)); }
+inline vd vd_fmadd(vd a, vd b, vd c) { return vd(_mm512_fmadd_pd(__m512d(a), __m512d(b), __m512d(c))); }
+#elif MB_SIMD_AVX2
+inline vd vd_splat(double x) { return vd(_mm256_set1_pd(x)); }
+inline vd vd_fmadd(vd a, vd b, vd c) { return vd(_mm256_fmadd_pd(__m256d(a), __m256d(b), __m256d(c))); }
+#else
+inline vd vd_splat(double x) { return vd{x, x}; }
+inline vd vd_fmadd(vd a, vd b, vd c) { return a * b + c; }
+#endif
+
 inline vd vd_load(const double* p) {
   vd v;
   __builtin_memcpy(&v, p, sizeof v);
@@ -369,9 +381,9 @@ void gram_f64(const double* A, int64_t lda, const double* B, int64_t ldb, int64_
         const double* a = A + t * lda + i0;
         const vd b0 = vd_load(B + t * ldb + j0), b1 = vd_load(B + t * ldb + j0 + kGramLanes);
         for (int r = 0; r < kGramRows; ++r) {
-          const vd ar = vd{} + a[r];
-          acc[r][0] += ar * b0;
-          acc[r][1] += ar * b1;
+          const vd ar = vd_splat(a[r]);
+          acc[r][0] = vd_fmadd(ar, b0, acc[r][0]);
+          acc[r][1] = vd_fmadd(ar, b1, acc[r][1]);
         }
       }
       for (int r = 0; r < kGramRows; ++r) {
