@@ -14,8 +14,8 @@
 #include "engine/gemm.h"
 #include "engine/memory_usage.h"
 #include "engine/progress.h"
-#include "engine/threads.h"
 #include "engine/rng.h"
+#include "engine/threads.h"
 #include "compress/distill.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
@@ -658,16 +658,7 @@ nlohmann::json run_kprune(const KpruneJob& job) {
   // 100k tokens peaked at 4.17 GiB after 2 of 24 steps with the default 4 GiB cache, 2.52 GiB
   // with 256 MiB, at the same speed (1 thread each, side by side: 722 s against 741 s; docs/KPRUNE.md,
   // "Known limits"). MB_TENSOR_CACHE_MB, when set, is left as the user chose.
-  struct CacheLimitScope {
-    size_t previous = 0;
-    bool set = false;
-    explicit CacheLimitScope(size_t bytes) : set(!tensor_cache_limit_from_env()) {
-      if (set) previous = tensor_cache_set_limit(bytes);
-    }
-    ~CacheLimitScope() {
-      if (set) tensor_cache_set_limit(previous);
-    }
-  } cache_limit(size_t(kKpruneTensorCacheMB) << 20);
+  const TensorCacheLimitScope cache_limit(size_t(kKpruneTensorCacheMB) << 20);
 
   const auto t0 = std::chrono::steady_clock::now();
   KpruneStats st;

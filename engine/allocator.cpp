@@ -66,7 +66,10 @@ struct Cache {
   std::mutex mu;
   std::multimap<size_t, void*> free;  // capacity -> block
   size_t bytes = 0;
-  size_t limit = (cache_limit_env() ? size_t(std::strtoull(cache_limit_env(), nullptr, 10)) : size_t(4096)) << 20;
+  size_t limit = [] {
+    const char* env = cache_limit_env();
+    return (env ? size_t(std::strtoull(env, nullptr, 10)) : size_t(4096)) << 20;
+  }();
 };
 
 Cache& cache() {
@@ -150,6 +153,13 @@ size_t tensor_cache_set_limit(size_t bytes) {
 }
 
 bool tensor_cache_limit_from_env() { return cache_limit_env() != nullptr; }
+
+TensorCacheLimitScope::TensorCacheLimitScope(size_t bytes) : set_(!tensor_cache_limit_from_env()) {
+  if (set_) previous_ = tensor_cache_set_limit(bytes);
+}
+TensorCacheLimitScope::~TensorCacheLimitScope() {
+  if (set_) tensor_cache_set_limit(previous_);
+}
 
 void tensor_cache_clear() {
   Cache& c = cache();

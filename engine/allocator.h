@@ -22,6 +22,19 @@ void tensor_cache_clear();
 size_t tensor_cache_limit();
 size_t tensor_cache_set_limit(size_t bytes);
 bool tensor_cache_limit_from_env();
+// A command's own cache limit for its scope, restored after; none when MB_TENSOR_CACHE_MB is set
+// (the user's choice stands).
+class TensorCacheLimitScope {
+ public:
+  explicit TensorCacheLimitScope(size_t bytes);
+  ~TensorCacheLimitScope();
+  TensorCacheLimitScope(const TensorCacheLimitScope&) = delete;
+  TensorCacheLimitScope& operator=(const TensorCacheLimitScope&) = delete;
+
+ private:
+  bool set_;
+  size_t previous_ = 0;
+};
 
 // Memory from the system aligned to 2 MiB and advised for transparent huge pages (Linux's
 // MADV_HUGEPAGE; the "madvise" THP mode these machines run leaves other memory in 4 KiB pages).

@@ -96,6 +96,13 @@ TEST_CASE("a lower cache limit releases the largest blocks and caps what is kept
   CHECK(mb::tensor_cache_bytes() == 0);
   { mb::Tensor d = mb::Tensor::empty({256, 256}); }
   CHECK(mb::tensor_cache_bytes() == 0);
+  {
+    // A command's scope sets its own limit and restores the one before; with MB_TENSOR_CACHE_MB
+    // set, it leaves the limit alone.
+    const mb::TensorCacheLimitScope scoped(size_t(2) << 20);
+    CHECK(mb::tensor_cache_limit() == (mb::tensor_cache_limit_from_env() ? 0 : size_t(2) << 20));
+  }
+  CHECK(mb::tensor_cache_limit() == 0);
   mb::tensor_cache_set_limit(before);
   { mb::Tensor e = mb::Tensor::empty({256, 256}); }
   CHECK(mb::tensor_cache_bytes() == 256u << 10);
