@@ -352,6 +352,11 @@ constexpr int kGramCols = 2 * kGramLanes;
 typedef double vd __attribute__((vector_size(8 * kGramLanes)));
 
 // Splat and a·b + c, with the level's FMA (the build contracts nothing by itself).
+#if MB_SIMD_AVX512 || MB_SIMD_AVX2
+inline double sd_fmadd(double a, double b, double c) { return __builtin_fma(a, b, c); }  // one vfmadd
+#else
+inline double sd_fmadd(double a, double b, double c) { return a * b + c; }
+#endif
 #if MB_SIMD_AVX512
 inline vd vd_splat(double x) { return vd(_mm512_set1_pd(x)); }
 inline vd vd_fmadd(vd a, vd b, vd c) { return vd(_mm512_fmadd_pd(__m512d(a), __m512d(b), __m512d(c))); }
@@ -392,17 +397,17 @@ void gram_f64(const double* A, int64_t lda, const double* B, int64_t ldb, int64_
         vd_store(c + kGramLanes, vd_load(c + kGramLanes) + acc[r][1]);
       }
     }
-    for (; j0 < N; ++j0)  // the last columns, one at a time
+    for (; j0 < N; ++j0)  // the last columns, one at a time, rounded as the tiles are
       for (int r = 0; r < kGramRows; ++r) {
         double s = 0;
-        for (int64_t t = 0; t < K; ++t) s += A[t * lda + i0 + r] * B[t * ldb + j0];
+        for (int64_t t = 0; t < K; ++t) s = sd_fmadd(A[t * lda + i0 + r], B[t * ldb + j0], s);
         C[(i0 + r) * ldc + j0] += s;
       }
   }
   for (; i0 < M; ++i0)  // the last rows, one at a time
     for (int64_t j = 0; j < N; ++j) {
       double s = 0;
-      for (int64_t t = 0; t < K; ++t) s += A[t * lda + i0] * B[t * ldb + j];
+      for (int64_t t = 0; t < K; ++t) s = sd_fmadd(A[t * lda + i0], B[t * ldb + j], s);
       C[i0 * ldc + j] += s;
     }
 }
