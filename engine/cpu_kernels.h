@@ -58,6 +58,14 @@ struct PackedGemmKernel {
   void (*block)(const GemmBlock&) = nullptr;  // null: no kernel for this precision here
 };
 
+// One AdamW step's scalars for a tensor (engine/optim.cpp computes them in double, in torch's
+// _single_tensor_adamw order): g' = g·grad_scale, w' = w·decay, m' = m·b1 + a1·g', v' = v·b2 + a2·g'·g',
+// w'' = w' + −step_size·(m' / (√v' / bc2_sqrt + eps)); zero_grad: g = 0 once read.
+struct AdamWScalars {
+  float grad_scale, decay, b1, a1, b2, a2, step_size, bc2_sqrt, eps;
+  bool zero_grad;
+};
+
 struct CpuKernels {
   CpuLevel level;
   const char* name;  // "avx512", "avx2", "baseline", "neon"
@@ -94,6 +102,21 @@ struct CpuKernels {
   // [K, ·] (ldb), C row-major (ldc). Each sum runs over t in order, in one accumulator.
   void (*gram_f64)(const double* A, int64_t lda, const double* B, int64_t ldb, int64_t K, int64_t M, int64_t N,
                    double* C, int64_t ldc);
+
+  // The training step's passes over every parameter and every activation, written once as plain
+  // loops that the compiler vectorises at the level's width (the library's own code is compiled
+  // for the baseline: SSE2's 4 lanes and no 64-bit vector multiply). Each gives the same bits at
+  // every level: IEEE operations in the same order per element, integer hashing, and sums whose
+  // lanes are fixed by the algorithm, not by the vector width.
+  //
+  // Dropout's keep scales: out[i] = 0 when splitmix64's mix(z0 + i·γ) >> 11 < below (draw i
+  // dropped), else kept; γ = Rng::kGamma (engine/rng.h, whose mix() this repeats).
+  void (*dropout_mask)(float* out, int64_t n, uint64_t z0, uint64_t below, float kept);
+  // One AdamW update of n parameters in torch's order of float operations (engine/optim.cpp).
+  void (*adamw)(float* w, float* g, float* m, float* v, int64_t n, const AdamWScalars& s);
+  // Σ g[i]² in double over 32 interleaved partial sums (lane l takes i ≡ l mod 32), added in
+  // lane order at the end.
+  double (*sum_squares)(const float* g, int64_t n);
 
   // The packed GEMM's kernels by precision (mb::Precision: f32, bf16, int8), nr = 2 · lanes.
   PackedGemmKernel gemm[3];

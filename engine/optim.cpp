@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "engine/cpu_kernels.h"
 #include "engine/error.h"
 
 namespace mb {
@@ -57,22 +58,6 @@ std::vector<Piece> pieces_of(const std::vector<ParamRef>& params) {
   return out;
 }
 
-// Σ g² over g[0, n) in double, in 32 interleaved partial sums: one running sum is a chain of
-// dependent additions (4 cycles each), which held the norm to a float every ~2 cycles.
-double sum_of_squares(const float* g, int64_t n) {
-  double acc[32] = {};
-  int64_t j = 0;
-  for (; j + 32 <= n; j += 32)
-    for (int l = 0; l < 32; ++l) {
-      const double x = g[j + l];
-      acc[l] += x * x;
-    }
-  for (; j < n; ++j) acc[0] += double(g[j]) * double(g[j]);
-  double s = 0.0;
-  for (double a : acc) s += a;
-  return s;
-}
-
 }  // namespace
 
 void AdamW::step(double lr) { step(lr, 1.0f, false); }
@@ -87,9 +72,10 @@ void AdamW::step(double lr, float grad_scale, bool zero_grads) {
     float* g;
     float* m;
     float* v;
-    int64_t n;
-    float decay, step_size, bc2_sqrt;
+    AdamWScalars s;
   };
+  const float b1 = float(c.beta1), b2 = float(c.beta2), a1 = float(1.0 - c.beta1), a2 = float(1.0 - c.beta2);
+  const float eps = float(c.eps);
   std::vector<Update> updates(params_.size(), Update{});
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamRef& p = params_[i];
@@ -103,13 +89,10 @@ void AdamW::step(double lr, float grad_scale, bool zero_grads) {
                   p.grad->f32(),
                   s.exp_avg.f32(),
                   s.exp_avg_sq.f32(),
-                  p.value->numel(),
-                  float(1.0 - lr * (s.decay ? c.weight_decay : 0.0)),
-                  float(lr / (1.0 - std::pow(c.beta1, double(t)))),
-                  float(std::sqrt(1.0 - std::pow(c.beta2, double(t))))};
+                  {grad_scale, float(1.0 - lr * (s.decay ? c.weight_decay : 0.0)), b1, a1, b2, a2,
+                   float(lr / (1.0 - std::pow(c.beta1, double(t)))),
+                   float(std::sqrt(1.0 - std::pow(c.beta2, double(t)))), eps, false}};
   }
-  const float b1 = float(c.beta1), b2 = float(c.beta2), a1 = float(1.0 - c.beta1), a2 = float(1.0 - c.beta2);
-  const float eps = float(c.eps);
   // A grad is zeroed as soon as it is read, unless two parameters share one (then after all).
   std::vector<const float*> grads;
   for (const Update& u : updates)
@@ -117,31 +100,20 @@ void AdamW::step(double lr, float grad_scale, bool zero_grads) {
   std::sort(grads.begin(), grads.end());
   const bool zero_after = zero_grads && std::adjacent_find(grads.begin(), grads.end()) != grads.end();
   const bool zero_now = zero_grads && !zero_after;
+  for (Update& u : updates) u.s.zero_grad = zero_now;
   const std::vector<Piece> pieces = pieces_of(params_);
   const int64_t count = int64_t(pieces.size());
+  // The update at the CPU level's width (engine/cpu_kernels.h: the same bits at every level).
+  const auto kernel = cpu_kernels().adamw;
 #pragma omp parallel for schedule(static) if (count > 1)
   for (int64_t k = 0; k < count; ++k) {
     const Piece& piece = pieces[size_t(k)];
     const Update& u = updates[piece.param];
-    float* __restrict w = u.w;
-    float* __restrict g = u.g;
-    float* __restrict m = u.m;
-    float* __restrict v = u.v;
-    for (int64_t j = piece.begin; j < piece.end; ++j) {
-      // The clipped gradient as torch's clip_grad_norm_ leaves it (g·coef in float); × 1 is exact.
-      const float gj = g[j] * grad_scale;
-      const float wj = w[j] * u.decay;
-      const float mj = m[j] * b1 + a1 * gj;
-      const float vj = v[j] * b2 + a2 * gj * gj;
-      m[j] = mj;
-      v[j] = vj;
-      w[j] = wj + -u.step_size * (mj / (std::sqrt(vj) / u.bc2_sqrt + eps));
-      if (zero_now) g[j] = 0.0f;
-    }
+    kernel(u.w + piece.begin, u.g + piece.begin, u.m + piece.begin, u.v + piece.begin, piece.end - piece.begin, u.s);
   }
   if (zero_after)
-    for (const Update& u : updates)
-      if (u.g) std::fill(u.g, u.g + u.n, 0.0f);
+    for (size_t i = 0; i < updates.size(); ++i)
+      if (updates[i].g) std::fill(updates[i].g, updates[i].g + params_[i].grad->numel(), 0.0f);
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors(const std::string& prefix) const {
@@ -214,10 +186,13 @@ double grad_norm(const std::vector<ParamRef>& params) {
   const std::vector<Piece> pieces = pieces_of(params);
   const int64_t count = int64_t(pieces.size());
   double sum = 0.0;
+  // Each piece's Σ g² in 32 interleaved partial sums (one running sum is a chain of dependent
+  // additions, 4 cycles each), at the level's width.
+  const auto sum_squares = cpu_kernels().sum_squares;
 #pragma omp parallel for schedule(static) reduction(+ : sum) if (count > 1)
   for (int64_t k = 0; k < count; ++k) {
     const Piece& piece = pieces[size_t(k)];
-    sum += sum_of_squares(params[piece.param].grad->f32() + piece.begin, piece.end - piece.begin);
+    sum += sum_squares(params[piece.param].grad->f32() + piece.begin, piece.end - piece.begin);
   }
   return std::sqrt(sum);
 }

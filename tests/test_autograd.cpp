@@ -357,10 +357,14 @@ TEST_CASE("dropout: identity at inference, inverted scaling and matching gradien
   for (int64_t i = 0; i < y.numel(); ++i) CHECK(x.grad().f32()[i] == y.data()[i]);
 }
 
-TEST_CASE("fill_dropout_mask: the values of n serial rng.uniform() draws, whatever the thread count") {
+TEST_CASE("fill_dropout_mask: the values of n serial rng.uniform() draws, at every CPU level and thread count") {
   // Includes p whose p·2⁵³ is an integer (0.5, 0.25) and tiny and near-one p: the vectorised
   // integer compare must drop exactly where uniform() < p does.
+  const mb::CpuLevel saved = mb::cpu_level();
+  for (mb::CpuLevel level : mb::supported_cpu_levels())
   for (float p : {0.0f, 1e-9f, 0.1f, 0.25f, 0.5f, 0.999f}) {
+    mb::set_cpu_level(level);
+    CAPTURE(mb::cpu_level_name(level));
     const int64_t n = 100003;  // several threads' chunks and a ragged end
     std::vector<float> keep(size_t(n), -1.0f);
     mb::Rng rng(11), serial(11);
@@ -374,7 +378,18 @@ TEST_CASE("fill_dropout_mask: the values of n serial rng.uniform() draws, whatev
     CHECK_MESSAGE(differ == 0, "p = " << p);
     CHECK(rng.state() == serial.state());
     if (p == 0.5f) CHECK(dropped == doctest::Approx(n / 2).epsilon(0.02));
+    // A slice of a block (attention's per-head draws) and odd lengths: every vector tail.
+    for (int64_t len : {1, 7, 15, 17, 33}) {
+      mb::Rng a(3), b(3);
+      std::vector<float> part(size_t(len), -1.0f);
+      mb::fill_dropout_mask(part.data(), len, p, a, {5, 64});
+      b.skip(5);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < len; ++i) wrong += part[size_t(i)] != (b.uniform() < double(p) ? 0.0f : 1.0f / (1.0f - p));
+      CHECK_MESSAGE(wrong == 0, "p = " << p << ", slice of " << len);
+    }
   }
+  mb::set_cpu_level(saved);
 }
 
 TEST_CASE("l2_normalize_rows: unit rows, and a zero row stays zero with a finite gradient") {

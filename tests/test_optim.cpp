@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 #include <map>
 
+#include "engine/cpu.h"
+#include "engine/cpu_kernels.h"
 #include "engine/error.h"
 #include "engine/optim.h"
 #include "engine/rng.h"
@@ -206,6 +208,45 @@ TEST_CASE("AdamW::step(lr, scale, zero_grads) == clip_grad_norm, step(lr), zeroi
   CHECK(clip_coefficient(NAN, 1.0) == 1.0f);
   CHECK(clip_coefficient(0.5, 1.0) == 1.0f);
   CHECK(clip_coefficient(4.0, 1.0) == doctest::Approx(0.25));
+}
+
+TEST_CASE("AdamW's update and the gradient norm: the same bits at every CPU level") {
+  // Odd lengths (every vector tail), a piece boundary (65,536), weight decay and bias correction.
+  const std::vector<Shape> shapes{{300, 701}, {701}, {5, 3}};
+  const CpuLevel saved = cpu_level();
+  std::vector<std::vector<Tensor>> finals;
+  std::vector<std::vector<double>> norms;
+  for (CpuLevel level : supported_cpu_levels()) {
+    set_cpu_level(level);
+    CAPTURE(cpu_level_name(level));
+    std::vector<Tensor> v, g(shapes.size());
+    Rng rng(9);
+    for (const Shape& sh : shapes) v.push_back(random_tensor(rng, sh, 0.5));
+    std::vector<ParamRef> ps;
+    for (size_t i = 0; i < shapes.size(); ++i) ps.push_back({"p" + std::to_string(i) + ".weight", &v[i], &g[i]});
+    AdamW opt(ps, {.weight_decay = 0.01});
+    norms.emplace_back();
+    for (int k = 0; k < 3; ++k) {
+      Rng gr(40 + uint64_t(k));
+      for (size_t i = 0; i < shapes.size(); ++i) g[i] = random_tensor(gr, shapes[i], 1.0);
+      norms.back().push_back(grad_norm(ps));  // over threads: its pieces' sums in any order
+      opt.step(1e-3, k == 1 ? 0.375f : 1.0f, true);
+    }
+    finals.push_back(v);
+  }
+  set_cpu_level(saved);
+  for (size_t l = 1; l < finals.size(); ++l) {
+    CAPTURE(l);
+    for (size_t i = 0; i < shapes.size(); ++i) CHECK(same_bits(finals[l][i], finals[0][i]));
+    for (size_t k = 0; k < norms[l].size(); ++k) CHECK(norms[l][k] == doctest::Approx(norms[0][k]).epsilon(1e-14));
+  }
+  // Each piece's Σ g², bit for bit.
+  Rng rng(4);
+  const Tensor g = random_tensor(rng, {1, 1000}, 3.0);
+  for (int64_t n : {0, 1, 31, 32, 33, 999, 1000}) {
+    const double want = cpu_kernels_at(CpuLevel::Baseline)->sum_squares(g.f32(), n);
+    for (CpuLevel level : supported_cpu_levels()) CHECK(cpu_kernels_at(level)->sum_squares(g.f32(), n) == want);
+  }
 }
 
 TEST_CASE("AdamW rejects memory listed twice (its parallel update would race)") {

@@ -412,6 +412,51 @@ void gram_f64(const double* A, int64_t lda, const double* B, int64_t ldb, int64_
     }
 }
 
+// Dropout's keep scales from splitmix64 draws (engine/rng.h's Rng::mix, repeated here: an inline
+// function of a shared header compiled at this level's flags could stand in for the baseline's
+// copy at link time). The 64-bit multiplies vectorise as AVX-512DQ's vpmullq; AVX2 and SSE2
+// build them from 32-bit ones.
+void dropout_mask(float* out, int64_t n, uint64_t z0, uint64_t below, float kept) {
+  constexpr uint64_t kGamma = 0x9e3779b97f4a7c15ull;
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t z = z0 + uint64_t(i) * kGamma;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    out[i] = (z >> 11) < below ? 0.0f : kept;
+  }
+}
+
+void adamw(float* __restrict w, float* __restrict g, float* __restrict m, float* __restrict v, int64_t n,
+           const AdamWScalars& s) {
+  const float grad_scale = s.grad_scale, decay = s.decay, b1 = s.b1, a1 = s.a1, b2 = s.b2, a2 = s.a2;
+  const float neg_step = -s.step_size, bc2_sqrt = s.bc2_sqrt, eps = s.eps;
+  for (int64_t j = 0; j < n; ++j) {
+    const float gj = g[j] * grad_scale;  // as torch's clip_grad_norm_ leaves it (g·coef in float); × 1 is exact
+    const float wj = w[j] * decay;
+    const float mj = m[j] * b1 + a1 * gj;
+    const float vj = v[j] * b2 + a2 * gj * gj;
+    m[j] = mj;
+    v[j] = vj;
+    w[j] = wj + neg_step * (mj / (__builtin_sqrtf(vj) / bc2_sqrt + eps));
+  }
+  if (s.zero_grad) __builtin_memset(g, 0, size_t(n) * sizeof(float));
+}
+
+double sum_squares(const float* g, int64_t n) {
+  double acc[32] = {};
+  int64_t j = 0;
+  for (; j + 32 <= n; j += 32)
+    for (int l = 0; l < 32; ++l) {
+      const double x = g[j + l];
+      acc[l] += x * x;
+    }
+  for (; j < n; ++j) acc[0] += double(g[j]) * double(g[j]);
+  double s = 0.0;
+  for (double a : acc) s += a;
+  return s;
+}
+
 #if MB_KERNEL_LEVEL == 2
 constexpr const char* kName = "avx512";
 #elif MB_KERNEL_LEVEL == 1
@@ -430,7 +475,7 @@ void packed_gemm_kernels(const CpuFeatures& cpu, PackedGemmKernel out[3]);  // e
 // would bring the C++ runtime's guard and unwinding symbols into the object.
 void kernel_table(const CpuFeatures& cpu, CpuKernels* t) {
   *t = CpuKernels{CpuLevel(MB_KERNEL_LEVEL), kName, kLanes, attention_head, attention_head_backward, f32_to_bf16,
-                  abs_max, quantize_s8, gelu, gelu_backward, gram_f64, {}};
+                  abs_max, quantize_s8, gelu, gelu_backward, gram_f64, dropout_mask, adamw, sum_squares, {}};
 #if MB_SIMD_AVX512
   if (cpu.avx512bf16) t->f32_to_bf16 = f32_to_bf16_native;
 #endif
