@@ -4,6 +4,7 @@
 // rows; a training step counts 3× the forward's FLOPs), GB/s for the memory-bound ops.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -292,6 +293,24 @@ void BM_op_dropout_mask(benchmark::State& st) {  // attention-probability masks 
   set_bytes_counter(st, 4.0 * double(n));
 }
 
+// The optimizer's part of a training step on BERT-base's 109.5 M parameters in one tensor (its
+// pieces split it as they split the model's): the gradient norm, then AdamW with the clip scale,
+// zeroing the gradient. Bytes: g read twice (norm, update) and zeroed; w, m, v read and written.
+void BM_op_adamw(benchmark::State& st) {
+  const int64_t n = 109482240;
+  mb::Tensor w = mb::Tensor::from_vector(random_vec(size_t(n), 1), {n}), g = mb::Tensor::zeros({n});
+  const std::vector<float> grads = random_vec(size_t(n), 2);
+  mb::AdamW opt({{"w", &w, &g}}, {.weight_decay = 0.01});
+  for (auto _ : st) {
+    st.PauseTiming();
+    std::memcpy(g.f32(), grads.data(), size_t(n) * 4);
+    st.ResumeTiming();
+    opt.step(1e-4, mb::clip_coefficient(mb::grad_norm({{"w", &w, &g}}), 1.0), true);
+    benchmark::DoNotOptimize(w.f32());
+  }
+  set_bytes_counter(st, 4.0 * 9.0 * double(n));
+}
+
 // --- One encoder layer (forward, inference) of a shape at batch × 128.
 void BM_layer(benchmark::State& st) {
   const mb::BertModel& m = model_for(kShapes[st.range(0)]);
@@ -361,6 +380,41 @@ void BM_linear_train(benchmark::State& st) {
                                               benchmark::Counter::kIsRate);
 }
 
+// K-prune's products as it runs them, one batch of 32 sentences (420 rows) at a time, against
+// the same rows merged 4 batches to a product (1,680 rows): the forward x·Wᵀ and the input
+// gradient dY·W of one BERT-base projection, bf16 (linear()'s --bf16 products). Both forms run in
+// every iteration, one after the other, so that the machine's phase changes reach both alike;
+// each gets its own GFLOP/s counter.
+void BM_gemm_bf16_rows(benchmark::State& st) {
+  const int64_t N = st.range(0), K = st.range(1), T = 420, G = 4;
+  std::vector<uint16_t> x(size_t(G * T * K)), dy(size_t(G * T * N)), W(size_t(N * K));
+  mb::convert_f32_to_bf16(random_vec(x.size(), 1).data(), x.data(), x.size());
+  mb::convert_f32_to_bf16(random_vec(dy.size(), 2).data(), dy.data(), dy.size());
+  mb::convert_f32_to_bf16(random_vec(W.size(), 3).data(), W.data(), W.size());
+  std::vector<float> y(size_t(G * T * N)), dx(size_t(G * T * K), 0.0f);
+  auto products = [&](int64_t rows) {
+    for (int64_t r0 = 0; r0 < G * T; r0 += rows) {
+      mb::gemm_bf16(false, true, rows, N, K, x.data() + r0 * K, K, W.data(), K, 0.0f, y.data() + r0 * N, N);
+      mb::gemm_bf16(false, false, rows, K, N, dy.data() + r0 * N, N, W.data(), K, 1.0f, dx.data() + r0 * K, K);
+    }
+  };
+  products(T);
+  products(G * T);
+  double split = 0, merged = 0;
+  for (auto _ : st) {
+    const auto t0 = std::chrono::steady_clock::now();
+    products(T);
+    const auto t1 = std::chrono::steady_clock::now();
+    products(G * T);
+    split += std::chrono::duration<double>(t1 - t0).count();
+    merged += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  }
+  const double flop = 4.0 * double(G * T * N * K) * double(st.iterations());
+  st.counters["GFLOP/s_420_rows"] = flop / split / 1e9;
+  st.counters["GFLOP/s_1680_rows"] = flop / merged / 1e9;
+  st.SetLabel(std::string("bf16 (") + mb::gemm_bf16_kernel() + ")");
+}
+
 void gemm_args(benchmark::internal::Benchmark* b) {
   for (int64_t be = 0; be < int64_t(mb::available_gemm_backends().size()); ++be) {
     b->Args({be, 128, 768, 768});     // batch 1 projection
@@ -395,6 +449,8 @@ BENCHMARK(BM_gemm_tn_f64)->Arg(768)->Arg(1536)->Unit(benchmark::kMillisecond)->U
 BENCHMARK(BM_op_layernorm_residual)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_op_attention)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_op_dropout_mask)->Arg(128)->Arg(1024)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_op_adamw)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm_bf16_rows)->Args({768, 768})->Args({3072, 768})->Args({768, 3072})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_layer)->Apply(shape_batch_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward)->Apply(forward_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_forward_packed)->Apply(forward_args)->Unit(benchmark::kMillisecond)->UseRealTime();
