@@ -28,7 +28,9 @@ void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng, DrawSlice slic
   // compiled for the baseline, the 64-bit multiplies ran at SSE2's two lanes, built from 32-bit
   // ones (3.6 % of a BERT-base bf16 training step on the AMX Xeon).
   const auto kernel = cpu_kernels().dropout_mask;
-  parallel_chunks(n, 16384, [&](int64_t a, int64_t b) { kernel(keep + a, b - a, base + uint64_t(a + 1) * Rng::kGamma, below, s); });
+  parallel_chunks(n, 16384, [&](int64_t a, int64_t b) {
+    kernel(keep + a, b - a, base + uint64_t(a + 1) * Rng::kGamma, below, s);  // draw a is the (a + 1)-th
+  });
 }
 
 Var add(const Var& a, const Var& b) {
