@@ -185,15 +185,20 @@ void AdamW::load_state(const nlohmann::json& state, const std::map<std::string, 
 double grad_norm(const std::vector<ParamRef>& params) {
   const std::vector<Piece> pieces = pieces_of(params);
   const int64_t count = int64_t(pieces.size());
-  double sum = 0.0;
   // Each piece's Σ g² in 32 interleaved partial sums (one running sum is a chain of dependent
-  // additions, 4 cycles each), at the level's width.
+  // additions, 4 cycles each), at the level's width; the pieces' sums added in piece order, so
+  // that the norm has the same bits whatever the thread count (an OpenMP reduction adds the
+  // threads' partial sums in the order they finish: from three threads on, a clipped step could
+  // differ between two runs in the clip coefficient's last bit).
   const auto sum_squares = cpu_kernels().sum_squares;
-#pragma omp parallel for schedule(static) reduction(+ : sum) if (count > 1)
+  std::vector<double> sums(size_t(count), 0.0);
+#pragma omp parallel for schedule(static) if (count > 1)
   for (int64_t k = 0; k < count; ++k) {
     const Piece& piece = pieces[size_t(k)];
-    sum += sum_squares(params[piece.param].grad->f32() + piece.begin, piece.end - piece.begin);
+    sums[size_t(k)] = sum_squares(params[piece.param].grad->f32() + piece.begin, piece.end - piece.begin);
   }
+  double sum = 0.0;
+  for (double s : sums) sum += s;
   return std::sqrt(sum);
 }
 
