@@ -21,12 +21,12 @@ void fill_dropout_mask(float* keep, int64_t n, float p, Rng& rng, DrawSlice slic
   const float s = 1.0f / (1.0f - p);
   // Draw i is dropped when uniform_of(u) = (u >> 11)·2⁻⁵³ < p, i.e. when the integer u >> 11 is
   // below ⌈p·2⁵³⌉ (exact: p·2⁵³ only moves p's exponent). In integers and without a branch the
-  // loop vectorises (64-bit multiplies), where the double compare and its 10 %-taken branch ran
-  // one draw at a time: 2.6 % of a BERT-base training step.
+  // loop can vectorise, where the double compare and its 10 %-taken branch ran one draw at a time:
+  // 2.6 % of a BERT-base training step.
   const uint64_t below = uint64_t(std::ceil(std::ldexp(double(p), 53)));
   // The draws hashed at the CPU level's width (engine/cpu_kernels.h; the same masks at every level):
-  // compiled for the baseline, the 64-bit multiplies ran at SSE2's two lanes, built from 32-bit
-  // ones (3.6 % of a BERT-base bf16 training step on the AMX Xeon).
+  // compiled for the baseline, which has no 64-bit vector multiply, GCC left the loop one draw at
+  // a time (3.6 % of a BERT-base bf16 training step on the AMX Xeon).
   const auto kernel = cpu_kernels().dropout_mask;
   parallel_chunks(n, 16384, [&](int64_t a, int64_t b) {
     kernel(keep + a, b - a, base + uint64_t(a + 1) * Rng::kGamma, below, s);  // draw a is the (a + 1)-th

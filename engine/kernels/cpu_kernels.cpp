@@ -414,8 +414,8 @@ void gram_f64(const double* A, int64_t lda, const double* B, int64_t ldb, int64_
 
 // Dropout's keep scales from splitmix64 draws (engine/rng.h's Rng::mix, repeated here: an inline
 // function of a shared header compiled at this level's flags could stand in for the baseline's
-// copy at link time). The 64-bit multiplies vectorise as AVX-512DQ's vpmullq; AVX2 and SSE2
-// build them from 32-bit ones.
+// copy at link time). The 64-bit multiplies vectorise as AVX-512DQ's vpmullq, and at AVX2 from
+// 32-bit products (vpmuludq); the baseline keeps them scalar.
 void dropout_mask(float* out, int64_t n, uint64_t z0, uint64_t below, float kept) {
   constexpr uint64_t kGamma = 0x9e3779b97f4a7c15ull;
   for (int64_t i = 0; i < n; ++i) {
