@@ -38,8 +38,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     const std::string ck = fuzz::scratch_dir() + "/seed_checkpoint";
     save_training_checkpoint(ck, s.model, *s.opt,
                              {{"step", 3}, {"dropout_rng", rng_to_json(rng)}, {"data", s.stream->state()}});
-    fuzz::write_file(dir + "/checkpoint", fuzz::join_files({fuzz::read_file(ck + "/state.json"),
-                                                            fuzz::read_file(ck + "/tensors.safetensors")}));
+    fuzz::write_file(dir + "/checkpoint", fuzz::checkpoint_input(ck));
   });
   return 0;
 }
@@ -47,10 +46,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 // Input: state.json, separator, tensors.safetensors.
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Setup& s = setup();
-  const auto parts = fuzz::split_files(data, size, 2);
-  const std::string dir = fuzz::fresh_dir("checkpoint");
-  fuzz::write_file(dir + "/state.json", parts[0]);
-  fuzz::write_file(dir + "/tensors.safetensors", parts[1]);
+  const std::string dir = fuzz::checkpoint_dir(data, size, "checkpoint");
   try {
     const nlohmann::json state = load_training_checkpoint(dir, s.model, *s.opt);
     if (state.is_object() && state.contains("dropout_rng")) {

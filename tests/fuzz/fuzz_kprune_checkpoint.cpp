@@ -42,8 +42,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
       KpruneOptions o = options(ck);
       o.constraint = c;
       (void)kprune(s.teacher, s.batches, o);
-      fuzz::write_file(dir + "/kprune_" + std::to_string(int(c * 10)),
-                       fuzz::join_files({fuzz::read_file(ck + "/state.json"), fuzz::read_file(ck + "/tensors.safetensors")}));
+      fuzz::write_file(dir + "/kprune_" + std::to_string(int(c * 10)), fuzz::checkpoint_input(ck));
     }
   });
   return 0;
@@ -52,10 +51,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 // Input: state.json, separator, tensors.safetensors.
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Setup& s = setup();
-  const auto parts = fuzz::split_files(data, size, 2);
-  const std::string dir = fuzz::fresh_dir("kprune_checkpoint");
-  fuzz::write_file(dir + "/state.json", parts[0]);
-  fuzz::write_file(dir + "/tensors.safetensors", parts[1]);
+  const std::string dir = fuzz::checkpoint_dir(data, size, "kprune_checkpoint");
   try {
     const BertModel pruned = kprune(s.teacher, s.batches, options(dir));
     fuzz::read_every_byte(pruned.named_tensors());

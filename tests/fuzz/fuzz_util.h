@@ -109,6 +109,20 @@ inline std::string join_files(const std::vector<std::string>& files) {
   return out;
 }
 
+// A checkpoint directory (io/checkpoint.h: state.json and tensors.safetensors) as one input:
+// state.json, separator, tensors.safetensors. checkpoint_input joins a directory's two files;
+// checkpoint_dir writes an input's two parts into the fresh directory NAME and returns it.
+inline std::string checkpoint_input(const std::string& dir) {
+  return join_files({read_file(dir + "/state.json"), read_file(dir + "/tensors.safetensors")});
+}
+inline std::string checkpoint_dir(const uint8_t* data, size_t size, const std::string& name) {
+  const auto parts = split_files(data, size, 2);
+  const std::string dir = fresh_dir(name);
+  write_file(dir + "/state.json", parts[0]);
+  write_file(dir + "/tensors.safetensors", parts[1]);
+  return dir;
+}
+
 // MB_FUZZ_WRITE_SEEDS=DIR: calls write(DIR) and exits (from LLVMFuzzerInitialize).
 template <class F>
 void write_seeds_if_asked(F&& write) {
