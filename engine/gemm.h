@@ -43,12 +43,22 @@ void gemm_tn_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, 
 // bfloat16 products for mixed-precision training (engine/linear.cpp): C[M, N] = op(A)·op(B) + beta·C
 // with A and B given as bfloat16 bits (row-major, leading dimensions as sgemm's), beta 0 or 1. Each
 // product of two bf16 values is exact in f32 and the sums are f32. It runs on oneDNN's bf16 matmul
-// where the CPU has AVX512-BF16 (about twice f32's product rate); elsewhere it widens the operands to
-// f32 and runs sgemm: the same operands, f32's speed, sums in another order.
+// where that beats f32 (bf16_products_beat_widening); elsewhere it widens the operands to f32 and
+// runs sgemm: the same operands, f32's speed, sums in another order.
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 // Which of the two gemm_bf16 runs here: "onednn" or "emulated".
 const char* gemm_bf16_kernel();
+// Whether the CPU's own bf16 products outrun sgemm on the same values widened to f32, given what it
+// has: AVX512-BF16, AMX tiles that oneDNN uses, and the vendor. AMX: by far. AVX512-BF16 alone: on
+// AMD's cores (Zen 4/5 issue vdpbf16ps at twice FMA's multiply rate; Zen 5, BERT-base's training
+// products at 1,024 rows: 1.55-1.63x f32's), but not on Intel's (Cooper Lake, or Sapphire Rapids
+// where AMX is unusable), whose vdpbf16ps multiplies no faster than FMA: there oneDNN's bf16 matmul
+// ran at 0.55-0.65x sgemm's rate, and the widened operands at 0.9-1.0x.
+bool bf16_products_beat_widening(bool avx512bf16, bool amx, bool intel);
+// Whether oneDNN runs its AMX kernels here (the CPU and OS allow them and ONEDNN_MAX_CPU_ISA does not
+// rule them out); false in builds without oneDNN.
+bool onednn_uses_amx();
 
 // A weight W [N, K] (PyTorch's [out, in]) reordered once into the layout of a matmul kernel, for
 // inference: products with few rows then skip the packing sgemm redoes on every call

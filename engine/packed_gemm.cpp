@@ -138,8 +138,10 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
 // max |diff| 0.041 against f32 on test_models' model, against 0.008 with VNNI).
 bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
   const std::string impl = pd.impl_info_str();
-  if (precision != Precision::Int8) return impl.rfind("brg", 0) == 0;
   const CpuFeatures& f = cpu_features();
+  if (precision == Precision::BF16 && !bf16_products_beat_widening(f.avx512bf16, onednn_uses_amx(), f.intel))
+    return false;  // the engine's kernel on widened weights is faster (gemm.h)
+  if (precision != Precision::Int8) return impl.rfind("brg", 0) == 0;
   const bool vnni = (cpu_level() == CpuLevel::AVX512 && f.avx512vnni) || (cpu_level() != CpuLevel::Baseline && f.avxvnni);
   return vnni && impl.rfind("ref", 0) != 0;
 }
@@ -294,9 +296,9 @@ bool gemm_weight(const float* W, int64_t N, int64_t K, int64_t M, const float* A
 namespace {
 
 // bfloat16 products of operands as they are (training: both change every step), on oneDNN's matmul
-// with strided views, one primitive per shape as for the packed weights. Only where the CPU has
-// AVX512-BF16 (vdpbf16ps) at the AVX-512 level: there the kernel runs at about twice f32's rate;
-// oneDNN's bf16 kernels without it convert to f32 internally and are no faster than sgemm.
+// with strided views, one primitive per shape as for the packed weights. Only at the AVX-512 level
+// where bf16_products_beat_widening (gemm.h) holds: oneDNN's bf16 kernels without AVX512-BF16
+// convert to f32 internally, and Intel's vdpbf16ps without AMX multiplies at FMA's rate.
 using Bf16Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, int64_t, int64_t, bool, int>;
 struct Bf16Cache {
   std::mutex mu;
@@ -305,8 +307,12 @@ struct Bf16Cache {
 
 bool gemm_bf16_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                       const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (gemm_backend() != GemmBackend::OneDNN || cpu_level() != CpuLevel::AVX512 || !cpu_features().avx512bf16)
-    return false;
+  if (gemm_backend() != GemmBackend::OneDNN || cpu_level() != CpuLevel::AVX512) return false;
+  static const bool fast = [] {  // after gemm_backend(), which caps oneDNN's ISA first (MB_CPU)
+    const CpuFeatures& f = cpu_features();
+    return bf16_products_beat_widening(f.avx512bf16, onednn_uses_amx(), f.intel);
+  }();
+  if (!fast) return false;
   const GemmThreads limit(M, N, K);
   static Bf16Cache c;
   Entry prim;
@@ -349,7 +355,18 @@ bool gemm_bf16_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const u
 
 }  // namespace
 
+bool onednn_uses_amx() {
+  static const bool amx = [] {
+    onednn_follow_cpu_level();  // reading the effective ISA fixes it: any cap comes first
+    const auto isa = unsigned(dnnl::get_effective_cpu_isa()), amx = unsigned(dnnl::cpu_isa::avx512_core_amx);
+    return (isa & amx) == amx && cpu_features().amxbf16;  // ISAs are bit sets: AMX's contains the rest
+  }();
+  return amx;
+}
+
 #else  // no oneDNN: the engine's own kernels pack every precision
+
+bool onednn_uses_amx() { return false; }
 
 struct PackedWeight {
   int64_t n = 0, k = 0;
@@ -383,6 +400,8 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t
   widen(B, tb ? N : K, tb ? K : N, ldb, b32);
   sgemm(ta, tb, M, N, K, 1.0f, a32.data(), lda, b32.data(), ldb, beta, C, ldc);
 }
+
+bool bf16_products_beat_widening(bool avx512bf16, bool amx, bool intel) { return amx || (avx512bf16 && !intel); }
 
 const char* gemm_bf16_kernel() {
   const uint16_t one = f32_to_bf16(1.0f);

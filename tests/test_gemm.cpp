@@ -108,14 +108,24 @@ TEST_CASE("sgemm: every back-end and transpose against a float64 reference") {
                  });
 }
 
+TEST_CASE("bf16 products: oneDNN's kernel only where the CPU's bf16 arithmetic beats widening to f32") {
+  // (AVX512-BF16, AMX in use, Intel) → the CPU's own bf16 products.
+  CHECK(mb::bf16_products_beat_widening(true, true, true));     // Sapphire Rapids with AMX
+  CHECK(mb::bf16_products_beat_widening(true, false, false));   // Zen 4, Zen 5
+  CHECK_FALSE(mb::bf16_products_beat_widening(true, false, true));    // Cooper Lake; AMX unusable
+  CHECK_FALSE(mb::bf16_products_beat_widening(false, false, false));  // no bf16 instructions
+  CHECK_FALSE(mb::bf16_products_beat_widening(false, false, true));
+}
+
 TEST_CASE("gemm_bf16: every back-end and transpose against a float64 reference on the bf16 values") {
-  // oneDNN's bf16 kernel where the CPU has AVX512-BF16; every other back-end (and CPU) widens the
-  // same values to f32.
+  // oneDNN's bf16 kernel where the CPU's bf16 products are fast; every other back-end (and CPU)
+  // widens the same values to f32.
   const mb::GemmBackend saved = mb::gemm_backend();
   const mb::CpuFeatures& f = mb::cpu_features();
   for (mb::GemmBackend backend : mb::available_gemm_backends()) {
     mb::set_gemm_backend(backend);
-    const bool native = backend == mb::GemmBackend::OneDNN && mb::cpu_level() == mb::CpuLevel::AVX512 && f.avx512bf16;
+    const bool native = backend == mb::GemmBackend::OneDNN && mb::cpu_level() == mb::CpuLevel::AVX512 &&
+                        mb::bf16_products_beat_widening(f.avx512bf16, mb::onednn_uses_amx(), f.intel);
     CHECK(mb::gemm_bf16_kernel() == std::string(native ? "onednn" : "emulated"));
   }
   mb::set_gemm_backend(saved);
