@@ -20,7 +20,7 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
   bool avx512bf16 = false, avx512vnni = false, avxvnni = false;
-  bool amxbf16 = false, amxint8 = false;  // reported only: oneDNN picks its AMX kernels itself
+  bool amxbf16 = false, amxint8 = false;  // oneDNN picks its AMX kernels itself (gemm.h: onednn_uses_amx)
   bool intel = false;  // the vendor: "GenuineIntel" (engine/gemm.h: bf16_products_beat_widening)
   // aarch64
   bool neon = false, dotprod = false, bf16 = false, i8mm = false;
