@@ -131,6 +131,29 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, b, dst), attr, runtime().engine);
 }
 
+}  // namespace
+
+bool onednn_uses_amx() {
+  static const bool amx = [] {
+    onednn_follow_cpu_level();  // reading the effective ISA fixes it: any cap comes first
+    const auto isa = unsigned(dnnl::get_effective_cpu_isa()), amx = unsigned(dnnl::cpu_isa::avx512_core_amx);
+    return (isa & amx) == amx && cpu_features().amxbf16;  // ISAs are bit sets: AMX's contains the rest
+  }();
+  return amx;
+}
+
+namespace {
+
+// Whether oneDNN's bf16 kernels are worth running here, for training's products and packed
+// weights alike (gemm.h: bf16_products_beat_widening).
+bool onednn_bf16_fast() {
+  static const bool fast = [] {
+    const CpuFeatures& f = cpu_features();
+    return bf16_products_beat_widening(f.avx512bf16, onednn_uses_amx(), f.intel);
+  }();
+  return fast;
+}
+
 // Whether oneDNN picked a kernel worth packing for: brgemm for f32 and bf16 (its other f32 kernels
 // re-pack on every call; for bf16 the others are reference loops); for int8 anything but the
 // reference loops, on a CPU level with VNNI (vpdpbusd). Without VNNI oneDNN multiplies with
@@ -138,9 +161,8 @@ dnnl::matmul::primitive_desc matmul_pd(int64_t M, int64_t N, int64_t K, int64_t 
 // max |diff| 0.041 against f32 on test_models' model, against 0.008 with VNNI).
 bool fast_kernel(const dnnl::matmul::primitive_desc& pd, Precision precision) {
   const std::string impl = pd.impl_info_str();
+  if (precision == Precision::BF16 && !onednn_bf16_fast()) return false;  // the engine's widened kernel is faster
   const CpuFeatures& f = cpu_features();
-  if (precision == Precision::BF16 && !bf16_products_beat_widening(f.avx512bf16, onednn_uses_amx(), f.intel))
-    return false;  // the engine's kernel on widened weights is faster (gemm.h)
   if (precision != Precision::Int8) return impl.rfind("brg", 0) == 0;
   const bool vnni = (cpu_level() == CpuLevel::AVX512 && f.avx512vnni) || (cpu_level() != CpuLevel::Baseline && f.avxvnni);
   return vnni && impl.rfind("ref", 0) != 0;
@@ -307,12 +329,7 @@ struct Bf16Cache {
 
 bool gemm_bf16_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
                       const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (gemm_backend() != GemmBackend::OneDNN || cpu_level() != CpuLevel::AVX512) return false;
-  static const bool fast = [] {  // after gemm_backend(), which caps oneDNN's ISA first (MB_CPU)
-    const CpuFeatures& f = cpu_features();
-    return bf16_products_beat_widening(f.avx512bf16, onednn_uses_amx(), f.intel);
-  }();
-  if (!fast) return false;
+  if (gemm_backend() != GemmBackend::OneDNN || cpu_level() != CpuLevel::AVX512 || !onednn_bf16_fast()) return false;
   const GemmThreads limit(M, N, K);
   static Bf16Cache c;
   Entry prim;
@@ -354,15 +371,6 @@ bool gemm_bf16_onednn(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const u
 }
 
 }  // namespace
-
-bool onednn_uses_amx() {
-  static const bool amx = [] {
-    onednn_follow_cpu_level();  // reading the effective ISA fixes it: any cap comes first
-    const auto isa = unsigned(dnnl::get_effective_cpu_isa()), amx = unsigned(dnnl::cpu_isa::avx512_core_amx);
-    return (isa & amx) == amx && cpu_features().amxbf16;  // ISAs are bit sets: AMX's contains the rest
-  }();
-  return amx;
-}
 
 #else  // no oneDNN: the engine's own kernels pack every precision
 
